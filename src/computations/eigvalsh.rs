@@ -1,0 +1,125 @@
+//! `EigvalshComputation`: all eigenvalues of each group's GGN block.
+
+use std::collections::HashMap;
+
+use candle_core::Tensor;
+
+use crate::error::{Error, Result};
+use crate::extension::{say, Computation, Extension};
+use crate::group::{GroupId, ParamGroup};
+use crate::linalg;
+use crate::record::Recorded;
+
+/// Eigenvalues of the GGN block of each parameter group, from its Gram matrix.
+///
+/// With the GGN factor `V` `[D, C_eff·N_g]` of a group (`G = V Vᵀ`, see
+/// [`crate::loss`] for the columns), the Gram matrix `G̃ = Vᵀ V` has the same
+/// non-zero eigenvalues as `G`. The result holds **all** `C_eff·N_g`
+/// eigenvalues of `G̃`, ascending, including the (numerically) zero ones.
+///
+/// Options, as in the seed: `subsampling` (curvature from a subset of the
+/// batch, `G = (1/|S|) Σ_{n∈S} J_nᵀ H_n J_n`), `mc_samples` (0: exact factor,
+/// `M ≥ 1`: Monte-Carlo factor with `M` columns per sample; see [`Self::seed`]),
+/// `verbose`.
+///
+/// ```
+/// # use candle_core::{DType, Device, Module, Tensor};
+/// # use candle_nn::{VarBuilder, VarMap};
+/// use vivit::{EigvalshComputation, ParamGroup};
+/// # fn main() -> vivit::Result<()> {
+/// # let dev = Device::Cpu;
+/// # let varmap = VarMap::new();
+/// # let vb = VarBuilder::from_varmap(&varmap, DType::F64, &dev);
+/// # let fc = vivit::nn::linear(4, 3, vb.pp("fc"))?;
+/// # let x = Tensor::randn(0f64, 1., (5, 4), &dev)?;
+/// # let y = Tensor::new(&[0u32, 1, 2, 0, 1], &dev)?;
+/// let loss = vivit::record(|| vivit::loss::cross_entropy(&fc.forward(&x)?, &y))?;
+/// let groups = [ParamGroup::new(varmap.all_vars())];
+/// let mut computation = EigvalshComputation::new().subsampling([0, 2, 4]);
+/// computation.compute(&loss, &groups)?;
+/// let evals = computation.result(&groups[0])?; // [C·N_g] = [9], ascending
+/// assert_eq!(evals.dims(), &[9]);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct EigvalshComputation {
+    subsampling: Option<Vec<usize>>,
+    mc_samples: usize,
+    seed: Option<u64>,
+    verbose: bool,
+    results: HashMap<GroupId, Tensor>,
+}
+
+impl EigvalshComputation {
+    /// Exact GGN on the whole batch, quiet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Computes the curvature on the samples `indices` of the batch only
+    /// (distinct, in range; their order sets the Gram matrix's sample axis).
+    pub fn subsampling(mut self, indices: impl IntoIterator<Item = usize>) -> Self {
+        self.subsampling = Some(indices.into_iter().collect());
+        self
+    }
+
+    /// `0` (the default) for the exact GGN, `M ≥ 1` for a Monte-Carlo GGN with
+    /// `M` sampled columns per sample (`C_eff = M`).
+    pub fn mc_samples(mut self, mc_samples: usize) -> Self {
+        self.mc_samples = mc_samples;
+        self
+    }
+
+    /// Seeds the Monte-Carlo draw; without it every backward pass draws afresh.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
+        self
+    }
+
+    /// Prints what happens to stderr.
+    pub fn verbose(mut self, verbose: bool) -> Self {
+        self.verbose = verbose;
+        self
+    }
+
+    /// Runs the computation on `groups` in its own extended backward pass;
+    /// use [`crate::backward`] to share one pass between computations.
+    ///
+    /// # Errors
+    /// See [`crate::backward`]; subsampling errors; [`Error::NonFinite`] for a
+    /// non-finite Gram matrix.
+    pub fn compute(&mut self, recorded: &Recorded, groups: &[ParamGroup]) -> Result<()> {
+        crate::backward(recorded, groups, &mut [self])
+    }
+
+    /// All `C_eff·N_g` eigenvalues of the group's Gram matrix, ascending, in the
+    /// model's dtype.
+    ///
+    /// # Errors
+    /// [`Error::NoResult`] if the group was not part of a computed pass.
+    pub fn result(&self, group: &ParamGroup) -> Result<Tensor> {
+        self.results
+            .get(&group.id())
+            .cloned()
+            .ok_or(Error::NoResult(group.id()))
+    }
+}
+
+impl Computation for EigvalshComputation {
+    fn run(&mut self, ext: &mut Extension<'_>, groups: &[ParamGroup]) -> Result<()> {
+        let factor = ext.factor(
+            self.mc_samples,
+            self.subsampling.as_deref(),
+            self.seed,
+            "subsampling",
+            self.verbose,
+        )?;
+        for (g, group) in groups.iter().enumerate() {
+            let gram = ext.gram(factor, g, self.verbose)?;
+            say(self.verbose, || format!("group {g}: eigenvalues of the Gram matrix"));
+            self.results.insert(group.id(), linalg::eigvalsh(&gram)?);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,160 @@
+//! The crate's error type.
+//!
+//! Every fallible function of `vivit` returns [`Result`]. The variants name the
+//! offending value so that a message alone tells what to fix; candle's own
+//! errors pass through as [`Error::Candle`].
+
+use candle_core::DType;
+
+/// Everything that can go wrong in `vivit`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An error from candle.
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+
+    /// `vivit::record` was called inside another `vivit::record`.
+    #[error("vivit::record was called inside another vivit::record closure; recordings cannot nest")]
+    NestedRecord,
+
+    /// The recorded closure did not return a loss built with `vivit::loss`.
+    #[error(
+        "the loss was not built with vivit::loss inside vivit::record{detail}; \
+         return the tracked loss (e.g. vivit::loss::cross_entropy) itself from the closure"
+    )]
+    LossNotTracked {
+        /// What was found instead.
+        detail: &'static str,
+    },
+
+    /// The closure of `vivit::record` gave a different loss on its second, probe-only run.
+    #[error(
+        "the closure of vivit::record returned loss {first} on its first run and {second} on its \
+         probe run; the closure must be deterministic (turn dropout off or seed it)"
+    )]
+    NonDeterministicClosure {
+        /// Loss of the first run.
+        first: f64,
+        /// Loss of the probe run.
+        second: f64,
+    },
+
+    /// The model output or the targets do not fit the loss.
+    #[error("{loss}: {reason}")]
+    InvalidTargets {
+        /// Name of the loss function.
+        loss: &'static str,
+        /// What is wrong, with the offending shape, dtype or value.
+        reason: String,
+    },
+
+    /// The model uses a dtype the computations do not support.
+    #[error("unsupported dtype {0:?}: vivit computes in f32 or f64")]
+    UnsupportedDType(DType),
+
+    /// A tracked layer is configured in a way the computations do not support.
+    #[error("unsupported layer: {0}")]
+    UnsupportedLayer(String),
+
+    /// The recorded batch has no samples.
+    #[error("the recorded batch is empty (N = 0)")]
+    EmptyBatch,
+
+    /// A parameter appears in more than one group.
+    #[error(
+        "parameter {param} (shape {shape:?}) is in group {first} and in group {second}; \
+         a parameter can be in one group only"
+    )]
+    ParamInTwoGroups {
+        /// Position of the parameter in the second group.
+        param: usize,
+        /// Its shape.
+        shape: Vec<usize>,
+        /// Index of the first group holding it.
+        first: usize,
+        /// Index of the second group holding it.
+        second: usize,
+    },
+
+    /// A group parameter is not the weight or bias of any tracked layer of the recorded pass.
+    #[error(
+        "parameter {param} (shape {shape:?}) of group {group} was not used by any tracked \
+         layer (vivit::nn) in the recorded forward pass"
+    )]
+    ParamNotRecorded {
+        /// Index of the group.
+        group: usize,
+        /// Position of the parameter in the group.
+        param: usize,
+        /// Its shape.
+        shape: Vec<usize>,
+    },
+
+    /// A group has no parameters.
+    #[error("group {0} has no parameters")]
+    EmptyGroup(usize),
+
+    /// A subsampling index is not a sample of the batch.
+    #[error("{name} index {index} is out of range for a batch of {batch_size} samples")]
+    SubsamplingOutOfRange {
+        /// Which option (`subsampling`, `subsampling_grad`, `subsampling_ggn`).
+        name: &'static str,
+        /// The bad index.
+        index: usize,
+        /// The batch size N.
+        batch_size: usize,
+    },
+
+    /// A subsampling index appears twice.
+    #[error("{name} repeats index {index}; each sample can be chosen once")]
+    SubsamplingRepeated {
+        /// Which option.
+        name: &'static str,
+        /// The repeated index.
+        index: usize,
+    },
+
+    /// A subsampling list is empty.
+    #[error("{name} is empty; choose at least one sample or pass None for the whole batch")]
+    SubsamplingEmpty {
+        /// Which option.
+        name: &'static str,
+    },
+
+    /// A criterion returned an index that is not an eigenvalue index.
+    #[error("the criterion returned index {index}, but there are only {len} eigenvalues")]
+    CriterionOutOfRange {
+        /// The bad index.
+        index: usize,
+        /// Number of eigenvalues it was given.
+        len: usize,
+    },
+
+    /// A criterion returned the same index twice.
+    #[error("the criterion returned index {0} twice")]
+    CriterionRepeated(usize),
+
+    /// A value that must be finite is NaN or infinite.
+    #[error("{what} is not finite ({value})")]
+    NonFinite {
+        /// Which quantity.
+        what: &'static str,
+        /// The first non-finite value found.
+        value: f64,
+    },
+
+    /// The symmetric eigensolver did not converge.
+    #[error("the symmetric eigensolver did not converge on the {size}×{size} Gram matrix")]
+    EigenSolver {
+        /// Size of the Gram matrix.
+        size: usize,
+    },
+
+    /// A computation has no result for the group asked for.
+    #[error("no result for group {0:?}: run compute (or vivit::backward) with this group first")]
+    NoResult(crate::GroupId),
+}
+
+/// `Result` with [`Error`] as the error type.
+pub type Result<T> = std::result::Result<T, Error>;

@@ -1,0 +1,203 @@
+//! Backpropagating the loss-Hessian factor to every tracked layer output.
+//!
+//! For each of the `C_eff` columns `S[c]` `[N_g, C]` of the loss-Hessian factor
+//! (see [`crate::loss`]), one backward pass of `⟨f, Z_c⟩` through the probe
+//! run's graph (weights detached, so no weight gradient is computed) leaves
+//! `J_{z_l}ᵀ Z_c` at every layer output probe `z_l`, row by row per sample.
+
+use candle_core::{DType, Tensor};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+
+use super::layer::LayerFactor;
+use super::patches::{patches, ConvGeometry};
+use crate::error::{Error, Result};
+use crate::record::{LayerKind, LayerRecord, Tape};
+
+/// Which factor: exact (`mc_samples == 0`) or Monte-Carlo, on which samples.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct FactorSpec {
+    pub mc_samples: usize,
+    pub subsampling: Option<Vec<usize>>,
+    /// Seed of the Monte-Carlo draw (unused when exact).
+    pub seed: u64,
+}
+
+/// All calls of one tracked weight in the forward pass.
+#[derive(Debug)]
+pub(crate) struct TrackedLayer<'t> {
+    pub calls: Vec<&'t LayerRecord>,
+}
+
+impl<'t> TrackedLayer<'t> {
+    /// Groups the tape's layer calls by weight.
+    pub fn from_tape(tape: &'t Tape) -> Result<Vec<Self>> {
+        let mut layers: Vec<TrackedLayer<'t>> = Vec::new();
+        for call in &tape.layers {
+            match layers
+                .iter_mut()
+                .find(|l| l.calls[0].weight.id() == call.weight.id())
+            {
+                Some(layer) => {
+                    let first = layer.calls[0];
+                    let same_bias =
+                        first.bias.as_ref().map(|b| b.id()) == call.bias.as_ref().map(|b| b.id());
+                    if first.kind != call.kind || !same_bias {
+                        return Err(Error::UnsupportedLayer(format!(
+                            "weight {:?} is shared by layers of different kinds or biases",
+                            call.weight.dims()
+                        )));
+                    }
+                    layer.calls.push(call);
+                }
+                None => layers.push(TrackedLayer { calls: vec![call] }),
+            }
+        }
+        Ok(layers)
+    }
+
+    pub fn weight(&self) -> &Tensor {
+        &self.calls[0].weight
+    }
+
+    pub fn bias(&self) -> Option<&Tensor> {
+        self.calls[0].bias.as_ref()
+    }
+}
+
+/// The factors of the `layers` marked in `needed`, for `spec`.
+pub(crate) fn backprop(
+    tape: &Tape,
+    layers: &[TrackedLayer<'_>],
+    needed: &[bool],
+    spec: &FactorSpec,
+) -> Result<Vec<Option<LayerFactor>>> {
+    let output = &tape.loss.output;
+    let rows = spec
+        .subsampling
+        .as_ref()
+        .map(|idx| {
+            let idx: Vec<u32> = idx.iter().map(|&i| i as u32).collect();
+            Tensor::new(idx.as_slice(), output.device())
+        })
+        .transpose()?;
+    let select = |t: &Tensor| -> Result<Tensor> {
+        Ok(match &rows {
+            Some(rows) => t.index_select(rows, 0)?,
+            None => t.clone(),
+        })
+    };
+    let mut rng = StdRng::seed_from_u64(spec.seed);
+    let factor = tape
+        .loss
+        .kind
+        .sqrt_hessian(&select(&output.detach())?, spec.mc_samples, &mut rng)?;
+    let c_eff = factor.dim(0)?;
+
+    // signals[layer][call][column] = rows of J_zᵀ Z_c at that call's output
+    let mut signals: Vec<Vec<Vec<Tensor>>> = layers
+        .iter()
+        .map(|l| vec![Vec::with_capacity(c_eff); l.calls.len()])
+        .collect();
+    for c in 0..c_eff {
+        let column = factor.get(c)?;
+        let seed = match &rows {
+            Some(rows) => output.zeros_like()?.index_add(rows, &column, 0)?,
+            None => column,
+        };
+        let grads = (output * seed)?.sum_all()?.backward()?;
+        for (l, (layer, layer_signals)) in layers.iter().zip(&mut signals).enumerate() {
+            if !needed[l] {
+                continue;
+            }
+            for (call, call_signals) in layer.calls.iter().zip(layer_signals.iter_mut()) {
+                let g = match grads.get(call.probe.as_tensor()) {
+                    Some(g) => g.clone(),
+                    None => call.probe.zeros_like()?,
+                };
+                call_signals.push(select(&g)?);
+            }
+        }
+    }
+
+    layers
+        .iter()
+        .zip(signals)
+        .enumerate()
+        .map(|(l, (layer, layer_signals))| {
+            if !needed[l] {
+                return Ok(None);
+            }
+            let mut a_parts = Vec::new();
+            let mut b_parts = Vec::new();
+            for (call, call_signals) in layer.calls.iter().zip(layer_signals) {
+                let b = Tensor::stack(&call_signals, 0)?;
+                let (a, b) = call_factor(call, &select(&call.input)?, &b)?;
+                a_parts.push(a);
+                b_parts.push(b);
+            }
+            Ok(Some(LayerFactor {
+                a: Tensor::cat(&a_parts, 1)?,
+                b: Tensor::cat(&b_parts, 2)?,
+                weight_shape: layer.weight().shape().clone(),
+            }))
+        })
+        .collect()
+}
+
+/// `(A [N, T, I], B [C, N, T, O])` of one layer call from its (subsampled)
+/// input and output signals `b` `[C, N, *out_shape]`.
+fn call_factor(call: &LayerRecord, input: &Tensor, b: &Tensor) -> Result<(Tensor, Tensor)> {
+    let (c, n) = (b.dim(0)?, b.dim(1)?);
+    match call.kind {
+        LayerKind::Linear => {
+            let i = input.dim(candle_core::D::Minus1)?;
+            let o = b.dim(candle_core::D::Minus1)?;
+            let t = input.elem_count() / (n * i).max(1);
+            Ok((
+                input.reshape((n, t, i))?,
+                b.reshape((c, n, t, o))?,
+            ))
+        }
+        LayerKind::Conv {
+            padding,
+            stride,
+            dilation,
+            groups,
+        } => {
+            if groups != 1 {
+                return Err(Error::UnsupportedLayer(format!(
+                    "convolution with groups = {groups} (weight {:?}); only groups = 1 is supported",
+                    call.weight.dims()
+                )));
+            }
+            let (input, kernel) = match call.weight.dims() {
+                &[_, _, k] => (input.unsqueeze(2)?, (1, k)),
+                &[_, _, kh, kw] => (input.clone(), (kh, kw)),
+                dims => {
+                    return Err(Error::UnsupportedLayer(format!(
+                        "convolution weight of shape {dims:?}"
+                    )))
+                }
+            };
+            let geo = ConvGeometry {
+                padding,
+                stride,
+                dilation,
+            };
+            let a = patches(&input, kernel, geo)?;
+            let o = b.dim(2)?;
+            let p = a.dim(1)?;
+            let b = b.reshape((c, n, o, p))?.transpose(2, 3)?.contiguous()?;
+            Ok((a, b))
+        }
+    }
+}
+
+/// Checks that the model computes in a float dtype the eigensolver supports.
+pub(crate) fn check_dtype(t: &Tensor) -> Result<()> {
+    match t.dtype() {
+        DType::F32 | DType::F64 => Ok(()),
+        other => Err(Error::UnsupportedDType(other)),
+    }
+}

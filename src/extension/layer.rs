@@ -1,0 +1,107 @@
+//! Per-layer factor algebra: Gram blocks and `V·x` without materializing `V`
+//! where a structured product exists.
+//!
+//! A tracked layer (all its calls in the forward pass together) is described by
+//! its inputs `A` `[N, T, I]` and its backpropagated output signals `B`
+//! `[C, N, T, O]`, where `T` counts the positions a weight is applied at
+//! (extra input axes of a linear layer, output pixels of a convolution, repeated
+//! calls). Column `(c, n)` of the GGN factor is, for the weight and the bias,
+//!
+//! ```text
+//! V_W[c,n] = Σ_t B[c,n,t,:] ⊗ A[n,t,:]      (an O×I matrix)
+//! V_b[c,n] = Σ_t B[c,n,t,:]
+//! ```
+//!
+//! so that the layer's Gram blocks are `V_Wᵀ V_W` and `V_bᵀ V_b` in the
+//! `[C·N, C·N]` layout with index `c·N + n`.
+
+use candle_core::{Result, Shape, Tensor};
+
+/// Which parameter of a layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Role {
+    Weight,
+    Bias,
+}
+
+/// A layer's per-sample factor: inputs `a` `[N, T, I]`, output signals `b` `[C, N, T, O]`.
+#[derive(Debug)]
+pub(crate) struct LayerFactor {
+    pub a: Tensor,
+    pub b: Tensor,
+    /// The weight's shape (`[O, I]` or `[O, I, k…]`).
+    pub weight_shape: Shape,
+}
+
+impl LayerFactor {
+    fn dims(&self) -> Result<(usize, usize, usize, usize, usize)> {
+        let (c, n, t, o) = self.b.dims4()?;
+        Ok((c, n, t, o, self.a.dim(2)?))
+    }
+
+    /// The Gram block `V_pᵀ V_p` `[C·N, C·N]` of one parameter.
+    ///
+    /// Weight with `T = 1`: `(B Bᵀ) ⊙ (A Aᵀ)` tiled over classes, `O(C²N²(O + 1) + N²I)`;
+    /// otherwise the factor `V_W` `[C·N, O·I]` is formed and `V_W V_Wᵀ` returned.
+    pub fn gram(&self, role: Role) -> Result<Tensor> {
+        let (c, n, t, o, i) = self.dims()?;
+        match role {
+            Role::Bias => {
+                let v = self.b.sum(2)?.reshape((c * n, o))?;
+                v.matmul(&v.t()?)
+            }
+            Role::Weight if t == 1 => {
+                let b = self.b.reshape((c * n, o))?;
+                let a = self.a.reshape((n, i))?;
+                let aa = a.matmul(&a.t()?)?;
+                let aa = aa
+                    .unsqueeze(0)?
+                    .unsqueeze(2)?
+                    .broadcast_as((c, n, c, n))?
+                    .reshape((c * n, c * n))?;
+                b.matmul(&b.t()?)?.mul(&aa)
+            }
+            Role::Weight => {
+                // V[n, (c,o), i] = Σ_t B[c,n,t,o] A[n,t,i]
+                let b = self
+                    .b
+                    .permute((1, 0, 3, 2))?
+                    .contiguous()?
+                    .reshape((n, c * o, t))?;
+                let v = b
+                    .matmul(&self.a.contiguous()?)?
+                    .reshape((n, c, o * i))?
+                    .transpose(0, 1)?
+                    .contiguous()?
+                    .reshape((c * n, o * i))?;
+                v.matmul(&v.t()?)
+            }
+        }
+    }
+
+    /// `V_p · E` for Gram-space vectors `e` `[K, C·N]`: `[K, *p.shape]`.
+    ///
+    /// With `W[n,k,t,o] = Σ_c e[k,c,n] B[c,n,t,o]`:
+    /// weight `Σ_{n,t} W[n,k,t,:] ⊗ A[n,t,:]`, bias `Σ_{n,t} W[n,k,t,:]`.
+    pub fn apply(&self, role: Role, e: &Tensor) -> Result<Tensor> {
+        let (c, n, t, o, i) = self.dims()?;
+        let k = e.dim(0)?;
+        let e = e.reshape((k, c, n))?.permute((2, 0, 1))?.contiguous()?;
+        let b = self
+            .b
+            .permute((1, 0, 2, 3))?
+            .contiguous()?
+            .reshape((n, c, t * o))?;
+        let w = e.matmul(&b)?.reshape((n, k, t, o))?;
+        match role {
+            Role::Bias => w.sum(2)?.sum(0),
+            Role::Weight => {
+                let w = w.permute((1, 3, 0, 2))?.contiguous()?.reshape((k, o, n * t))?;
+                let a = self.a.reshape((n * t, i))?;
+                let mut shape = vec![k];
+                shape.extend_from_slice(self.weight_shape.dims());
+                w.broadcast_matmul(&a)?.reshape(shape)
+            }
+        }
+    }
+}

@@ -1,0 +1,158 @@
+//! Parameter groups (GGN diagonal blocks) and the criteria that pick eigen-directions.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use candle_core::Var;
+
+use crate::error::{Error, Result};
+
+/// Identifies a [`ParamGroup`]; clones of a group share it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct GroupId(u64);
+
+impl GroupId {
+    fn next() -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        GroupId(NEXT.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+type Select = dyn Fn(&[f64]) -> Vec<usize> + Send + Sync;
+
+/// Chooses which eigen-directions to keep.
+///
+/// A criterion receives the eigenvalues of a group's Gram matrix in ascending
+/// order and returns the indices to keep, in the order the results should
+/// have (the built-in criteria return them ascending, like the seed's
+/// `list(range(n - k, n))`).
+#[derive(Clone)]
+pub struct Criterion {
+    name: String,
+    select: Arc<Select>,
+}
+
+impl Criterion {
+    /// Keeps every direction: `{0, …, n−1}`.
+    pub fn all() -> Self {
+        Self::named("all()".into(), |evals| (0..evals.len()).collect())
+    }
+
+    /// Keeps the `k` largest eigenvalues `{n−k, …, n−1}` (all of them if `k ≥ n`).
+    pub fn top_k(k: usize) -> Self {
+        Self::named(format!("top_k({k})"), move |evals| {
+            (evals.len().saturating_sub(k)..evals.len()).collect()
+        })
+    }
+
+    /// Keeps the eigenvalues strictly above `threshold`: `{i : λ_i > threshold}`.
+    pub fn above(threshold: f64) -> Self {
+        Self::named(format!("above({threshold})"), move |evals| {
+            (0..evals.len()).filter(|&i| evals[i] > threshold).collect()
+        })
+    }
+
+    /// A criterion from a closure `ascending eigenvalues → indices to keep`.
+    pub fn custom(select: impl Fn(&[f64]) -> Vec<usize> + Send + Sync + 'static) -> Self {
+        Self::named("custom".into(), select)
+    }
+
+    fn named(name: String, select: impl Fn(&[f64]) -> Vec<usize> + Send + Sync + 'static) -> Self {
+        Self {
+            name,
+            select: Arc::new(select),
+        }
+    }
+
+    /// Applies the criterion and checks its answer.
+    ///
+    /// # Errors
+    /// [`Error::CriterionOutOfRange`] or [`Error::CriterionRepeated`].
+    pub(crate) fn select(&self, evals: &[f64]) -> Result<Vec<usize>> {
+        let keep = (self.select)(evals);
+        let mut seen = vec![false; evals.len()];
+        for &i in &keep {
+            if i >= evals.len() {
+                return Err(Error::CriterionOutOfRange {
+                    index: i,
+                    len: evals.len(),
+                });
+            }
+            if std::mem::replace(&mut seen[i], true) {
+                return Err(Error::CriterionRepeated(i));
+            }
+        }
+        Ok(keep)
+    }
+}
+
+impl Default for Criterion {
+    /// [`Criterion::all`].
+    fn default() -> Self {
+        Self::all()
+    }
+}
+
+impl fmt::Debug for Criterion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Criterion::{}", self.name)
+    }
+}
+
+/// One diagonal block of the GGN: the parameters whose joint curvature a
+/// computation looks at, and how to pick directions in it.
+///
+/// `[ParamGroup::new(all_params)]` is the full GGN; one group per parameter or
+/// per layer gives a block-diagonal approximation. A parameter may belong to
+/// one group only. Results are keyed by the group's [`GroupId`], which clones
+/// keep.
+///
+/// ```
+/// use candle_core::{DType, Device, Var};
+/// use vivit::{Criterion, ParamGroup};
+/// # fn main() -> candle_core::Result<()> {
+/// let w = Var::zeros((3, 4), DType::F32, &Device::Cpu)?;
+/// let b = Var::zeros(3, DType::F32, &Device::Cpu)?;
+/// let group = ParamGroup::new(vec![w, b]).criterion(Criterion::top_k(2));
+/// assert_eq!(group.params().len(), 2);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct ParamGroup {
+    id: GroupId,
+    params: Vec<Var>,
+    criterion: Criterion,
+}
+
+impl ParamGroup {
+    /// A group of `params` with the default criterion [`Criterion::all`].
+    pub fn new(params: Vec<Var>) -> Self {
+        Self {
+            id: GroupId::next(),
+            params,
+            criterion: Criterion::default(),
+        }
+    }
+
+    /// Sets the criterion that picks the directions to keep.
+    pub fn criterion(mut self, criterion: Criterion) -> Self {
+        self.criterion = criterion;
+        self
+    }
+
+    /// The group's identity.
+    pub fn id(&self) -> GroupId {
+        self.id
+    }
+
+    /// The parameters, in the order of the per-parameter results.
+    pub fn params(&self) -> &[Var] {
+        &self.params
+    }
+
+    pub(crate) fn criterion_ref(&self) -> &Criterion {
+        &self.criterion
+    }
+}

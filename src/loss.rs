@@ -1,0 +1,183 @@
+//! Tracked losses and the square roots of their Hessians.
+//!
+//! Both losses reduce with a **mean**, as PyTorch's `reduction="mean"`:
+//!
+//! - [`cross_entropy`]: `L = (1/N) Σ_n −log softmax(f_n)[y_n]`, per-sample Hessian
+//!   `H_n = diag(p_n) − p_n p_nᵀ`, `p_n = softmax(f_n)`;
+//! - [`mse`]: `L = (1/(N·C)) Σ_{n,c} (f_{n,c} − y_{n,c})²`, so that with
+//!   `ℓ_n = (1/C)‖f_n − y_n‖²` the Hessian is `H_n = (2/C) I`.
+//!
+//! The GGN of the mean loss over the samples `S` used for curvature is
+//! `G = (1/|S|) Σ_{n∈S} J_nᵀ H_n J_n = V Vᵀ` with the columns
+//! `v_{c,n} = J_nᵀ s_{n,c} / √|S|` for a factor `H_n = Σ_c s_{n,c} s_{n,c}ᵀ`:
+//!
+//! - exact cross-entropy (BackPACK's factor, `C` columns):
+//!   `s_{n,c} = √p_n ⊙ (e_c − √p_{n,c} √p_n)`;
+//! - exact MSE (`C` columns): `s_{n,c} = √(2/C) e_c`;
+//! - Monte-Carlo with `M` samples: `s_{n,m} = ∇_f(−log p(ŷ_{n,m} | f_n)) / √M` with
+//!   `ŷ` drawn from the model's own predictive distribution, so `E[Σ_m s sᵀ] = H_n`:
+//!   `p_n − onehot(ŷ)`, `ŷ ~ Cat(p_n)` (cross-entropy) and `√(2/C) z`,
+//!   `z ~ N(0, I)` (MSE, BackPACK's `2(ŷ − f)/√C` with `ŷ ~ N(f, ½ I)`).
+
+use candle_core::{DType, Device, Tensor, D};
+use rand::rngs::StdRng;
+use rand::Rng;
+use rand::distr::weighted::WeightedIndex;
+use rand_distr::{Distribution, StandardNormal};
+
+use crate::error::{Error, Result};
+use crate::record::{self, LossRecord};
+
+/// The kind of a tracked loss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LossKind {
+    CrossEntropy,
+    Mse,
+}
+
+/// Mean cross-entropy of logits `[N, C]` against class indices `[N]`.
+///
+/// `L = (1/N) Σ_n −log softmax(f_n)[y_n]`, the value of
+/// [`candle_nn::loss::cross_entropy`]. Inside [`crate::record`] it is the loss
+/// the computations work with.
+///
+/// # Errors
+/// [`Error::InvalidTargets`] if the logits are not a float `[N, C]`, or the
+/// targets are not integer class indices `[N]` in `0..C`.
+pub fn cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
+    let invalid = |reason: String| Error::InvalidTargets {
+        loss: "cross_entropy",
+        reason,
+    };
+    let (n, c) = match logits.dims() {
+        &[n, c] if logits.dtype().is_float() => (n, c),
+        _ => {
+            return Err(invalid(format!(
+                "logits must be a float tensor [N, C], got {:?} {:?}",
+                logits.dtype(),
+                logits.dims()
+            )))
+        }
+    };
+    if !targets.dtype().is_int() || targets.dims() != [n] {
+        return Err(invalid(format!(
+            "targets must be integer class indices of shape [{n}], got {:?} {:?}",
+            targets.dtype(),
+            targets.dims()
+        )));
+    }
+    let targets = targets.to_dtype(DType::U32)?;
+    if let Some(&bad) = targets.to_vec1::<u32>()?.iter().find(|&&t| t as usize >= c) {
+        return Err(invalid(format!(
+            "target {bad} is not a class index in 0..{c}"
+        )));
+    }
+    let loss = candle_nn::loss::cross_entropy(logits, &targets)?;
+    remember(LossKind::CrossEntropy, logits, &targets, &loss);
+    Ok(loss)
+}
+
+/// Mean squared error of outputs `[N, C]` against targets `[N, C]`.
+///
+/// `L = (1/(N·C)) Σ_{n,c} (f_{n,c} − y_{n,c})²`, like PyTorch's `MSELoss()` and
+/// [`candle_nn::loss::mse`].
+///
+/// # Errors
+/// [`Error::InvalidTargets`] if the output is not a float `[N, C]` or the
+/// targets differ from it in shape or dtype.
+pub fn mse(output: &Tensor, targets: &Tensor) -> Result<Tensor> {
+    let invalid = |reason: String| Error::InvalidTargets { loss: "mse", reason };
+    if output.rank() != 2 || !output.dtype().is_float() {
+        return Err(invalid(format!(
+            "output must be a float tensor [N, C], got {:?} {:?}",
+            output.dtype(),
+            output.dims()
+        )));
+    }
+    if targets.dims() != output.dims() || targets.dtype() != output.dtype() {
+        return Err(invalid(format!(
+            "targets must match the output {:?} {:?}, got {:?} {:?}",
+            output.dtype(),
+            output.dims(),
+            targets.dtype(),
+            targets.dims()
+        )));
+    }
+    let loss = candle_nn::loss::mse(output, targets)?;
+    remember(LossKind::Mse, output, targets, &loss);
+    Ok(loss)
+}
+
+fn remember(kind: LossKind, output: &Tensor, targets: &Tensor, loss: &Tensor) {
+    if record::mode().is_some() {
+        record::push_loss(LossRecord {
+            kind,
+            output: output.clone(),
+            targets: targets.clone(),
+            loss: loss.id(),
+        });
+    }
+}
+
+impl LossKind {
+    /// The factor `S` `[C_eff, N_g, C]` of the loss Hessian of the mean over the
+    /// `N_g` rows of `output` (already subsampled): `Σ_c S[c,n] S[c,n]ᵀ = H_n / N_g`.
+    ///
+    /// `mc_samples == 0` gives the exact factor (`C_eff = C`), otherwise a
+    /// Monte-Carlo one with `C_eff = mc_samples` columns drawn with `rng`.
+    pub(crate) fn sqrt_hessian(
+        self,
+        output: &Tensor,
+        mc_samples: usize,
+        rng: &mut StdRng,
+    ) -> Result<Tensor> {
+        let (n, c) = output.dims2()?;
+        let scale = 1.0 / (n as f64).sqrt();
+        let factor = match (self, mc_samples) {
+            (LossKind::CrossEntropy, 0) => {
+                let tau = candle_nn::ops::softmax(output, D::Minus1)?.sqrt()?;
+                let eye = Tensor::eye(c, output.dtype(), output.device())?.unsqueeze(1)?;
+                let tau_tau = tau.t()?.unsqueeze(2)?.broadcast_mul(&tau.unsqueeze(0)?)?;
+                eye.broadcast_sub(&tau_tau)?.broadcast_mul(&tau.unsqueeze(0)?)?
+            }
+            (LossKind::Mse, 0) => {
+                let eye = Tensor::eye(c, output.dtype(), output.device())?;
+                (eye.unsqueeze(1)?.broadcast_as((c, n, c))? * (2.0 / c as f64).sqrt())?
+            }
+            (LossKind::CrossEntropy, m) => {
+                let p = candle_nn::ops::softmax(output, D::Minus1)?
+                    .to_dtype(DType::F64)?
+                    .to_vec2::<f64>()?;
+                let mut s = vec![0f64; m * n * c];
+                for (row, chunk) in s.chunks_mut(c).enumerate() {
+                    let p_n = &p[row % n];
+                    let class = WeightedIndex::new(p_n)
+                        .map_err(|_| Error::NonFinite {
+                            what: "softmax probabilities for Monte-Carlo sampling",
+                            value: p_n.iter().sum(),
+                        })?
+                        .sample(rng);
+                    for (k, v) in chunk.iter_mut().enumerate() {
+                        let onehot = if k == class { 1.0 } else { 0.0 };
+                        *v = (p_n[k] - onehot) / (m as f64).sqrt();
+                    }
+                }
+                from_f64(s, (m, n, c), output.dtype(), output.device())?
+            }
+            (LossKind::Mse, m) => {
+                let std = (2.0 / c as f64).sqrt() / (m as f64).sqrt();
+                let s = (0..m * n * c)
+                    .map(|_| std * rng.sample::<f64, _>(StandardNormal))
+                    .collect();
+                from_f64(s, (m, n, c), output.dtype(), output.device())?
+            }
+        };
+        Ok((factor * scale)?)
+    }
+}
+
+fn from_f64(data: Vec<f64>, shape: (usize, usize, usize), dtype: DType, dev: &Device) -> Result<Tensor> {
+    Ok(Tensor::from_vec(data, shape, &Device::Cpu)?
+        .to_dtype(dtype)?
+        .to_device(dev)?)
+}

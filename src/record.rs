@@ -1,0 +1,281 @@
+//! The recording scope: what `vivit::record` remembers of a forward pass.
+//!
+//! BackPACK attaches hooks to modules; Candle has none. Instead, tracked layers
+//! ([`crate::nn`]) and tracked losses ([`crate::loss`]) look at a thread-local
+//! scope that [`record`] opens around the user's closure:
+//!
+//! 1. the **main run** evaluates the closure normally: the returned loss is an
+//!    ordinary Candle loss whose graph reaches the model's variables; the tracked
+//!    loss notes its id, its kind and its targets;
+//! 2. the **probe run** evaluates the closure a second time, with every tracked
+//!    layer reading *detached* weights and adding a zero "probe" variable to its
+//!    output. A backward pass from the probe run's model output then yields, at
+//!    each probe, the per-sample signal `∂⟨f, Z⟩/∂z_l` for any seed `Z`, without
+//!    computing a single weight gradient. That is how the loss-Hessian factor
+//!    reaches every layer output (see [`crate::extension`]).
+//!
+//! Outside `record`, tracked layers and losses do no extra work and keep nothing
+//! alive. When a [`Recorded`] drops, its tape goes with it.
+
+use std::cell::RefCell;
+use std::ops::Deref;
+
+use candle_core::{DType, Tensor, TensorId, Var};
+
+use crate::error::{Error, Result};
+use crate::loss::LossKind;
+
+/// What a tracked layer computes, as far as its per-sample factor algebra cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LayerKind {
+    /// `y = x Wᵀ + b` on the last axis.
+    Linear,
+    /// A 1-d or 2-d convolution (1-d is treated as 2-d with a height of one).
+    Conv {
+        /// `(height, width)` of the padding, stride and dilation.
+        padding: (usize, usize),
+        stride: (usize, usize),
+        dilation: (usize, usize),
+        groups: usize,
+    },
+}
+
+/// One call of a tracked layer in the probe run.
+#[derive(Debug)]
+pub(crate) struct LayerRecord {
+    pub kind: LayerKind,
+    /// The layer's weight (same tensor id as the user's `Var`).
+    pub weight: Tensor,
+    pub bias: Option<Tensor>,
+    /// The layer input, detached.
+    pub input: Tensor,
+    /// The zero variable added to the layer output.
+    pub probe: Var,
+}
+
+/// One call of a tracked loss.
+#[derive(Debug)]
+pub(crate) struct LossRecord {
+    pub kind: LossKind,
+    /// The model output fed to the loss (with its graph in the probe run).
+    pub output: Tensor,
+    pub targets: Tensor,
+    /// Id of the loss tensor the loss function returned.
+    pub loss: TensorId,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    Main,
+    Probe,
+}
+
+#[derive(Debug)]
+struct Scope {
+    mode: Mode,
+    layers: Vec<LayerRecord>,
+    losses: Vec<LossRecord>,
+}
+
+thread_local! {
+    static SCOPE: RefCell<Option<Scope>> = const { RefCell::new(None) };
+}
+
+/// The mode of the recording scope open on this thread, if any.
+pub(crate) fn mode() -> Option<Mode> {
+    SCOPE.with(|s| s.borrow().as_ref().map(|s| s.mode))
+}
+
+pub(crate) fn push_layer(record: LayerRecord) {
+    SCOPE.with(|s| {
+        if let Some(scope) = s.borrow_mut().as_mut() {
+            scope.layers.push(record);
+        }
+    })
+}
+
+pub(crate) fn push_loss(record: LossRecord) {
+    SCOPE.with(|s| {
+        if let Some(scope) = s.borrow_mut().as_mut() {
+            scope.losses.push(record);
+        }
+    })
+}
+
+/// Closes the scope when dropped, also when the closure errs or panics.
+struct ScopeGuard;
+
+impl ScopeGuard {
+    fn open(mode: Mode) -> Result<Self> {
+        SCOPE.with(|s| {
+            let mut s = s.borrow_mut();
+            if s.is_some() {
+                return Err(Error::NestedRecord);
+            }
+            *s = Some(Scope {
+                mode,
+                layers: Vec::new(),
+                losses: Vec::new(),
+            });
+            Ok(ScopeGuard)
+        })
+    }
+
+    fn close(self) -> Scope {
+        let scope = SCOPE.with(|s| s.borrow_mut().take());
+        std::mem::forget(self);
+        scope.expect("the scope opened by this guard is still open")
+    }
+}
+
+impl Drop for ScopeGuard {
+    fn drop(&mut self) {
+        SCOPE.with(|s| s.borrow_mut().take());
+    }
+}
+
+fn run_in<F, E>(mode: Mode, f: &F) -> Result<(Tensor, Scope)>
+where
+    F: Fn() -> std::result::Result<Tensor, E>,
+    E: Into<Error>,
+{
+    let guard = ScopeGuard::open(mode)?;
+    let out = f().map_err(Into::into);
+    let scope = guard.close();
+    Ok((out?, scope))
+}
+
+/// What the computations need of a recorded forward pass.
+#[derive(Debug)]
+pub(crate) struct Tape {
+    /// Tracked layer calls of the probe run, in call order.
+    pub layers: Vec<LayerRecord>,
+    /// The tracked loss of the probe run; its `output` carries the probe graph.
+    pub loss: LossRecord,
+}
+
+/// A loss computed inside [`record`], with the tape the computations need.
+///
+/// It dereferences to the loss [`Tensor`], so it goes wherever a loss goes:
+/// `loss.backward()`, `optimizer.backward_step(&loss)`, `loss.to_scalar()`.
+#[derive(Debug)]
+pub struct Recorded {
+    loss: Tensor,
+    tape: std::result::Result<Tape, &'static str>,
+}
+
+impl Recorded {
+    /// The loss tensor.
+    pub fn loss(&self) -> &Tensor {
+        &self.loss
+    }
+
+    /// The tape, or why there is none.
+    pub(crate) fn tape(&self) -> Result<&Tape> {
+        self.tape
+            .as_ref()
+            .map_err(|&detail| Error::LossNotTracked { detail })
+    }
+}
+
+impl Deref for Recorded {
+    type Target = Tensor;
+
+    fn deref(&self) -> &Tensor {
+        &self.loss
+    }
+}
+
+/// Runs a forward pass while remembering what the backward extension needs.
+///
+/// The closure computes the loss of a mini-batch with tracked layers
+/// ([`crate::nn`]) and a tracked loss ([`crate::loss`]); anything in between is
+/// free-form Candle code (activations, pooling, reshapes, residual additions,
+/// branches). It is called **twice**: once normally, once in a probe-only mode
+/// with detached weights (see the module docs), so it must be deterministic:
+/// dropout off or seeded, no side effects that matter. Samples must be
+/// independent of each other (no train-mode batch norm), as the GGN
+/// `G = (1/N) Σ_n J_nᵀ H_n J_n` assumes.
+///
+/// The returned [`Recorded`] is the loss (it dereferences to the loss tensor);
+/// if the closure did not return a tracked loss, computations on it fail with
+/// [`Error::LossNotTracked`], but the loss still trains with any optimizer.
+///
+/// # Errors
+/// Whatever the closure returns; [`Error::NestedRecord`] inside another
+/// `record`; [`Error::NonDeterministicClosure`] if the two runs disagree.
+///
+/// # Example
+/// ```
+/// use candle_core::{DType, Device, Module, Tensor};
+/// use candle_nn::{VarBuilder, VarMap};
+///
+/// # fn main() -> vivit::Result<()> {
+/// let dev = Device::Cpu;
+/// let varmap = VarMap::new();
+/// let vb = VarBuilder::from_varmap(&varmap, DType::F32, &dev);
+/// let fc = vivit::nn::linear(4, 3, vb.pp("fc"))?;
+/// let x = Tensor::randn(0f32, 1., (8, 4), &dev)?;
+/// let y = Tensor::new(&[0u32, 1, 2, 0, 1, 2, 0, 1], &dev)?;
+/// let loss = vivit::record(|| vivit::loss::cross_entropy(&fc.forward(&x)?.tanh()?, &y))?;
+/// let grads = loss.backward()?; // an ordinary loss
+/// # let _ = grads;
+/// # Ok(())
+/// # }
+/// ```
+pub fn record<F, E>(f: F) -> Result<Recorded>
+where
+    F: Fn() -> std::result::Result<Tensor, E>,
+    E: Into<Error>,
+{
+    let (loss, main) = run_in(Mode::Main, &f)?;
+    let position = match main.losses.iter().position(|l| l.loss == loss.id()) {
+        Some(position) => position,
+        None => {
+            let detail = if main.losses.is_empty() {
+                " (no tracked loss was called)"
+            } else {
+                " (the closure returned a tensor computed from the tracked loss, not the loss itself)"
+            };
+            return Ok(Recorded {
+                loss,
+                tape: Err(detail),
+            });
+        }
+    };
+    let (probe_loss, probe) = run_in(Mode::Probe, &f)?;
+    check_same_loss(&loss, &probe_loss)?;
+    let loss_record = probe
+        .losses
+        .into_iter()
+        .nth(position)
+        .ok_or(Error::NonDeterministicClosure {
+            first: scalar(&loss)?,
+            second: f64::NAN,
+        })?;
+    Ok(Recorded {
+        loss,
+        tape: Ok(Tape {
+            layers: probe.layers,
+            loss: loss_record,
+        }),
+    })
+}
+
+fn scalar(t: &Tensor) -> Result<f64> {
+    Ok(t.to_dtype(DType::F64)?.to_scalar::<f64>()?)
+}
+
+/// Both runs compute the same numbers on a deterministic closure; a tolerance
+/// covers devices whose reductions are not bitwise reproducible.
+fn check_same_loss(first: &Tensor, second: &Tensor) -> Result<()> {
+    let (a, b) = (scalar(first)?, scalar(second)?);
+    let tol = 1e-5 * a.abs().max(b.abs()).max(1e-30);
+    if a.is_finite() && b.is_finite() && (a - b).abs() > tol {
+        return Err(Error::NonDeterministicClosure {
+            first: a,
+            second: b,
+        });
+    }
+    Ok(())
+}
