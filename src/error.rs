@@ -15,7 +15,9 @@ pub enum Error {
     Candle(#[from] candle_core::Error),
 
     /// `vivit::record` was called inside another `vivit::record`.
-    #[error("vivit::record was called inside another vivit::record closure; recordings cannot nest")]
+    #[error(
+        "vivit::record was called inside another vivit::record closure; recordings cannot nest"
+    )]
     NestedRecord,
 
     /// The recorded closure did not return a loss built with `vivit::loss`.

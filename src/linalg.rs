@@ -40,11 +40,16 @@ pub(crate) fn eigh(a: &Tensor) -> Result<SymEig> {
     };
     Ok(SymEig {
         evals,
-        evecs: evecs.expect("asked for eigenvectors").to_device(a.device())?,
+        evecs: evecs
+            .expect("asked for eigenvectors")
+            .to_device(a.device())?,
     })
 }
 
-fn solve<T: RealField + WithDType>(a: &Tensor, vectors: bool) -> Result<(Vec<f64>, Option<Tensor>)> {
+fn solve<T: RealField + WithDType>(
+    a: &Tensor,
+    vectors: bool,
+) -> Result<(Vec<f64>, Option<Tensor>)> {
     let n = a.dim(0)?;
     let data = a.flatten_all()?.to_vec1::<T>()?;
     if let Some(bad) = data.iter().map(|v| v.to_f64()).find(|v| !v.is_finite()) {

@@ -20,9 +20,9 @@
 //!   `z ~ N(0, I)` (MSE, BackPACK's `2(ŷ − f)/√C` with `ŷ ~ N(f, ½ I)`).
 
 use candle_core::{DType, Device, Tensor, D};
+use rand::distr::weighted::WeightedIndex;
 use rand::rngs::StdRng;
 use rand::Rng;
-use rand::distr::weighted::WeightedIndex;
 use rand_distr::{Distribution, StandardNormal};
 
 use crate::error::{Error, Result};
@@ -43,7 +43,8 @@ pub(crate) enum LossKind {
 ///
 /// # Errors
 /// [`Error::InvalidTargets`] if the logits are not a float `[N, C]`, or the
-/// targets are not integer class indices `[N]` in `0..C`.
+/// targets are not integer class indices `[N]` in `0..C`; [`Error::EmptyBatch`]
+/// if `N = 0`.
 pub fn cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
     let invalid = |reason: String| Error::InvalidTargets {
         loss: "cross_entropy",
@@ -66,6 +67,9 @@ pub fn cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
             targets.dims()
         )));
     }
+    if n == 0 {
+        return Err(Error::EmptyBatch);
+    }
     let targets = targets.to_dtype(DType::U32)?;
     if let Some(&bad) = targets.to_vec1::<u32>()?.iter().find(|&&t| t as usize >= c) {
         return Err(invalid(format!(
@@ -73,7 +77,7 @@ pub fn cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
         )));
     }
     let loss = candle_nn::loss::cross_entropy(logits, &targets)?;
-    remember(LossKind::CrossEntropy, logits, &targets, &loss);
+    remember(LossKind::CrossEntropy, logits, &loss);
     Ok(loss)
 }
 
@@ -84,9 +88,12 @@ pub fn cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
 ///
 /// # Errors
 /// [`Error::InvalidTargets`] if the output is not a float `[N, C]` or the
-/// targets differ from it in shape or dtype.
+/// targets differ from it in shape or dtype; [`Error::EmptyBatch`] if `N = 0`.
 pub fn mse(output: &Tensor, targets: &Tensor) -> Result<Tensor> {
-    let invalid = |reason: String| Error::InvalidTargets { loss: "mse", reason };
+    let invalid = |reason: String| Error::InvalidTargets {
+        loss: "mse",
+        reason,
+    };
     if output.rank() != 2 || !output.dtype().is_float() {
         return Err(invalid(format!(
             "output must be a float tensor [N, C], got {:?} {:?}",
@@ -103,17 +110,19 @@ pub fn mse(output: &Tensor, targets: &Tensor) -> Result<Tensor> {
             targets.dims()
         )));
     }
+    if output.dim(0)? == 0 {
+        return Err(Error::EmptyBatch);
+    }
     let loss = candle_nn::loss::mse(output, targets)?;
-    remember(LossKind::Mse, output, targets, &loss);
+    remember(LossKind::Mse, output, &loss);
     Ok(loss)
 }
 
-fn remember(kind: LossKind, output: &Tensor, targets: &Tensor, loss: &Tensor) {
+fn remember(kind: LossKind, output: &Tensor, loss: &Tensor) {
     if record::mode().is_some() {
         record::push_loss(LossRecord {
             kind,
             output: output.clone(),
-            targets: targets.clone(),
             loss: loss.id(),
         });
     }
@@ -138,7 +147,8 @@ impl LossKind {
                 let tau = candle_nn::ops::softmax(output, D::Minus1)?.sqrt()?;
                 let eye = Tensor::eye(c, output.dtype(), output.device())?.unsqueeze(1)?;
                 let tau_tau = tau.t()?.unsqueeze(2)?.broadcast_mul(&tau.unsqueeze(0)?)?;
-                eye.broadcast_sub(&tau_tau)?.broadcast_mul(&tau.unsqueeze(0)?)?
+                eye.broadcast_sub(&tau_tau)?
+                    .broadcast_mul(&tau.unsqueeze(0)?)?
             }
             (LossKind::Mse, 0) => {
                 let eye = Tensor::eye(c, output.dtype(), output.device())?;
@@ -176,8 +186,120 @@ impl LossKind {
     }
 }
 
-fn from_f64(data: Vec<f64>, shape: (usize, usize, usize), dtype: DType, dev: &Device) -> Result<Tensor> {
+fn from_f64(
+    data: Vec<f64>,
+    shape: (usize, usize, usize),
+    dtype: DType,
+    dev: &Device,
+) -> Result<Tensor> {
     Ok(Tensor::from_vec(data, shape, &Device::Cpu)?
         .to_dtype(dtype)?
         .to_device(dev)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    fn hessians(kind: LossKind, f: &Tensor) -> Result<Vec<Vec<Vec<f64>>>> {
+        let p = candle_nn::ops::softmax(f, D::Minus1)?.to_vec2::<f64>()?;
+        let c = p[0].len();
+        Ok(p.iter()
+            .map(|p| {
+                (0..c)
+                    .map(|i| {
+                        (0..c)
+                            .map(|j| match kind {
+                                LossKind::CrossEntropy => {
+                                    (if i == j { p[i] } else { 0.0 }) - p[i] * p[j]
+                                }
+                                LossKind::Mse => {
+                                    if i == j {
+                                        2.0 / c as f64
+                                    } else {
+                                        0.0
+                                    }
+                                }
+                            })
+                            .collect()
+                    })
+                    .collect()
+            })
+            .collect())
+    }
+
+    /// `N · Σ_c S[c,n] S[c,n]ᵀ` per sample, `[N][C][C]`.
+    fn outer_sums(s: &Tensor) -> Result<Vec<Vec<Vec<f64>>>> {
+        let (m, n, c) = s.dims3()?;
+        let s = s.to_vec3::<f64>()?;
+        Ok((0..n)
+            .map(|k| {
+                (0..c)
+                    .map(|i| {
+                        (0..c)
+                            .map(|j| {
+                                (0..m).map(|v| s[v][k][i] * s[v][k][j]).sum::<f64>() * n as f64
+                            })
+                            .collect()
+                    })
+                    .collect()
+            })
+            .collect())
+    }
+
+    #[test]
+    fn exact_factors_square_to_the_hessian() -> Result<()> {
+        let f = Tensor::new(
+            &[
+                [0.3f64, -1.2, 2.0, 0.1],
+                [5.0, -3.0, 0.0, 1.0],
+                [0.0, 0.0, 0.0, 0.0],
+            ],
+            &Device::Cpu,
+        )?;
+        let mut rng = StdRng::seed_from_u64(0);
+        for kind in [LossKind::CrossEntropy, LossKind::Mse] {
+            let got = outer_sums(&kind.sqrt_hessian(&f, 0, &mut rng)?)?;
+            let want = hessians(kind, &f)?;
+            for (g, w) in got
+                .iter()
+                .flatten()
+                .flatten()
+                .zip(want.iter().flatten().flatten())
+            {
+                assert!((g - w).abs() < 1e-14, "{kind:?}: {g} vs {w}");
+            }
+        }
+        Ok(())
+    }
+
+    /// `E[Σ_m s sᵀ] = H`: with `M` samples every entry of the average is within
+    /// six standard deviations of the exact Hessian. Entries of `s sᵀ` are in
+    /// `[−1, 1]` for cross-entropy (`s = p − e_y`) and have variance at most
+    /// `2 (2/C)²` for MSE (`s = √(2/C) z`), so the standard deviation of the
+    /// mean is at most `σ/√M`.
+    #[test]
+    fn monte_carlo_factors_average_to_the_hessian() -> Result<()> {
+        let f = Tensor::new(&[[0.3f64, -1.2, 2.0], [1.0, 0.5, -0.5]], &Device::Cpu)?;
+        let m = 40_000;
+        let mut rng = StdRng::seed_from_u64(7);
+        for (kind, sigma) in [
+            (LossKind::CrossEntropy, 1.0),
+            (LossKind::Mse, 2f64.sqrt() * 2.0 / 3.0),
+        ] {
+            let got = outer_sums(&kind.sqrt_hessian(&f, m, &mut rng)?)?;
+            let want = hessians(kind, &f)?;
+            let tol = 6.0 * sigma / (m as f64).sqrt();
+            for (g, w) in got
+                .iter()
+                .flatten()
+                .flatten()
+                .zip(want.iter().flatten().flatten())
+            {
+                assert!((g - w).abs() < tol, "{kind:?}: {g} vs {w} (tol {tol})");
+            }
+        }
+        Ok(())
+    }
 }

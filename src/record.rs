@@ -59,7 +59,6 @@ pub(crate) struct LossRecord {
     pub kind: LossKind,
     /// The model output fed to the loss (with its graph in the probe run).
     pub output: Tensor,
-    pub targets: Tensor,
     /// Id of the loss tensor the loss function returned.
     pub loss: TensorId,
 }
@@ -245,14 +244,15 @@ where
     };
     let (probe_loss, probe) = run_in(Mode::Probe, &f)?;
     check_same_loss(&loss, &probe_loss)?;
-    let loss_record = probe
-        .losses
-        .into_iter()
-        .nth(position)
-        .ok_or(Error::NonDeterministicClosure {
-            first: scalar(&loss)?,
-            second: f64::NAN,
-        })?;
+    let loss_record =
+        probe
+            .losses
+            .into_iter()
+            .nth(position)
+            .ok_or(Error::NonDeterministicClosure {
+                first: scalar(&loss)?,
+                second: f64::NAN,
+            })?;
     Ok(Recorded {
         loss,
         tape: Ok(Tape {

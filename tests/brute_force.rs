@@ -43,7 +43,9 @@ impl Problem {
         let (n, c) = out.dims2()?;
         let targets = match loss {
             Loss::CrossEntropy => {
-                let t: Vec<u32> = (0..n).map(|i| ((i as u64 * 7 + seed) % c as u64) as u32).collect();
+                let t: Vec<u32> = (0..n)
+                    .map(|i| ((i as u64 * 7 + seed) % c as u64) as u32)
+                    .collect();
                 Tensor::new(t.as_slice(), &dev)?
             }
             Loss::Mse => Tensor::randn(0f64, 1., (n, c), &dev)?,
@@ -60,7 +62,8 @@ impl Problem {
     /// Parameters in a stable order (sorted by VarMap name).
     fn params(&self) -> Vec<(String, Var)> {
         let data = self.varmap.data().lock().expect("varmap lock");
-        let mut named: Vec<(String, Var)> = data.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let mut named: Vec<(String, Var)> =
+            data.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         named.sort_by(|a, b| a.0.cmp(&b.0));
         named
     }
@@ -87,7 +90,11 @@ impl Problem {
         for &n in samples {
             let mut jac = Vec::with_capacity(c); // rows J_n[c, :]
             for k in 0..c {
-                let grads = out.narrow(0, n, 1)?.narrow(1, k, 1)?.sum_all()?.backward()?;
+                let grads = out
+                    .narrow(0, n, 1)?
+                    .narrow(1, k, 1)?
+                    .sum_all()?
+                    .backward()?;
                 let mut row = Vec::with_capacity(d);
                 for p in params {
                     match grads.get(p.as_tensor()) {
@@ -101,11 +108,19 @@ impl Problem {
                 Loss::CrossEntropy => {
                     let p = to_f64(&candle_nn::ops::softmax(&out.narrow(0, n, 1)?, D::Minus1)?)?;
                     (0..c)
-                        .map(|i| (0..c).map(|j| f64::from(u8::from(i == j)) * p[i] - p[i] * p[j]).collect())
+                        .map(|i| {
+                            (0..c)
+                                .map(|j| f64::from(u8::from(i == j)) * p[i] - p[i] * p[j])
+                                .collect()
+                        })
                         .collect()
                 }
                 Loss::Mse => (0..c)
-                    .map(|i| (0..c).map(|j| if i == j { 2.0 / c as f64 } else { 0.0 }).collect())
+                    .map(|i| {
+                        (0..c)
+                            .map(|j| if i == j { 2.0 / c as f64 } else { 0.0 })
+                            .collect()
+                    })
                     .collect(),
             };
             for (a, row_a) in jac.iter().enumerate() {
@@ -135,7 +150,12 @@ fn sym_eig(g: &[f64], d: usize) -> (Vec<f64>, Mat<f64>) {
 }
 
 /// Compares Eigvalsh and Eigh (top-k) with the explicit GGN for each group.
-fn check(problem: &Problem, groups: &[Vec<usize>], subsampling: Option<Vec<usize>>, top_k: usize) -> Result<()> {
+fn check(
+    problem: &Problem,
+    groups: &[Vec<usize>],
+    subsampling: Option<Vec<usize>>,
+    top_k: usize,
+) -> Result<()> {
     let named = problem.params();
     let loss = problem.record()?;
     let n = problem.targets.dim(0)?;
@@ -143,7 +163,8 @@ fn check(problem: &Problem, groups: &[Vec<usize>], subsampling: Option<Vec<usize
     let param_groups: Vec<ParamGroup> = groups
         .iter()
         .map(|g| {
-            ParamGroup::new(g.iter().map(|&i| named[i].1.clone()).collect()).criterion(Criterion::top_k(top_k))
+            ParamGroup::new(g.iter().map(|&i| named[i].1.clone()).collect())
+                .criterion(Criterion::top_k(top_k))
         })
         .collect();
     let mut eigvalsh = EigvalshComputation::new();
@@ -163,9 +184,17 @@ fn check(problem: &Problem, groups: &[Vec<usize>], subsampling: Option<Vec<usize
         ours.reverse();
         let lmax = exact[0];
         let m = exact.len().min(ours.len());
-        assert_close(&format!("eigvalsh {names:?}"), &ours[..m], &exact[..m], 1e-9);
+        assert_close(
+            &format!("eigvalsh {names:?}"),
+            &ours[..m],
+            &exact[..m],
+            1e-9,
+        );
         for tail in ours[m..].iter().chain(&exact[m..]) {
-            assert!(tail.abs() <= 1e-9 * lmax, "{names:?}: eigenvalue {tail} beyond the rank");
+            assert!(
+                tail.abs() <= 1e-9 * lmax,
+                "{names:?}: eigenvalue {tail} beyond the rank"
+            );
         }
 
         let (evals, evecs) = eigh.result(group)?;
@@ -188,10 +217,19 @@ fn check(problem: &Problem, groups: &[Vec<usize>], subsampling: Option<Vec<usize
             })
             .collect::<Result<_>>()?;
         for (&i, e) in stable.iter().zip(&flat) {
-            let ge: Vec<f64> = (0..d).map(|r| (0..d).map(|c| g[r * d + c] * e[c]).sum()).collect();
+            let ge: Vec<f64> = (0..d)
+                .map(|r| (0..d).map(|c| g[r * d + c] * e[c]).sum())
+                .collect();
             let le: Vec<f64> = e.iter().map(|x| evals[i] * x).collect();
-            let resid = ge.iter().zip(&le).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
-            assert!(resid <= 1e-9 * lmax, "{names:?}: ‖G e − λ e‖∞ = {resid:e} for k = {i}");
+            let resid = ge
+                .iter()
+                .zip(&le)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f64::max);
+            assert!(
+                resid <= 1e-9 * lmax,
+                "{names:?}: ‖G e − λ e‖∞ = {resid:e} for k = {i}"
+            );
             for (&j, f) in stable.iter().zip(&flat) {
                 let dot: f64 = e.iter().zip(f).map(|(a, b)| a * b).sum();
                 let want = if i == j { 1.0 } else { 0.0 };
@@ -208,7 +246,9 @@ fn vb(varmap: &VarMap) -> VarBuilder<'static> {
 
 fn input(shape: &[usize], seed: u64) -> Result<Tensor> {
     let count: usize = shape.iter().product();
-    let data: Vec<f64> = (0..count).map(|i| ((i as f64 + 1.0) * (seed as f64 + 0.37)).sin()).collect();
+    let data: Vec<f64> = (0..count)
+        .map(|i| ((i as f64 + 1.0) * (seed as f64 + 0.37)).sin())
+        .collect();
     Ok(Tensor::from_vec(data, shape, &Device::Cpu)?)
 }
 
@@ -280,7 +320,13 @@ fn shared_weights_and_extra_axes() -> Result<()> {
     let x = input(&[4, 2, 3], 3)?;
     let p = Problem::new(
         varmap,
-        move || head.forward(&fc.forward(&fc.forward(&x)?.tanh()?)?.tanh()?.flatten_from(1)?),
+        move || {
+            head.forward(
+                &fc.forward(&fc.forward(&x)?.tanh()?)?
+                    .tanh()?
+                    .flatten_from(1)?,
+            )
+        },
         Loss::CrossEntropy,
         3,
     )?;
@@ -332,7 +378,10 @@ fn conv1d_dilation_avg_pool() -> Result<()> {
     let fc = vnn::linear(9, 2, vb(&varmap).pp("fc"))?;
     let x = input(&[4, 2, 8], 5)?;
     let head = move |h: Tensor| -> candle_core::Result<Tensor> {
-        let h = h.tanh()?.unsqueeze(2)?.avg_pool2d_with_stride((1, 2), (1, 2))?; // [4, 3, 1, 3]
+        let h = h
+            .tanh()?
+            .unsqueeze(2)?
+            .avg_pool2d_with_stride((1, 2), (1, 2))?; // [4, 3, 1, 3]
         fc.forward(&h.flatten_from(1)?)
     };
     let (w, b) = (conv.weight().clone(), conv.bias().cloned());
@@ -340,8 +389,14 @@ fn conv1d_dilation_avg_pool() -> Result<()> {
     let mut p = Problem::new(varmap, move || head(conv.forward(&x)?), Loss::Mse, 5)?;
     // the same conv as a 2-d one of height 1, whose kernel gradient candle gets right
     p.jacobian_forward = Some(Box::new(move || {
-        let h = x2.unsqueeze(2)?.pad_with_zeros(3, 1, 1)?.conv2d(&w.unsqueeze(2)?, 0, 1, 2, 1)?;
-        head2(h.squeeze(2)?.broadcast_add(&b.as_ref().expect("bias").reshape((1, 3, 1))?)?)
+        let h = x2
+            .unsqueeze(2)?
+            .pad_with_zeros(3, 1, 1)?
+            .conv2d(&w.unsqueeze(2)?, 0, 1, 2, 1)?;
+        head2(
+            h.squeeze(2)?
+                .broadcast_add(&b.as_ref().expect("bias").reshape((1, 3, 1))?)?,
+        )
     }));
     check(&p, &one_group(&p), None, 4)?;
     check(&p, &per_param(&p), None, 2)

@@ -141,7 +141,8 @@ impl Computation for EighComputation {
         for (g, group) in groups.iter().enumerate() {
             let pairs = kept_eigenpairs(ext, factor, g, group, self.verbose)?;
             warn_small(&pairs.evals, self.warn_small_eigvals);
-            self.results.insert(group.id(), (pairs.evals_tensor()?, pairs.evecs));
+            self.results
+                .insert(group.id(), (pairs.evals_tensor()?, pairs.evecs));
         }
         Ok(())
     }
@@ -174,7 +175,9 @@ pub(crate) fn kept_eigenpairs(
     verbose: bool,
 ) -> Result<KeptEigenpairs> {
     let gram = ext.gram(factor, g, verbose)?;
-    say(verbose, || format!("group {g}: eigendecompose the Gram matrix"));
+    say(verbose, || {
+        format!("group {g}: eigendecompose the Gram matrix")
+    });
     let eig = linalg::eigh(&gram)?;
     let keep = group.criterion_ref().select(&eig.evals)?;
     say(verbose, || {

@@ -117,7 +117,9 @@ impl Computation for EigvalshComputation {
         )?;
         for (g, group) in groups.iter().enumerate() {
             let gram = ext.gram(factor, g, self.verbose)?;
-            say(self.verbose, || format!("group {g}: eigenvalues of the Gram matrix"));
+            say(self.verbose, || {
+                format!("group {g}: eigenvalues of the Gram matrix")
+            });
             self.results.insert(group.id(), linalg::eigvalsh(&gram)?);
         }
         Ok(())

@@ -88,10 +88,10 @@ pub(crate) fn backprop(
         })
     };
     let mut rng = StdRng::seed_from_u64(spec.seed);
-    let factor = tape
-        .loss
-        .kind
-        .sqrt_hessian(&select(&output.detach())?, spec.mc_samples, &mut rng)?;
+    let factor =
+        tape.loss
+            .kind
+            .sqrt_hessian(&select(&output.detach())?, spec.mc_samples, &mut rng)?;
     let c_eff = factor.dim(0)?;
 
     // signals[layer][call][column] = rows of J_zᵀ Z_c at that call's output
@@ -154,10 +154,7 @@ fn call_factor(call: &LayerRecord, input: &Tensor, b: &Tensor) -> Result<(Tensor
             let i = input.dim(candle_core::D::Minus1)?;
             let o = b.dim(candle_core::D::Minus1)?;
             let t = input.elem_count() / (n * i).max(1);
-            Ok((
-                input.reshape((n, t, i))?,
-                b.reshape((c, n, t, o))?,
-            ))
+            Ok((input.reshape((n, t, i))?, b.reshape((c, n, t, o))?))
         }
         LayerKind::Conv {
             padding,

@@ -96,7 +96,10 @@ impl LayerFactor {
         match role {
             Role::Bias => w.sum(2)?.sum(0),
             Role::Weight => {
-                let w = w.permute((1, 3, 0, 2))?.contiguous()?.reshape((k, o, n * t))?;
+                let w = w
+                    .permute((1, 3, 0, 2))?
+                    .contiguous()?
+                    .reshape((k, o, n * t))?;
                 let a = self.a.reshape((n * t, i))?;
                 let mut shape = vec![k];
                 shape.extend_from_slice(self.weight_shape.dims());

@@ -17,8 +17,8 @@ use candle_core::{DType, Tensor};
 use crate::error::{Error, Result};
 use crate::group::ParamGroup;
 use crate::record::{Recorded, Tape};
-use factor::{backprop, check_dtype, TrackedLayer};
 pub(crate) use factor::FactorSpec;
+use factor::{backprop, check_dtype, TrackedLayer};
 use layer::{LayerFactor, Role};
 
 /// A computation that runs inside an extended backward pass.
@@ -115,9 +115,6 @@ impl<'a> Extension<'a> {
                 value: loss,
             });
         }
-        if tape.loss.output.dim(0)? == 0 {
-            return Err(Error::EmptyBatch);
-        }
         let layers = TrackedLayer::from_tape(tape)?;
         let members = resolve(&layers, groups)?;
         Ok(Self {
@@ -173,13 +170,19 @@ impl<'a> Extension<'a> {
         say(verbose, || {
             format!(
                 "backpropagate the {} loss-Hessian factor ({}) on {} samples to {} tracked layers",
-                if mc_samples == 0 { "exact" } else { "Monte-Carlo" },
+                if mc_samples == 0 {
+                    "exact"
+                } else {
+                    "Monte-Carlo"
+                },
                 if mc_samples == 0 {
                     "C columns".to_string()
                 } else {
                     format!("M = {mc_samples} columns, seed {}", spec.seed)
                 },
-                spec.subsampling.as_ref().map_or(self.batch_size().unwrap_or(0), Vec::len),
+                spec.subsampling
+                    .as_ref()
+                    .map_or(self.batch_size().unwrap_or(0), Vec::len),
                 needed.iter().filter(|&&n| n).count(),
             )
         });

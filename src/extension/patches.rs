@@ -46,7 +46,14 @@ mod tests {
     #[test]
     fn patches_reproduce_candle_conv2d() -> Result<()> {
         let dev = Device::Cpu;
-        for (k, p, s, d) in [(3, 1, 1, 1), (3, 1, 2, 1), (3, 2, 1, 2), (2, 0, 2, 1), (3, 0, 1, 3), (1, 0, 1, 1)] {
+        for (k, p, s, d) in [
+            (3, 1, 1, 1),
+            (3, 1, 2, 1),
+            (3, 2, 1, 2),
+            (2, 0, 2, 1),
+            (3, 0, 1, 3),
+            (1, 0, 1, 1),
+        ] {
             let x = Tensor::randn(0f64, 1., (2, 3, 9, 8), &dev)?;
             let w = Tensor::randn(0f64, 1., (4, 3, k, k), &dev)?;
             let y = x.conv2d(&w, p, s, d, 1)?;
@@ -58,7 +65,11 @@ mod tests {
             let a = patches(&x, (k, k), geo)?; // [N, P, I·k·k]
             let y2 = a.broadcast_matmul(&w.reshape((4, 3 * k * k))?.t()?)?; // [N, P, O]
             let y2 = y2.transpose(1, 2)?.reshape(y.shape())?;
-            let err = (y - y2)?.abs()?.max_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+            let err = (y - y2)?
+                .abs()?
+                .max_all()?
+                .to_dtype(DType::F64)?
+                .to_scalar::<f64>()?;
             assert!(err < 1e-12, "k {k} p {p} s {s} d {d}: {err}");
         }
         Ok(())

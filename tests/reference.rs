@@ -1,0 +1,210 @@
+//! Eigvalsh and Eigh against fixtures made with vivit-for-pytorch 1.0.0
+//! (tests/reference/generate.py): f64 to relative 1e-9, f32 to 1e-4, relative
+//! to the largest value compared.
+
+mod common;
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use candle_core::DType;
+use common::{
+    assert_close, assert_close_up_to_sign, dtype_of, max_abs, record_fixture, to_f64, Model,
+};
+use serde_json::Value;
+use vivit::{Criterion, EighComputation, EigvalshComputation, ParamGroup};
+
+fn fixtures() -> Result<Vec<(String, Value)>> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<std::io::Result<_>>()?;
+    paths.sort();
+    paths
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .map(|p| {
+            let text = std::fs::read_to_string(&p)?;
+            let name = p
+                .file_stem()
+                .context("stem")?
+                .to_string_lossy()
+                .into_owned();
+            Ok((name, serde_json::from_str(&text)?))
+        })
+        .collect()
+}
+
+fn rtol(fixture: &Value) -> f64 {
+    match dtype_of(fixture) {
+        DType::F32 => 1e-4,
+        _ => 1e-9,
+    }
+}
+
+fn indices(v: &Value) -> Option<Vec<usize>> {
+    v.as_array().map(|a| {
+        a.iter()
+            .map(|i| i.as_u64().expect("index") as usize)
+            .collect()
+    })
+}
+
+fn groups(model: &Model, run: &Value) -> Vec<ParamGroup> {
+    run["groups"]
+        .as_array()
+        .expect("groups")
+        .iter()
+        .map(|g| {
+            let params = indices(g)
+                .expect("group")
+                .iter()
+                .map(|&i| model.params[i].clone())
+                .collect();
+            ParamGroup::new(params).criterion(criterion(&run["criterion"]))
+        })
+        .collect()
+}
+
+/// The criteria of the generator, as Rust criteria.
+fn criterion(spec: &Value) -> Criterion {
+    let k = spec["k"].as_u64().unwrap_or(0) as usize;
+    let x = spec["x"].as_f64().unwrap_or(0.0);
+    match spec["type"].as_str() {
+        Some("top_k") => Criterion::top_k(k),
+        Some("above") => Criterion::above(x),
+        Some("top_k_above") => Criterion::custom(move |evals| {
+            let above: Vec<usize> = (0..evals.len()).filter(|&i| evals[i] > x).collect();
+            above[above.len().saturating_sub(k)..].to_vec()
+        }),
+        _ => Criterion::all(),
+    }
+}
+
+fn runs<'a>(fixture: &'a Value, computation: &'a str) -> impl Iterator<Item = &'a Value> {
+    fixture["runs"]
+        .as_array()
+        .expect("runs")
+        .iter()
+        .filter(move |r| r["computation"] == computation)
+}
+
+fn floats(v: &Value) -> Vec<f64> {
+    serde_json::from_value(v.clone()).expect("numbers")
+}
+
+#[test]
+fn eigvalsh_equals_vivit() -> Result<()> {
+    let mut compared = 0;
+    for (name, fixture) in fixtures()? {
+        let model = Model::from_fixture(&fixture)?;
+        let loss = record_fixture(&fixture, &model)?;
+        for (r, run) in runs(&fixture, "eigvalsh").enumerate() {
+            let groups = groups(&model, run);
+            let mut computation = EigvalshComputation::new();
+            if let Some(s) = indices(&run["subsampling"]) {
+                computation = computation.subsampling(s);
+            }
+            computation.compute(&loss, &groups)?;
+            for (g, (group, expected)) in groups
+                .iter()
+                .zip(run["results"].as_array().context("results")?)
+                .enumerate()
+            {
+                let ours = to_f64(&computation.result(group)?)?;
+                assert_close(
+                    &format!("{name} eigvalsh run {r} group {g}"),
+                    &ours,
+                    &floats(&expected["evals"]),
+                    rtol(&fixture),
+                );
+                compared += ours.len();
+            }
+        }
+    }
+    assert!(compared > 1000, "only {compared} eigenvalues compared");
+    Ok(())
+}
+
+/// Eigenvalues, and eigenvectors up to sign where they are unique: not flagged
+/// degenerate by the generator and separated from every other eigenvalue of the
+/// block by a gap that keeps round-off below the tolerance
+/// (`‖δe‖ ≲ ε‖G‖/gap`, so `gap ≥ 1e-3‖G‖` in f32 and `1e-6‖G‖` in f64).
+#[test]
+fn eigh_equals_vivit() -> Result<()> {
+    let (mut values, mut vectors) = (0, 0);
+    for (name, fixture) in fixtures()? {
+        let model = Model::from_fixture(&fixture)?;
+        let loss = record_fixture(&fixture, &model)?;
+        let tol = rtol(&fixture);
+        let min_gap = if tol > 1e-6 { 1e-3 } else { 1e-6 };
+        for (r, run) in runs(&fixture, "eigh").enumerate() {
+            let groups = groups(&model, run);
+            let mut eigh = EighComputation::new().warn_small_eigvals(0.0);
+            let mut eigvalsh = EigvalshComputation::new();
+            if let Some(s) = indices(&run["subsampling"]) {
+                eigh = eigh.subsampling(s.clone());
+                eigvalsh = eigvalsh.subsampling(s);
+            }
+            vivit::backward(&loss, &groups, &mut [&mut eigh, &mut eigvalsh])?;
+            for (g, (group, expected)) in groups
+                .iter()
+                .zip(run["results"].as_array().context("results")?)
+                .enumerate()
+            {
+                let what = format!("{name} eigh run {r} group {g}");
+                let (evals, evecs) = eigh.result(group)?;
+                let evals = to_f64(&evals)?;
+                let spectrum = to_f64(&eigvalsh.result(group)?)?;
+                let scale = max_abs(&spectrum);
+                let want = floats(&expected["evals"]);
+                assert_eq!(evals.len(), want.len(), "{what}: number of kept directions");
+                for (k, (a, b)) in evals.iter().zip(&want).enumerate() {
+                    assert!(
+                        (a - b).abs() <= tol * scale,
+                        "{what}: eigenvalue {k}: {a} vs {b} (scale {scale})"
+                    );
+                }
+                values += evals.len();
+                if expected["degenerate"].as_bool() == Some(true) {
+                    continue;
+                }
+                let want_vecs: Vec<Vec<f64>> = expected["evecs"]
+                    .as_array()
+                    .context("evecs")?
+                    .iter()
+                    .map(|v| floats(&v["data"]))
+                    .collect();
+                for (k, &lambda) in evals.iter().enumerate() {
+                    let neighbours = spectrum
+                        .iter()
+                        .filter(|&&mu| (mu - lambda).abs() < min_gap * scale)
+                        .count();
+                    if neighbours != 1 {
+                        continue;
+                    }
+                    let mut ours = Vec::new();
+                    let mut theirs = Vec::new();
+                    for (t, w) in evecs.iter().zip(&want_vecs) {
+                        ours.extend(to_f64(&t.get(k)?)?);
+                        let per = w.len() / evals.len();
+                        theirs.extend_from_slice(&w[k * per..(k + 1) * per]);
+                    }
+                    assert_close_up_to_sign(
+                        &format!("{what} eigenvector {k}"),
+                        &ours,
+                        &theirs,
+                        tol,
+                    );
+                    vectors += 1;
+                }
+            }
+        }
+    }
+    assert!(
+        values > 200 && vectors > 100,
+        "compared only {values} eigenvalues and {vectors} eigenvectors"
+    );
+    eprintln!("compared {values} eigenvalues and {vectors} eigenvectors");
+    Ok(())
+}
