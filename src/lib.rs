@@ -75,3 +75,8 @@ pub use error::{Error, Result};
 pub use extension::{backward, Computation};
 pub use group::{Criterion, GroupId, ParamGroup};
 pub use record::{record, Recorded};
+
+/// The README's examples, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
