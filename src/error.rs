@@ -137,6 +137,18 @@ pub enum Error {
     #[error("the criterion returned index {0} twice")]
     CriterionRepeated(usize),
 
+    /// Directional derivatives need `λ_k > 0` on every kept direction.
+    #[error(
+        "kept eigenvalue {index} is {value:e} ≤ 0: directional derivatives divide by √λ; \
+         use a criterion that keeps positive eigenvalues (e.g. Criterion::above(1e-6))"
+    )]
+    NonPositiveEigenvalue {
+        /// Position among the kept directions.
+        index: usize,
+        /// The eigenvalue.
+        value: f64,
+    },
+
     /// A value that must be finite is NaN or infinite.
     #[error("{what} is not finite ({value})")]
     NonFinite {

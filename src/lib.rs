@@ -70,7 +70,9 @@ pub mod loss;
 pub mod nn;
 mod record;
 
-pub use computations::{EighComputation, EigvalshComputation};
+pub use computations::{
+    DirectionalDerivativesComputation, Eigenpairs, EighComputation, EigvalshComputation,
+};
 pub use error::{Error, Result};
 pub use extension::{backward, Computation};
 pub use group::{Criterion, GroupId, ParamGroup};

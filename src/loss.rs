@@ -77,7 +77,7 @@ pub fn cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
         )));
     }
     let loss = candle_nn::loss::cross_entropy(logits, &targets)?;
-    remember(LossKind::CrossEntropy, logits, &loss);
+    remember(LossKind::CrossEntropy, logits, &targets, &loss);
     Ok(loss)
 }
 
@@ -114,47 +114,69 @@ pub fn mse(output: &Tensor, targets: &Tensor) -> Result<Tensor> {
         return Err(Error::EmptyBatch);
     }
     let loss = candle_nn::loss::mse(output, targets)?;
-    remember(LossKind::Mse, output, &loss);
+    remember(LossKind::Mse, output, targets, &loss);
     Ok(loss)
 }
 
-fn remember(kind: LossKind, output: &Tensor, loss: &Tensor) {
+fn remember(kind: LossKind, output: &Tensor, targets: &Tensor, loss: &Tensor) {
     if record::mode().is_some() {
         record::push_loss(LossRecord {
             kind,
             output: output.clone(),
+            targets: targets.clone(),
             loss: loss.id(),
         });
     }
 }
 
 impl LossKind {
-    /// The factor `S` `[C_eff, N_g, C]` of the loss Hessian of the mean over the
-    /// `N_g` rows of `output` (already subsampled): `Σ_c S[c,n] S[c,n]ᵀ = H_n / N_g`.
-    ///
-    /// `mc_samples == 0` gives the exact factor (`C_eff = C`), otherwise a
-    /// Monte-Carlo one with `C_eff = mc_samples` columns drawn with `rng`.
-    pub(crate) fn sqrt_hessian(
-        self,
-        output: &Tensor,
-        mc_samples: usize,
-        rng: &mut StdRng,
-    ) -> Result<Tensor> {
+    /// Per-sample gradients `∇_f ℓ_n` `[N, C]` of the unreduced losses:
+    /// `p_n − onehot(y_n)` (cross-entropy), `(2/C)(f_n − y_n)` (MSE).
+    pub(crate) fn gradient(self, output: &Tensor, targets: &Tensor) -> Result<Tensor> {
+        let (_, c) = output.dims2()?;
+        Ok(match self {
+            LossKind::CrossEntropy => {
+                let p = candle_nn::ops::softmax(output, D::Minus1)?;
+                let onehot =
+                    Tensor::eye(c, output.dtype(), output.device())?.index_select(targets, 0)?;
+                (p - onehot)?
+            }
+            LossKind::Mse => ((output - targets)? * (2.0 / c as f64))?,
+        })
+    }
+
+    /// The exact factor `S` `[C, N_g, C]` of the loss Hessian of the mean over
+    /// the `N_g` rows of `output` (already subsampled): `Σ_c S[c,n] S[c,n]ᵀ = H_n / N_g`.
+    pub(crate) fn sqrt_hessian(self, output: &Tensor) -> Result<Tensor> {
         let (n, c) = output.dims2()?;
-        let scale = 1.0 / (n as f64).sqrt();
-        let factor = match (self, mc_samples) {
-            (LossKind::CrossEntropy, 0) => {
+        let factor = match self {
+            LossKind::CrossEntropy => {
                 let tau = candle_nn::ops::softmax(output, D::Minus1)?.sqrt()?;
                 let eye = Tensor::eye(c, output.dtype(), output.device())?.unsqueeze(1)?;
                 let tau_tau = tau.t()?.unsqueeze(2)?.broadcast_mul(&tau.unsqueeze(0)?)?;
                 eye.broadcast_sub(&tau_tau)?
                     .broadcast_mul(&tau.unsqueeze(0)?)?
             }
-            (LossKind::Mse, 0) => {
+            LossKind::Mse => {
                 let eye = Tensor::eye(c, output.dtype(), output.device())?;
                 (eye.unsqueeze(1)?.broadcast_as((c, n, c))? * (2.0 / c as f64).sqrt())?
             }
-            (LossKind::CrossEntropy, m) => {
+        };
+        Ok((factor / (n as f64).sqrt())?)
+    }
+
+    /// A Monte-Carlo factor `S` `[M, N_g, C]` with `E[Σ_m S[m,n] S[m,n]ᵀ] = H_n / N_g`,
+    /// drawn with `rng` from the model's predictive distribution.
+    pub(crate) fn sampled_sqrt_hessian(
+        self,
+        output: &Tensor,
+        m: usize,
+        rng: &mut StdRng,
+    ) -> Result<Tensor> {
+        let (n, c) = output.dims2()?;
+        let scale = 1.0 / ((m * n) as f64).sqrt();
+        let s: Vec<f64> = match self {
+            LossKind::CrossEntropy => {
                 let p = candle_nn::ops::softmax(output, D::Minus1)?
                     .to_dtype(DType::F64)?
                     .to_vec2::<f64>()?;
@@ -169,32 +191,22 @@ impl LossKind {
                         .sample(rng);
                     for (k, v) in chunk.iter_mut().enumerate() {
                         let onehot = if k == class { 1.0 } else { 0.0 };
-                        *v = (p_n[k] - onehot) / (m as f64).sqrt();
+                        *v = (p_n[k] - onehot) * scale;
                     }
                 }
-                from_f64(s, (m, n, c), output.dtype(), output.device())?
+                s
             }
-            (LossKind::Mse, m) => {
-                let std = (2.0 / c as f64).sqrt() / (m as f64).sqrt();
-                let s = (0..m * n * c)
+            LossKind::Mse => {
+                let std = (2.0 / c as f64).sqrt() * scale;
+                (0..m * n * c)
                     .map(|_| std * rng.sample::<f64, _>(StandardNormal))
-                    .collect();
-                from_f64(s, (m, n, c), output.dtype(), output.device())?
+                    .collect()
             }
         };
-        Ok((factor * scale)?)
+        Ok(Tensor::from_vec(s, (m, n, c), &Device::Cpu)?
+            .to_dtype(output.dtype())?
+            .to_device(output.device())?)
     }
-}
-
-fn from_f64(
-    data: Vec<f64>,
-    shape: (usize, usize, usize),
-    dtype: DType,
-    dev: &Device,
-) -> Result<Tensor> {
-    Ok(Tensor::from_vec(data, shape, &Device::Cpu)?
-        .to_dtype(dtype)?
-        .to_device(dev)?)
 }
 
 #[cfg(test)]
@@ -258,9 +270,8 @@ mod tests {
             ],
             &Device::Cpu,
         )?;
-        let mut rng = StdRng::seed_from_u64(0);
         for kind in [LossKind::CrossEntropy, LossKind::Mse] {
-            let got = outer_sums(&kind.sqrt_hessian(&f, 0, &mut rng)?)?;
+            let got = outer_sums(&kind.sqrt_hessian(&f)?)?;
             let want = hessians(kind, &f)?;
             for (g, w) in got
                 .iter()
@@ -288,7 +299,7 @@ mod tests {
             (LossKind::CrossEntropy, 1.0),
             (LossKind::Mse, 2f64.sqrt() * 2.0 / 3.0),
         ] {
-            let got = outer_sums(&kind.sqrt_hessian(&f, m, &mut rng)?)?;
+            let got = outer_sums(&kind.sampled_sqrt_hessian(&f, m, &mut rng)?)?;
             let want = hessians(kind, &f)?;
             let tol = 6.0 * sigma / (m as f64).sqrt();
             for (g, w) in got

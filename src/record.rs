@@ -59,6 +59,8 @@ pub(crate) struct LossRecord {
     pub kind: LossKind,
     /// The model output fed to the loss (with its graph in the probe run).
     pub output: Tensor,
+    /// The targets (class indices as u32, or regression targets).
+    pub targets: Tensor,
     /// Id of the loss tensor the loss function returned.
     pub loss: TensorId,
 }

@@ -208,3 +208,85 @@ fn eigh_equals_vivit() -> Result<()> {
     eprintln!("compared {values} eigenvalues and {vectors} eigenvectors");
     Ok(())
 }
+
+/// Which kept directions are unique: separated from every other eigenvalue of
+/// the block by `min_gap · max|λ|` (see `eigh_equals_vivit`).
+fn unique_directions(evals: &[f64], spectrum: &[f64], min_gap: f64) -> Vec<bool> {
+    let scale = max_abs(spectrum);
+    evals
+        .iter()
+        .map(|&l| {
+            spectrum
+                .iter()
+                .filter(|&&mu| (mu - l).abs() < min_gap * scale)
+                .count()
+                == 1
+        })
+        .collect()
+}
+
+/// Column `k` of a row-major `[rows, cols]` matrix.
+fn column(data: &[f64], cols: usize, k: usize) -> Vec<f64> {
+    data.iter().skip(k).step_by(cols).copied().collect()
+}
+
+#[test]
+fn directional_derivatives_equal_vivit() -> Result<()> {
+    let mut columns = 0;
+    for (name, fixture) in fixtures()? {
+        let model = Model::from_fixture(&fixture)?;
+        let loss = record_fixture(&fixture, &model)?;
+        let tol = rtol(&fixture);
+        let min_gap = if tol > 1e-6 { 1e-3 } else { 1e-6 };
+        for (r, run) in runs(&fixture, "directional_derivatives").enumerate() {
+            let groups = groups(&model, run);
+            let mut dd = vivit::DirectionalDerivativesComputation::new().warn_small_eigvals(0.0);
+            let mut eigvalsh = EigvalshComputation::new();
+            if let Some(s) = indices(&run["subsampling_grad"]) {
+                dd = dd.subsampling_grad(s);
+            }
+            if let Some(s) = indices(&run["subsampling_ggn"]) {
+                dd = dd.subsampling_ggn(s.clone());
+                eigvalsh = eigvalsh.subsampling(s);
+            }
+            vivit::backward(&loss, &groups, &mut [&mut dd, &mut eigvalsh])?;
+            for (g, (group, expected)) in groups
+                .iter()
+                .zip(run["results"].as_array().context("results")?)
+                .enumerate()
+            {
+                let what = format!("{name} directional derivatives run {r} group {g}");
+                let (gammas, lambdas) = dd.result(group)?;
+                let want_gammas = floats(&expected["gammas"]["data"]);
+                let want_lambdas = floats(&expected["lambdas"]["data"]);
+                assert_eq!(gammas.elem_count(), want_gammas.len(), "{what}: γ shape");
+                assert_eq!(lambdas.elem_count(), want_lambdas.len(), "{what}: λ shape");
+                if expected["degenerate"].as_bool() == Some(true) {
+                    continue;
+                }
+                let k = gammas.dim(1)?;
+                let (gammas, lambdas) = (to_f64(&gammas)?, to_f64(&lambdas)?);
+                let spectrum = to_f64(&eigvalsh.result(group)?)?;
+                let unique = unique_directions(&floats(&expected["evals"]), &spectrum, min_gap);
+                for (j, _) in unique.iter().enumerate().filter(|(_, u)| **u) {
+                    assert_close_up_to_sign(
+                        &format!("{what} γ column {j}"),
+                        &column(&gammas, k, j),
+                        &column(&want_gammas, k, j),
+                        tol,
+                    );
+                    assert_close(
+                        &format!("{what} λ column {j}"),
+                        &column(&lambdas, k, j),
+                        &column(&want_lambdas, k, j),
+                        tol,
+                    );
+                    columns += 1;
+                }
+            }
+        }
+    }
+    assert!(columns > 100, "compared only {columns} columns");
+    eprintln!("compared {columns} γ and λ columns");
+    Ok(())
+}

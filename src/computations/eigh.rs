@@ -2,12 +2,13 @@
 
 use std::collections::HashMap;
 
-use candle_core::{DType, Tensor};
+use candle_core::Tensor;
 
+use super::directions::{warn_small, GramEigenpairs};
+use super::options::{curvature_setters, warn_setter, Options};
 use crate::error::{Error, Result};
-use crate::extension::{say, Computation, Extension, FactorId};
+use crate::extension::{Computation, Extension};
 use crate::group::{GroupId, ParamGroup};
-use crate::linalg;
 use crate::record::Recorded;
 
 /// Kept eigenvalues `[K]` and eigenvectors, one `[K, *param.shape]` tensor per parameter.
@@ -50,27 +51,10 @@ pub type Eigenpairs = (Tensor, Vec<Tensor>);
 /// # Ok(())
 /// # }
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct EighComputation {
-    subsampling: Option<Vec<usize>>,
-    mc_samples: usize,
-    seed: Option<u64>,
-    verbose: bool,
-    warn_small_eigvals: f64,
+    options: Options,
     results: HashMap<GroupId, Eigenpairs>,
-}
-
-impl Default for EighComputation {
-    fn default() -> Self {
-        Self {
-            subsampling: None,
-            mc_samples: 0,
-            seed: None,
-            verbose: false,
-            warn_small_eigvals: 1e-4,
-            results: HashMap::new(),
-        }
-    }
 }
 
 impl EighComputation {
@@ -79,35 +63,8 @@ impl EighComputation {
         Self::default()
     }
 
-    /// Computes the curvature on the samples `indices` of the batch only.
-    pub fn subsampling(mut self, indices: impl IntoIterator<Item = usize>) -> Self {
-        self.subsampling = Some(indices.into_iter().collect());
-        self
-    }
-
-    /// `0` (the default) for the exact GGN, `M ≥ 1` for a Monte-Carlo GGN.
-    pub fn mc_samples(mut self, mc_samples: usize) -> Self {
-        self.mc_samples = mc_samples;
-        self
-    }
-
-    /// Seeds the Monte-Carlo draw.
-    pub fn seed(mut self, seed: u64) -> Self {
-        self.seed = Some(seed);
-        self
-    }
-
-    /// Prints what happens to stderr.
-    pub fn verbose(mut self, verbose: bool) -> Self {
-        self.verbose = verbose;
-        self
-    }
-
-    /// Warns (through `log`) when a kept eigenvalue has `|λ| <` this; 0 disables.
-    pub fn warn_small_eigvals(mut self, threshold: f64) -> Self {
-        self.warn_small_eigvals = threshold;
-        self
-    }
+    curvature_setters!(subsampling, mc_samples);
+    warn_setter!();
 
     /// Runs the computation in its own extended backward pass.
     ///
@@ -131,98 +88,21 @@ impl EighComputation {
 
 impl Computation for EighComputation {
     fn run(&mut self, ext: &mut Extension<'_>, groups: &[ParamGroup]) -> Result<()> {
-        let factor = ext.factor(
-            self.mc_samples,
-            self.subsampling.as_deref(),
-            self.seed,
+        let o = &self.options;
+        let factor = ext.ggn_factor(
+            o.mc_samples,
+            o.subsampling.as_deref(),
+            o.seed,
             "subsampling",
-            self.verbose,
+            o.verbose,
         )?;
         for (g, group) in groups.iter().enumerate() {
-            let pairs = kept_eigenpairs(ext, factor, g, group, self.verbose)?;
-            warn_small(&pairs.evals, self.warn_small_eigvals);
+            let pairs = GramEigenpairs::kept(ext, factor, g, group, o.verbose)?;
+            warn_small(&pairs.evals, o.warn_small_eigvals);
+            let evecs = pairs.parameter_evecs(ext, factor, g)?;
             self.results
-                .insert(group.id(), (pairs.evals_tensor()?, pairs.evecs));
+                .insert(group.id(), (pairs.evals_tensor()?, evecs));
         }
         Ok(())
-    }
-}
-
-/// The kept eigenpairs of a group's Gram matrix, in Gram and parameter space.
-pub(crate) struct KeptEigenpairs {
-    /// `λ_k`, in the criterion's order.
-    pub evals: Vec<f64>,
-    /// Gram eigenvectors `ẽ_k` as rows `[K, C·N_g]`.
-    pub gram_evecs: Tensor,
-    /// `e_k` per parameter, `[K, *p.shape]`, jointly unit-norm.
-    pub evecs: Vec<Tensor>,
-    dtype: DType,
-}
-
-impl KeptEigenpairs {
-    fn evals_tensor(&self) -> Result<Tensor> {
-        Ok(Tensor::new(self.evals.as_slice(), self.gram_evecs.device())?.to_dtype(self.dtype)?)
-    }
-}
-
-/// Eigendecomposes a group's Gram matrix, applies its criterion and maps the
-/// kept eigenvectors to parameter space: `e_k = V ẽ_k / ‖V ẽ_k‖`.
-pub(crate) fn kept_eigenpairs(
-    ext: &mut Extension<'_>,
-    factor: FactorId,
-    g: usize,
-    group: &ParamGroup,
-    verbose: bool,
-) -> Result<KeptEigenpairs> {
-    let gram = ext.gram(factor, g, verbose)?;
-    say(verbose, || {
-        format!("group {g}: eigendecompose the Gram matrix")
-    });
-    let eig = linalg::eigh(&gram)?;
-    let keep = group.criterion_ref().select(&eig.evals)?;
-    say(verbose, || {
-        format!(
-            "group {g}: criterion {:?} keeps {} of {} directions",
-            group.criterion_ref(),
-            keep.len(),
-            eig.evals.len()
-        )
-    });
-    let evals: Vec<f64> = keep.iter().map(|&i| eig.evals[i]).collect();
-    let index: Vec<u32> = keep.iter().map(|&i| i as u32).collect();
-    let index = Tensor::new(index.as_slice(), gram.device())?;
-    let gram_evecs = eig.evecs.index_select(&index, 1)?.t()?.contiguous()?;
-    let raw = ext.apply(factor, g, &gram_evecs)?;
-    let mut sq_norm: Option<Tensor> = None;
-    for v in &raw {
-        let s = v.sqr()?.flatten_from(1)?.sum(1)?;
-        sq_norm = Some(match sq_norm {
-            Some(acc) => (acc + s)?,
-            None => s,
-        });
-    }
-    let norm = sq_norm.expect("groups are non-empty").sqrt()?;
-    let evecs = raw
-        .iter()
-        .map(|v| {
-            let mut shape = vec![v.dim(0)?];
-            shape.extend(std::iter::repeat_n(1, v.rank() - 1));
-            v.broadcast_div(&norm.reshape(shape)?)
-        })
-        .collect::<candle_core::Result<Vec<_>>>()?;
-    Ok(KeptEigenpairs {
-        evals,
-        gram_evecs,
-        evecs,
-        dtype: ext.dtype(),
-    })
-}
-
-fn warn_small(evals: &[f64], threshold: f64) {
-    if let Some(small) = evals.iter().find(|l| l.abs() < threshold) {
-        log::warn!(
-            "kept eigenvalue {small:e} is below warn_small_eigvals = {threshold:e}: \
-             its eigenvector is numerically unstable and may not be orthogonal to the others"
-        );
     }
 }

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 
 use candle_core::Tensor;
 
+use super::options::{curvature_setters, Options};
 use crate::error::{Error, Result};
 use crate::extension::{say, Computation, Extension};
 use crate::group::{GroupId, ParamGroup};
@@ -44,10 +45,7 @@ use crate::record::Recorded;
 /// ```
 #[derive(Debug, Clone, Default)]
 pub struct EigvalshComputation {
-    subsampling: Option<Vec<usize>>,
-    mc_samples: usize,
-    seed: Option<u64>,
-    verbose: bool,
+    options: Options,
     results: HashMap<GroupId, Tensor>,
 }
 
@@ -57,31 +55,7 @@ impl EigvalshComputation {
         Self::default()
     }
 
-    /// Computes the curvature on the samples `indices` of the batch only
-    /// (distinct, in range; their order sets the Gram matrix's sample axis).
-    pub fn subsampling(mut self, indices: impl IntoIterator<Item = usize>) -> Self {
-        self.subsampling = Some(indices.into_iter().collect());
-        self
-    }
-
-    /// `0` (the default) for the exact GGN, `M ≥ 1` for a Monte-Carlo GGN with
-    /// `M` sampled columns per sample (`C_eff = M`).
-    pub fn mc_samples(mut self, mc_samples: usize) -> Self {
-        self.mc_samples = mc_samples;
-        self
-    }
-
-    /// Seeds the Monte-Carlo draw; without it every backward pass draws afresh.
-    pub fn seed(mut self, seed: u64) -> Self {
-        self.seed = Some(seed);
-        self
-    }
-
-    /// Prints what happens to stderr.
-    pub fn verbose(mut self, verbose: bool) -> Self {
-        self.verbose = verbose;
-        self
-    }
+    curvature_setters!(subsampling, mc_samples);
 
     /// Runs the computation on `groups` in its own extended backward pass;
     /// use [`crate::backward`] to share one pass between computations.
@@ -108,16 +82,17 @@ impl EigvalshComputation {
 
 impl Computation for EigvalshComputation {
     fn run(&mut self, ext: &mut Extension<'_>, groups: &[ParamGroup]) -> Result<()> {
-        let factor = ext.factor(
-            self.mc_samples,
-            self.subsampling.as_deref(),
-            self.seed,
+        let o = &self.options;
+        let factor = ext.ggn_factor(
+            o.mc_samples,
+            o.subsampling.as_deref(),
+            o.seed,
             "subsampling",
-            self.verbose,
+            o.verbose,
         )?;
         for (g, group) in groups.iter().enumerate() {
-            let gram = ext.gram(factor, g, self.verbose)?;
-            say(self.verbose, || {
+            let gram = ext.gram(factor, g, self.options.verbose)?;
+            say(self.options.verbose, || {
                 format!("group {g}: eigenvalues of the Gram matrix")
             });
             self.results.insert(group.id(), linalg::eigvalsh(&gram)?);

@@ -14,13 +14,23 @@ use super::patches::{patches, ConvGeometry};
 use crate::error::{Error, Result};
 use crate::record::{LayerKind, LayerRecord, Tape};
 
-/// Which factor: exact (`mc_samples == 0`) or Monte-Carlo, on which samples.
+/// The columns backpropagated from the model output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Columns {
+    /// The exact loss-Hessian factor (`C` columns, `1/√N_g` included).
+    Exact,
+    /// A Monte-Carlo loss-Hessian factor with `samples` columns.
+    MonteCarlo { samples: usize, seed: u64 },
+    /// The per-sample loss gradients `∇_f ℓ_n` (one column, unscaled), so that
+    /// the layer factor's columns are the per-sample parameter gradients `g_n`.
+    Gradient,
+}
+
+/// Which factor, on which samples of the batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct FactorSpec {
-    pub mc_samples: usize,
+    pub columns: Columns,
     pub subsampling: Option<Vec<usize>>,
-    /// Seed of the Monte-Carlo draw (unused when exact).
-    pub seed: u64,
 }
 
 /// All calls of one tracked weight in the forward pass.
@@ -87,11 +97,17 @@ pub(crate) fn backprop(
             None => t.clone(),
         })
     };
-    let mut rng = StdRng::seed_from_u64(spec.seed);
-    let factor =
-        tape.loss
-            .kind
-            .sqrt_hessian(&select(&output.detach())?, spec.mc_samples, &mut rng)?;
+    let rows_out = select(&output.detach())?;
+    let loss = tape.loss.kind;
+    let factor = match spec.columns {
+        Columns::Exact => loss.sqrt_hessian(&rows_out)?,
+        Columns::MonteCarlo { samples, seed } => {
+            loss.sampled_sqrt_hessian(&rows_out, samples, &mut StdRng::seed_from_u64(seed))?
+        }
+        Columns::Gradient => loss
+            .gradient(&rows_out, &select(&tape.loss.targets)?)?
+            .unsqueeze(0)?,
+    };
     let c_eff = factor.dim(0)?;
 
     // signals[layer][call][column] = rows of J_zᵀ Z_c at that call's output

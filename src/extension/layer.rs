@@ -39,44 +39,57 @@ impl LayerFactor {
         Ok((c, n, t, o, self.a.dim(2)?))
     }
 
-    /// The Gram block `V_pᵀ V_p` `[C·N, C·N]` of one parameter.
+    /// The block `V_pᵀ U_p` `[C·N, C'·N']` of one parameter, for this layer's
+    /// factor `V` and another factor `U` of the same layer (`V_pᵀ V_p` is its
+    /// Gram block).
     ///
-    /// Weight with `T = 1`: `(B Bᵀ) ⊙ (A Aᵀ)` tiled over classes, `O(C²N²(O + 1) + N²I)`;
-    /// otherwise the factor `V_W` `[C·N, O·I]` is formed and `V_W V_Wᵀ` returned.
-    pub fn gram(&self, role: Role) -> Result<Tensor> {
+    /// Weight with `T = 1`: `(B B'ᵀ) ⊙ (A A'ᵀ)` tiled over columns,
+    /// `O(C C' N N' (O + 1) + N N' I)`; otherwise both factors are formed,
+    /// `[C·N, O·I]`, and multiplied.
+    pub fn cross_gram(&self, other: &LayerFactor, role: Role) -> Result<Tensor> {
         let (c, n, t, o, i) = self.dims()?;
+        let (c2, n2, _, _, _) = other.dims()?;
         match role {
-            Role::Bias => {
-                let v = self.b.sum(2)?.reshape((c * n, o))?;
-                v.matmul(&v.t()?)
-            }
+            Role::Bias => self.bias_factor()?.matmul(&other.bias_factor()?.t()?),
             Role::Weight if t == 1 => {
-                let b = self.b.reshape((c * n, o))?;
-                let a = self.a.reshape((n, i))?;
-                let aa = a.matmul(&a.t()?)?;
+                let bb = self
+                    .b
+                    .reshape((c * n, o))?
+                    .matmul(&other.b.reshape((c2 * n2, o))?.t()?)?;
+                let aa = self
+                    .a
+                    .reshape((n, i))?
+                    .matmul(&other.a.reshape((n2, i))?.t()?)?;
                 let aa = aa
                     .unsqueeze(0)?
                     .unsqueeze(2)?
-                    .broadcast_as((c, n, c, n))?
-                    .reshape((c * n, c * n))?;
-                b.matmul(&b.t()?)?.mul(&aa)
+                    .broadcast_as((c, n, c2, n2))?
+                    .reshape((c * n, c2 * n2))?;
+                bb.mul(&aa)
             }
-            Role::Weight => {
-                // V[n, (c,o), i] = Σ_t B[c,n,t,o] A[n,t,i]
-                let b = self
-                    .b
-                    .permute((1, 0, 3, 2))?
-                    .contiguous()?
-                    .reshape((n, c * o, t))?;
-                let v = b
-                    .matmul(&self.a.contiguous()?)?
-                    .reshape((n, c, o * i))?
-                    .transpose(0, 1)?
-                    .contiguous()?
-                    .reshape((c * n, o * i))?;
-                v.matmul(&v.t()?)
-            }
+            Role::Weight => self.weight_factor()?.matmul(&other.weight_factor()?.t()?),
         }
+    }
+
+    /// `V_b` `[C·N, O]`: `V_b[c,n] = Σ_t B[c,n,t,:]`.
+    fn bias_factor(&self) -> Result<Tensor> {
+        let (c, n, _, o, _) = self.dims()?;
+        self.b.sum(2)?.reshape((c * n, o))
+    }
+
+    /// `V_W` `[C·N, O·I]`: `V_W[c,n] = Σ_t B[c,n,t,:] ⊗ A[n,t,:]`, one batched matmul.
+    fn weight_factor(&self) -> Result<Tensor> {
+        let (c, n, t, o, i) = self.dims()?;
+        let b = self
+            .b
+            .permute((1, 0, 3, 2))?
+            .contiguous()?
+            .reshape((n, c * o, t))?;
+        b.matmul(&self.a.contiguous()?)?
+            .reshape((n, c, o * i))?
+            .transpose(0, 1)?
+            .contiguous()?
+            .reshape((c * n, o * i))
     }
 
     /// `V_p · E` for Gram-space vectors `e` `[K, C·N]`: `[K, *p.shape]`.

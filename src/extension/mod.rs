@@ -17,8 +17,7 @@ use candle_core::{DType, Tensor};
 use crate::error::{Error, Result};
 use crate::group::ParamGroup;
 use crate::record::{Recorded, Tape};
-pub(crate) use factor::FactorSpec;
-use factor::{backprop, check_dtype, TrackedLayer};
+use factor::{backprop, check_dtype, Columns, FactorSpec, TrackedLayer};
 use layer::{LayerFactor, Role};
 
 /// A computation that runs inside an extended backward pass.
@@ -90,7 +89,7 @@ pub struct Extension<'a> {
     /// Seed of Monte-Carlo factors whose computation set none.
     default_seed: u64,
     factors: Vec<(FactorSpec, Vec<Option<LayerFactor>>)>,
-    grams: HashMap<(usize, usize), Tensor>,
+    grams: HashMap<(usize, usize, usize), Tensor>,
 }
 
 /// Handle of a backpropagated factor inside an [`Extension`].
@@ -132,15 +131,11 @@ impl<'a> Extension<'a> {
         Ok(self.tape.loss.output.dim(0)?)
     }
 
-    /// The dtype of the model output.
-    pub(crate) fn dtype(&self) -> DType {
-        self.tape.loss.output.dtype()
-    }
-
-    /// Backpropagates the factor (once per distinct setting).
+    /// The exact (`mc_samples == 0`) or Monte-Carlo GGN factor on the samples
+    /// `subsampling` (all if `None`), backpropagated once per distinct setting.
     ///
     /// `name` is the option the subsampling came from, for error messages.
-    pub(crate) fn factor(
+    pub(crate) fn ggn_factor(
         &mut self,
         mc_samples: usize,
         subsampling: Option<&[usize]>,
@@ -148,17 +143,40 @@ impl<'a> Extension<'a> {
         name: &'static str,
         verbose: bool,
     ) -> Result<FactorId> {
+        let columns = match mc_samples {
+            0 => Columns::Exact,
+            samples => Columns::MonteCarlo {
+                samples,
+                seed: seed.unwrap_or(self.default_seed),
+            },
+        };
+        self.factor(columns, subsampling, name, verbose)
+    }
+
+    /// The per-sample gradients `g_n = ∇_θ ℓ_n` on the samples `subsampling`,
+    /// as a factor with one column per sample.
+    pub(crate) fn gradient_factor(
+        &mut self,
+        subsampling: Option<&[usize]>,
+        name: &'static str,
+        verbose: bool,
+    ) -> Result<FactorId> {
+        self.factor(Columns::Gradient, subsampling, name, verbose)
+    }
+
+    fn factor(
+        &mut self,
+        columns: Columns,
+        subsampling: Option<&[usize]>,
+        name: &'static str,
+        verbose: bool,
+    ) -> Result<FactorId> {
         if let Some(idx) = subsampling {
             check_subsampling(idx, self.batch_size()?, name)?;
         }
         let spec = FactorSpec {
-            mc_samples,
+            columns,
             subsampling: subsampling.map(<[usize]>::to_vec),
-            seed: if mc_samples == 0 {
-                0
-            } else {
-                seed.unwrap_or(self.default_seed)
-            },
         };
         if let Some(i) = self.factors.iter().position(|(s, _)| *s == spec) {
             return Ok(FactorId(i));
@@ -169,17 +187,8 @@ impl<'a> Extension<'a> {
         }
         say(verbose, || {
             format!(
-                "backpropagate the {} loss-Hessian factor ({}) on {} samples to {} tracked layers",
-                if mc_samples == 0 {
-                    "exact"
-                } else {
-                    "Monte-Carlo"
-                },
-                if mc_samples == 0 {
-                    "C columns".to_string()
-                } else {
-                    format!("M = {mc_samples} columns, seed {}", spec.seed)
-                },
+                "backpropagate {:?} on {} samples to {} tracked layers",
+                spec.columns,
                 spec.subsampling
                     .as_ref()
                     .map_or(self.batch_size().unwrap_or(0), Vec::len),
@@ -191,6 +200,14 @@ impl<'a> Extension<'a> {
         Ok(FactorId(self.factors.len() - 1))
     }
 
+    /// The number of samples `N_g` a factor is built on.
+    pub(crate) fn factor_samples(&self, factor: FactorId) -> usize {
+        let (spec, _) = &self.factors[factor.0];
+        spec.subsampling
+            .as_ref()
+            .map_or(self.tape.loss.output.dims()[0], Vec::len)
+    }
+
     fn layer_factor(&self, factor: FactorId, member: Member) -> &LayerFactor {
         self.factors[factor.0].1[member.layer]
             .as_ref()
@@ -199,18 +216,7 @@ impl<'a> Extension<'a> {
 
     /// The Gram matrix `G̃ = Σ_{p∈group} V_pᵀ V_p` `[C·N_g, C·N_g]` (cached).
     pub(crate) fn gram(&mut self, factor: FactorId, group: usize, verbose: bool) -> Result<Tensor> {
-        if let Some(gram) = self.grams.get(&(factor.0, group)) {
-            return Ok(gram.clone());
-        }
-        let mut sum: Option<Tensor> = None;
-        for &member in &self.members[group] {
-            let block = self.layer_factor(factor, member).gram(member.role)?;
-            sum = Some(match sum {
-                Some(sum) => (sum + block)?,
-                None => block,
-            });
-        }
-        let gram = sum.expect("groups are checked to be non-empty");
+        let gram = self.cross_gram(factor, factor, group)?;
         say(verbose, || {
             format!(
                 "group {group}: Gram matrix {n}×{n} from {} parameters",
@@ -218,7 +224,33 @@ impl<'a> Extension<'a> {
                 n = gram.dim(0).unwrap_or(0)
             )
         });
-        self.grams.insert((factor.0, group), gram.clone());
+        Ok(gram)
+    }
+
+    /// `Σ_{p∈group} V_pᵀ U_p` `[C_v·N_v, C_u·N_u]` for the factors `V` (`left`)
+    /// and `U` (`right`) of the group's parameters (cached).
+    pub(crate) fn cross_gram(
+        &mut self,
+        left: FactorId,
+        right: FactorId,
+        group: usize,
+    ) -> Result<Tensor> {
+        let key = (left.0, right.0, group);
+        if let Some(gram) = self.grams.get(&key) {
+            return Ok(gram.clone());
+        }
+        let mut sum: Option<Tensor> = None;
+        for &m in &self.members[group] {
+            let block = self
+                .layer_factor(left, m)
+                .cross_gram(self.layer_factor(right, m), m.role)?;
+            sum = Some(match sum {
+                Some(sum) => (sum + block)?,
+                None => block,
+            });
+        }
+        let gram = sum.expect("groups are checked to be non-empty");
+        self.grams.insert(key, gram.clone());
         Ok(gram)
     }
 

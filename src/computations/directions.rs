@@ -1,0 +1,163 @@
+//! Kept eigen-directions of a group and the per-sample statistics along them,
+//! shared by Eigh, DirectionalDerivatives and DirectionalDampedNewton.
+
+use candle_core::{DType, Tensor};
+
+use crate::error::{Error, Result};
+use crate::extension::{say, Extension, FactorId};
+use crate::group::ParamGroup;
+use crate::linalg;
+
+/// The kept eigenpairs `G̃ ẽ_k = λ_k ẽ_k` of a group's Gram matrix.
+pub(crate) struct GramEigenpairs {
+    /// `λ_k`, in the criterion's order.
+    pub evals: Vec<f64>,
+    /// `ẽ_k` as rows `[K, C·N_g]`.
+    pub gram_evecs: Tensor,
+}
+
+impl GramEigenpairs {
+    /// Eigendecomposes the group's Gram matrix and applies its criterion.
+    pub fn kept(
+        ext: &mut Extension<'_>,
+        factor: FactorId,
+        g: usize,
+        group: &ParamGroup,
+        verbose: bool,
+    ) -> Result<Self> {
+        let gram = ext.gram(factor, g, verbose)?;
+        say(verbose, || {
+            format!("group {g}: eigendecompose the Gram matrix")
+        });
+        let eig = linalg::eigh(&gram)?;
+        let keep = group.criterion_ref().select(&eig.evals)?;
+        say(verbose, || {
+            format!(
+                "group {g}: criterion {:?} keeps {} of {} directions",
+                group.criterion_ref(),
+                keep.len(),
+                eig.evals.len()
+            )
+        });
+        let index: Vec<u32> = keep.iter().map(|&i| i as u32).collect();
+        let index = Tensor::new(index.as_slice(), gram.device())?;
+        Ok(Self {
+            evals: keep.iter().map(|&i| eig.evals[i]).collect(),
+            gram_evecs: eig.evecs.index_select(&index, 1)?.t()?.contiguous()?,
+        })
+    }
+
+    /// `λ_k` `[K]` in the model's dtype.
+    pub fn evals_tensor(&self) -> Result<Tensor> {
+        self.row(&self.evals)
+    }
+
+    /// A `[K]` tensor of `values` in the dtype and device of the eigenvectors.
+    pub fn row(&self, values: &[f64]) -> Result<Tensor> {
+        let dev = self.gram_evecs.device();
+        Ok(Tensor::new(values, dev)?.to_dtype(self.gram_evecs.dtype())?)
+    }
+
+    /// The eigenvectors in parameter space, `e_k = V ẽ_k / ‖V ẽ_k‖`, one
+    /// `[K, *p.shape]` tensor per parameter, jointly unit-norm over the group.
+    pub fn parameter_evecs(
+        &self,
+        ext: &Extension<'_>,
+        factor: FactorId,
+        g: usize,
+    ) -> Result<Vec<Tensor>> {
+        let raw = ext.apply(factor, g, &self.gram_evecs)?;
+        let mut sq_norm: Option<Tensor> = None;
+        for v in &raw {
+            let s = v.sqr()?.flatten_from(1)?.sum(1)?;
+            sq_norm = Some(match sq_norm {
+                Some(acc) => (acc + s)?,
+                None => s,
+            });
+        }
+        let norm = sq_norm.expect("groups are non-empty").sqrt()?;
+        Ok(raw
+            .iter()
+            .map(|v| {
+                let mut shape = vec![v.dim(0)?];
+                shape.extend(std::iter::repeat_n(1, v.rank() - 1));
+                v.broadcast_div(&norm.reshape(shape)?)
+            })
+            .collect::<candle_core::Result<Vec<_>>>()?)
+    }
+}
+
+/// First- and second-order directional derivatives along the kept directions.
+pub(crate) struct Directional {
+    pub pairs: GramEigenpairs,
+    /// `γ[n,k] = e_kᵀ g_n` `[N_grad, K]`.
+    pub gammas: Tensor,
+    /// `λ[n,k] = e_kᵀ G_n e_k` `[N_ggn, K]`.
+    pub lambdas: Tensor,
+}
+
+impl Directional {
+    /// With `e_k = V ẽ_k / √λ_k` and the per-sample GGN `G_n = N_g V_n V_nᵀ`:
+    ///
+    /// ```text
+    /// γ[n,k] = (1/√λ_k) ẽ_kᵀ (Vᵀ g_n),
+    /// λ[n,k] = (N_g/λ_k) Σ_c ((G̃ ẽ_k)[c,n])².
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::NonPositiveEigenvalue`] if the criterion kept `λ_k ≤ 0`.
+    pub fn compute(
+        ext: &mut Extension<'_>,
+        ggn: FactorId,
+        grad: FactorId,
+        g: usize,
+        group: &ParamGroup,
+        verbose: bool,
+    ) -> Result<Self> {
+        let pairs = GramEigenpairs::kept(ext, ggn, g, group, verbose)?;
+        if let Some((index, &value)) = pairs.evals.iter().enumerate().find(|(_, &l)| l <= 0.0) {
+            return Err(Error::NonPositiveEigenvalue { index, value });
+        }
+        say(verbose, || format!("group {g}: compute gammas and lambdas"));
+        let inv_sqrt: Vec<f64> = pairs.evals.iter().map(|l| 1.0 / l.sqrt()).collect();
+        let inv_sqrt = pairs.row(&inv_sqrt)?;
+        let vt_g = ext.cross_gram(ggn, grad, g)?; // [C·N_g, N_grad]
+        let gammas = pairs
+            .gram_evecs
+            .matmul(&vt_g)?
+            .t()?
+            .broadcast_mul(&inv_sqrt)?;
+        let gram = ext.gram(ggn, g, false)?;
+        let n_g = ext.factor_samples(ggn);
+        let k = pairs.evals.len();
+        let w = gram.matmul(&pairs.gram_evecs.t()?)?; // [C·N_g, K]
+        let lambdas = w
+            .reshape((w.dim(0)? / n_g, n_g, k))?
+            .sqr()?
+            .sum(0)?
+            .broadcast_mul(&(inv_sqrt.sqr()? * n_g as f64)?)?;
+        Ok(Self {
+            pairs,
+            gammas,
+            lambdas,
+        })
+    }
+
+    /// Column means `(γ̄_k, λ̄_k)` in f64.
+    pub fn means(&self) -> Result<(Vec<f64>, Vec<f64>)> {
+        let mean = |t: &Tensor| -> Result<Vec<f64>> {
+            Ok(t.mean(0)?.to_dtype(DType::F64)?.to_vec1::<f64>()?)
+        };
+        Ok((mean(&self.gammas)?, mean(&self.lambdas)?))
+    }
+}
+
+/// Warns through `log` when a kept eigenvalue is below `threshold` in magnitude.
+pub(crate) fn warn_small(evals: &[f64], threshold: f64) {
+    if let Some(small) = evals.iter().find(|l| l.abs() < threshold) {
+        log::warn!(
+            "kept eigenvalue {small:e} is below warn_small_eigvals = {threshold:e}: \
+             its eigenvector is numerically unstable and may not be orthogonal to the others"
+        );
+    }
+}

@@ -1,0 +1,87 @@
+//! The options the computations share, and their chainable setters.
+
+/// Settings of a computation (each uses the ones its seed class has).
+#[derive(Debug, Clone)]
+pub(crate) struct Options {
+    /// Samples for the curvature (`subsampling` / `subsampling_ggn`).
+    pub subsampling: Option<Vec<usize>>,
+    /// Samples for the gradients (`subsampling_grad`).
+    pub subsampling_grad: Option<Vec<usize>>,
+    /// 0: exact GGN; `M ≥ 1`: Monte-Carlo GGN.
+    pub mc_samples: usize,
+    pub seed: Option<u64>,
+    pub verbose: bool,
+    pub warn_small_eigvals: f64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            subsampling: None,
+            subsampling_grad: None,
+            mc_samples: 0,
+            seed: None,
+            verbose: false,
+            warn_small_eigvals: 1e-4,
+        }
+    }
+}
+
+/// Setters for the curvature options, named after the seed's arguments:
+/// `setters!(subsampling, mc_samples)` or `setters!(subsampling_ggn, mc_samples_ggn)`.
+macro_rules! curvature_setters {
+    ($subsampling:ident, $mc_samples:ident) => {
+        /// Computes the curvature on the samples `indices` of the batch only
+        /// (distinct, in range; their order sets the Gram matrix's sample axis):
+        /// `G = (1/|S|) Σ_{n∈S} J_nᵀ H_n J_n`.
+        pub fn $subsampling(mut self, indices: impl IntoIterator<Item = usize>) -> Self {
+            self.options.subsampling = Some(indices.into_iter().collect());
+            self
+        }
+
+        /// `0` (the default) for the exact GGN, `M ≥ 1` for a Monte-Carlo GGN
+        /// with `M` sampled loss-Hessian columns per sample (`C_eff = M`).
+        pub fn $mc_samples(mut self, mc_samples: usize) -> Self {
+            self.options.mc_samples = mc_samples;
+            self
+        }
+
+        /// Seeds the Monte-Carlo draw; without it every backward pass draws afresh.
+        pub fn seed(mut self, seed: u64) -> Self {
+            self.options.seed = Some(seed);
+            self
+        }
+
+        /// Prints what happens to stderr.
+        pub fn verbose(mut self, verbose: bool) -> Self {
+            self.options.verbose = verbose;
+            self
+        }
+    };
+}
+
+/// The `warn_small_eigvals` setter.
+macro_rules! warn_setter {
+    () => {
+        /// Warns (through `log`) when a kept eigenvalue has `|λ| <` this
+        /// (default `1e-4`); 0 disables.
+        pub fn warn_small_eigvals(mut self, threshold: f64) -> Self {
+            self.options.warn_small_eigvals = threshold;
+            self
+        }
+    };
+}
+
+/// The `subsampling_grad` setter.
+macro_rules! gradient_setter {
+    () => {
+        /// Takes the gradients from the samples `indices` of the batch only
+        /// (distinct, in range); `γ` then has one row per index.
+        pub fn subsampling_grad(mut self, indices: impl IntoIterator<Item = usize>) -> Self {
+            self.options.subsampling_grad = Some(indices.into_iter().collect());
+            self
+        }
+    };
+}
+
+pub(crate) use {curvature_setters, gradient_setter, warn_setter};
