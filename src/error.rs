@@ -149,6 +149,37 @@ pub enum Error {
         value: f64,
     },
 
+    /// A damping returned the wrong number of values.
+    #[error("the damping returned {got} values for {expected} kept directions")]
+    DampingLength {
+        /// Number of kept directions.
+        expected: usize,
+        /// Number of values returned.
+        got: usize,
+    },
+
+    /// A damping returned a negative or NaN value.
+    #[error("the damping returned δ = {value} for direction {index}; δ must be ≥ 0 (+∞ drops the direction)")]
+    DampingValue {
+        /// The direction.
+        index: usize,
+        /// The bad value.
+        value: f64,
+    },
+
+    /// The complement step was asked for, but the damping has no `δ_⊥`.
+    #[error(
+        "the complement step needs δ_⊥, which {0} does not define; set it with Damping::with_complement"
+    )]
+    NoComplementDamping(String),
+
+    /// `DampedNewton::step` found no recorded loss behind the gradients.
+    #[error(
+        "no live vivit::record tape produced these gradients: compute the loss inside vivit::record \
+         with a vivit::loss, keep the Recorded alive until the step, and call backward on it"
+    )]
+    NotRecorded,
+
     /// A value that must be finite is NaN or infinite.
     #[error("{what} is not finite ({value})")]
     NonFinite {

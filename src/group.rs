@@ -7,6 +7,7 @@ use std::sync::Arc;
 use candle_core::Var;
 
 use crate::error::{Error, Result};
+use crate::optim::Damping;
 
 /// Identifies a [`ParamGroup`]; clones of a group share it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -124,16 +125,25 @@ pub struct ParamGroup {
     id: GroupId,
     params: Vec<Var>,
     criterion: Criterion,
+    damping: Damping,
 }
 
 impl ParamGroup {
-    /// A group of `params` with the default criterion [`Criterion::all`].
+    /// A group of `params` with the default criterion [`Criterion::all`] and
+    /// the default damping [`Damping::constant`]`(1.0)`.
     pub fn new(params: Vec<Var>) -> Self {
         Self {
             id: GroupId::next(),
             params,
             criterion: Criterion::default(),
+            damping: Damping::default(),
         }
+    }
+
+    /// Sets the damping of the damped Newton step.
+    pub fn damping(mut self, damping: Damping) -> Self {
+        self.damping = damping;
+        self
     }
 
     /// Sets the criterion that picks the directions to keep.
@@ -154,5 +164,9 @@ impl ParamGroup {
 
     pub(crate) fn criterion_ref(&self) -> &Criterion {
         &self.criterion
+    }
+
+    pub(crate) fn damping_ref(&self) -> &Damping {
+        &self.damping
     }
 }

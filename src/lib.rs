@@ -68,14 +68,17 @@ mod group;
 mod linalg;
 pub mod loss;
 pub mod nn;
+pub mod optim;
 mod record;
 
 pub use computations::{
-    DirectionalDerivativesComputation, Eigenpairs, EighComputation, EigvalshComputation,
+    DirectionalDampedNewtonComputation, DirectionalDerivativesComputation, Eigenpairs,
+    EighComputation, EigvalshComputation,
 };
 pub use error::{Error, Result};
 pub use extension::{backward, Computation};
 pub use group::{Criterion, GroupId, ParamGroup};
+pub use optim::{Blocks, DampedNewton, DampedNewtonConfig, Damping};
 pub use record::{record, Recorded};
 
 /// The README's examples, compiled and run as doc tests.

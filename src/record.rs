@@ -19,7 +19,9 @@
 
 use std::cell::RefCell;
 use std::ops::Deref;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 
+use candle_core::backprop::GradStore;
 use candle_core::{DType, Tensor, TensorId, Var};
 
 use crate::error::{Error, Result};
@@ -153,6 +155,27 @@ pub(crate) struct Tape {
     pub layers: Vec<LayerRecord>,
     /// The tracked loss of the probe run; its `output` carries the probe graph.
     pub loss: LossRecord,
+    /// The loss value of the main run, detached.
+    pub value: Tensor,
+    /// Zero variable added to the returned loss: its gradient in a `GradStore`
+    /// tells that the store came from this tape's loss.
+    probe: Var,
+}
+
+/// Tapes of the live `Recorded`s, so that a `GradStore` can be traced back.
+static LIVE: Mutex<Vec<Weak<Tape>>> = Mutex::new(Vec::new());
+
+fn live() -> std::sync::MutexGuard<'static, Vec<Weak<Tape>>> {
+    LIVE.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The tape whose loss produced `grads` (the most recent if several).
+pub(crate) fn tape_of(grads: &GradStore) -> Option<Arc<Tape>> {
+    live()
+        .iter()
+        .rev()
+        .filter_map(Weak::upgrade)
+        .find(|tape| grads.get(tape.probe.as_tensor()).is_some())
 }
 
 /// A loss computed inside [`record`], with the tape the computations need.
@@ -162,7 +185,7 @@ pub(crate) struct Tape {
 #[derive(Debug)]
 pub struct Recorded {
     loss: Tensor,
-    tape: std::result::Result<Tape, &'static str>,
+    tape: std::result::Result<Arc<Tape>, &'static str>,
 }
 
 impl Recorded {
@@ -172,7 +195,7 @@ impl Recorded {
     }
 
     /// The tape, or why there is none.
-    pub(crate) fn tape(&self) -> Result<&Tape> {
+    pub(crate) fn tape(&self) -> Result<&Arc<Tape>> {
         self.tape
             .as_ref()
             .map_err(|&detail| Error::LossNotTracked { detail })
@@ -244,10 +267,10 @@ where
             });
         }
     };
-    let (probe_loss, probe) = run_in(Mode::Probe, &f)?;
+    let (probe_loss, probe_run) = run_in(Mode::Probe, &f)?;
     check_same_loss(&loss, &probe_loss)?;
     let loss_record =
-        probe
+        probe_run
             .losses
             .into_iter()
             .nth(position)
@@ -255,12 +278,19 @@ where
                 first: scalar(&loss)?,
                 second: f64::NAN,
             })?;
+    let probe = Var::zeros((), loss.dtype(), loss.device())?;
+    let tape = Arc::new(Tape {
+        layers: probe_run.layers,
+        loss: loss_record,
+        value: loss.detach(),
+        probe,
+    });
+    let mut live = live();
+    live.retain(|t| t.strong_count() > 0);
+    live.push(Arc::downgrade(&tape));
     Ok(Recorded {
-        loss,
-        tape: Ok(Tape {
-            layers: probe.layers,
-            loss: loss_record,
-        }),
+        loss: loss.add(tape.probe.as_tensor())?,
+        tape: Ok(tape),
     })
 }
 

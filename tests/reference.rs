@@ -290,3 +290,45 @@ fn directional_derivatives_equal_vivit() -> Result<()> {
     eprintln!("compared {columns} γ and λ columns");
     Ok(())
 }
+
+#[test]
+fn damped_newton_step_equals_vivit() -> Result<()> {
+    let mut steps = 0;
+    for (name, fixture) in fixtures()? {
+        let model = Model::from_fixture(&fixture)?;
+        let loss = record_fixture(&fixture, &model)?;
+        let tol = rtol(&fixture);
+        for (r, run) in runs(&fixture, "newton").enumerate() {
+            let delta = run["damping"].as_f64().context("damping")?;
+            let groups: Vec<ParamGroup> = groups(&model, run)
+                .into_iter()
+                .map(|g| g.damping(vivit::Damping::constant(delta)))
+                .collect();
+            let mut newton = vivit::DirectionalDampedNewtonComputation::new().warn_small_eigvals(0.0);
+            if let Some(s) = indices(&run["subsampling_grad"]) {
+                newton = newton.subsampling_grad(s);
+            }
+            if let Some(s) = indices(&run["subsampling_ggn"]) {
+                newton = newton.subsampling_ggn(s);
+            }
+            newton.compute(&loss, &groups)?;
+            for (g, (group, expected)) in groups.iter().zip(run["results"].as_array().context("results")?).enumerate() {
+                if expected["degenerate"].as_bool() == Some(true) {
+                    continue;
+                }
+                let ours: Vec<f64> = newton.result(group)?.iter().map(to_f64).collect::<Result<Vec<_>>>()?.concat();
+                let theirs: Vec<f64> = expected["step"]
+                    .as_array()
+                    .context("step")?
+                    .iter()
+                    .flat_map(|p| floats(&p["data"]))
+                    .collect();
+                assert_close(&format!("{name} newton run {r} group {g}"), &ours, &theirs, tol);
+                steps += 1;
+            }
+        }
+    }
+    assert!(steps > 100, "compared only {steps} steps");
+    eprintln!("compared {steps} Newton steps");
+    Ok(())
+}

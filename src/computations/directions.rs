@@ -1,7 +1,7 @@
 //! Kept eigen-directions of a group and the per-sample statistics along them,
 //! shared by Eigh, DirectionalDerivatives and DirectionalDampedNewton.
 
-use candle_core::{DType, Tensor};
+use candle_core::Tensor;
 
 use crate::error::{Error, Result};
 use crate::extension::{say, Extension, FactorId};
@@ -141,14 +141,6 @@ impl Directional {
             gammas,
             lambdas,
         })
-    }
-
-    /// Column means `(γ̄_k, λ̄_k)` in f64.
-    pub fn means(&self) -> Result<(Vec<f64>, Vec<f64>)> {
-        let mean = |t: &Tensor| -> Result<Vec<f64>> {
-            Ok(t.mean(0)?.to_dtype(DType::F64)?.to_vec1::<f64>()?)
-        };
-        Ok((mean(&self.gammas)?, mean(&self.lambdas)?))
     }
 }
 

@@ -1,11 +1,15 @@
 //! The four computations of ViViT.
 
+mod damped_newton;
 mod directional_derivatives;
 mod directions;
 mod eigh;
 mod eigvalsh;
 mod options;
 
+pub use damped_newton::DirectionalDampedNewtonComputation;
+pub(crate) use damped_newton::{newton_steps, NewtonStep};
 pub use directional_derivatives::DirectionalDerivativesComputation;
 pub use eigh::{Eigenpairs, EighComputation};
 pub use eigvalsh::EigvalshComputation;
+pub(crate) use options::Options;

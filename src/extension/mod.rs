@@ -66,7 +66,16 @@ pub fn backward(
     groups: &[ParamGroup],
     computations: &mut [&mut dyn Computation],
 ) -> Result<()> {
-    let mut ext = Extension::new(recorded, groups)?;
+    backward_tape(recorded.tape()?, groups, computations)
+}
+
+/// [`backward`] on a tape.
+pub(crate) fn backward_tape(
+    tape: &Tape,
+    groups: &[ParamGroup],
+    computations: &mut [&mut dyn Computation],
+) -> Result<()> {
+    let mut ext = Extension::new(tape, groups)?;
     for computation in computations.iter_mut() {
         computation.run(&mut ext, groups)?;
     }
@@ -104,10 +113,9 @@ pub(crate) fn say(verbose: bool, message: impl FnOnce() -> String) {
 }
 
 impl<'a> Extension<'a> {
-    fn new(recorded: &'a Recorded, groups: &[ParamGroup]) -> Result<Self> {
-        let tape = recorded.tape()?;
+    fn new(tape: &'a Tape, groups: &[ParamGroup]) -> Result<Self> {
         check_dtype(&tape.loss.output)?;
-        let loss = recorded.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+        let loss = tape.value.to_dtype(DType::F64)?.to_scalar::<f64>()?;
         if !loss.is_finite() {
             return Err(Error::NonFinite {
                 what: "the loss",

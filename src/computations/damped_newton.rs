@@ -1,0 +1,247 @@
+//! `DirectionalDampedNewtonComputation`: the directionally damped Newton step.
+
+use std::collections::HashMap;
+
+use candle_core::{DType, Tensor};
+
+use super::directions::{warn_small, Directional};
+use super::options::{curvature_setters, gradient_setter, warn_setter, Options};
+use crate::error::{Error, Result};
+use crate::extension::{say, Computation, Extension, FactorId};
+use crate::group::{GroupId, ParamGroup};
+use crate::optim::DampingInput;
+use crate::record::Recorded;
+
+/// The directionally damped Newton step of each parameter group,
+///
+/// ```text
+/// s = Σ_k τ_k e_k,   τ_k = −γ̄_k / (λ̄_k + δ_k),
+/// ```
+///
+/// with `γ̄_k`, `λ̄_k` the means over samples of the directional derivatives of
+/// [`crate::DirectionalDerivativesComputation`] and `δ_k` from the group's
+/// [`crate::Damping`] (`δ_k = +∞` drops direction `k`). With `δ_k = 0` this is
+/// the Newton step restricted to the kept eigenspace.
+///
+/// With [`Self::complement`], the step also moves along the gradient's part
+/// outside the kept eigenspace, `g_⊥ = ḡ − Σ_k γ̄_k e_k`:
+/// `s = Σ_k τ_k e_k − g_⊥ / δ_⊥`. With `δ_k = δ_⊥ = δ` this is the
+/// Levenberg–Marquardt step `−(G_K + δ I)⁻¹ ḡ` of the rank-`K` truncated GGN
+/// `G_K = Σ_k λ_k e_k e_kᵀ`.
+///
+/// The step is returned, not applied; [`crate::DampedNewton`] applies it.
+#[derive(Debug, Clone, Default)]
+pub struct DirectionalDampedNewtonComputation {
+    options: Options,
+    complement: bool,
+    results: HashMap<GroupId, Vec<Tensor>>,
+}
+
+impl DirectionalDampedNewtonComputation {
+    /// Exact GGN, gradients and curvature on the whole batch, eigenspace step only.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    curvature_setters!(subsampling_ggn, mc_samples_ggn);
+    gradient_setter!();
+    warn_setter!();
+
+    /// Also steps along the gradient outside the kept eigenspace, `−g_⊥/δ_⊥`,
+    /// with `δ_⊥` from the group's damping.
+    pub fn complement(mut self, complement: bool) -> Self {
+        self.complement = complement;
+        self
+    }
+
+    /// Runs the computation in its own extended backward pass.
+    ///
+    /// # Errors
+    /// As [`crate::DirectionalDerivativesComputation::compute`], plus damping
+    /// errors ([`Error::DampingLength`], [`Error::DampingValue`],
+    /// [`Error::NoComplementDamping`]) and [`Error::NonFinite`] for the step.
+    pub fn compute(&mut self, recorded: &Recorded, groups: &[ParamGroup]) -> Result<()> {
+        crate::backward(recorded, groups, &mut [self])
+    }
+
+    /// The step, one tensor per parameter of the group (same shapes).
+    ///
+    /// # Errors
+    /// [`Error::NoResult`] if the group was not part of a computed pass.
+    pub fn result(&self, group: &ParamGroup) -> Result<Vec<Tensor>> {
+        self.results
+            .get(&group.id())
+            .cloned()
+            .ok_or(Error::NoResult(group.id()))
+    }
+}
+
+impl Computation for DirectionalDampedNewtonComputation {
+    fn run(&mut self, ext: &mut Extension<'_>, groups: &[ParamGroup]) -> Result<()> {
+        let steps = newton_steps(ext, groups, &self.options, self.complement)?;
+        for (group, step) in groups.iter().zip(steps) {
+            self.results.insert(group.id(), step.step);
+        }
+        Ok(())
+    }
+}
+
+/// A group's step and what the quadratic model predicts of it.
+#[derive(Debug)]
+pub(crate) struct NewtonStep {
+    /// One tensor per parameter.
+    pub step: Vec<Tensor>,
+    /// `γ̄_k` and `τ_k` (the step's coordinate along `e_k`).
+    gamma_bar: Vec<f64>,
+    lambda_bar: Vec<f64>,
+    tau: Vec<f64>,
+    /// `‖g_⊥‖²/δ_⊥` of the complement step (0 without it).
+    complement_decrease: f64,
+}
+
+impl NewtonStep {
+    /// The change of the quadratic model for the step `lr · s`:
+    /// `Σ_k (γ̄_k lr τ_k + ½ λ̄_k lr² τ_k²) − lr ‖g_⊥‖²/δ_⊥`.
+    pub fn predicted_change(&self, lr: f64) -> f64 {
+        let eigenspace: f64 = self
+            .gamma_bar
+            .iter()
+            .zip(&self.lambda_bar)
+            .zip(&self.tau)
+            .map(|((g, l), t)| g * lr * t + 0.5 * l * (lr * t).powi(2))
+            .sum();
+        eigenspace - lr * self.complement_decrease
+    }
+}
+
+/// The steps of all groups, all checked finite before any is returned.
+pub(crate) fn newton_steps(
+    ext: &mut Extension<'_>,
+    groups: &[ParamGroup],
+    o: &Options,
+    complement: bool,
+) -> Result<Vec<NewtonStep>> {
+    let ggn = ext.ggn_factor(
+        o.mc_samples,
+        o.subsampling.as_deref(),
+        o.seed,
+        "subsampling_ggn",
+        o.verbose,
+    )?;
+    let grad = ext.gradient_factor(o.subsampling_grad.as_deref(), "subsampling_grad", o.verbose)?;
+    groups
+        .iter()
+        .enumerate()
+        .map(|(g, group)| {
+            let d = Directional::compute(ext, ggn, grad, g, group, o.verbose)?;
+            warn_small(&d.pairs.evals, o.warn_small_eigvals);
+            newton_step(ext, ggn, grad, g, group, &d, complement, o.verbose)
+        })
+        .collect()
+}
+
+#[allow(clippy::too_many_arguments)]
+fn newton_step(
+    ext: &mut Extension<'_>,
+    ggn: FactorId,
+    grad: FactorId,
+    g: usize,
+    group: &ParamGroup,
+    d: &Directional,
+    complement: bool,
+    verbose: bool,
+) -> Result<NewtonStep> {
+    let mean =
+        |t: &Tensor| -> Result<Vec<f64>> { Ok(t.mean(0)?.to_dtype(DType::F64)?.to_vec1::<f64>()?) };
+    let (gamma_bar, lambda_bar) = (mean(&d.gammas)?, mean(&d.lambdas)?);
+    let damping = group.damping_ref();
+    let deltas = damping.deltas(&DampingInput {
+        evals: &d.pairs.evals,
+        gram_evecs: &d.pairs.gram_evecs.t()?,
+        gammas: &d.gammas,
+        lambdas: &d.lambdas,
+    })?;
+    let delta_perp = if complement {
+        Some(
+            damping
+                .complement()
+                .ok_or_else(|| Error::NoComplementDamping(format!("{damping:?}")))?,
+        )
+    } else {
+        None
+    };
+    say(verbose, || {
+        format!("group {g}: damped Newton step with δ = {deltas:?}")
+    });
+    let tau: Vec<f64> = gamma_bar
+        .iter()
+        .zip(&lambda_bar)
+        .zip(&deltas)
+        .map(|((gb, lb), delta)| {
+            if delta.is_infinite() {
+                0.0
+            } else {
+                -gb / (lb + delta)
+            }
+        })
+        .collect();
+    // coordinates along e_k = V ẽ_k / √λ_k, then in Gram space
+    let along: Vec<f64> = tau
+        .iter()
+        .zip(&gamma_bar)
+        .map(|(t, gb)| t + delta_perp.map_or(0.0, |dp| gb / dp))
+        .collect();
+    let coefficients: Vec<f64> = along
+        .iter()
+        .zip(&d.pairs.evals)
+        .map(|(a, l)| a / l.sqrt())
+        .collect();
+    let v = d
+        .pairs
+        .row(&coefficients)?
+        .unsqueeze(0)?
+        .matmul(&d.pairs.gram_evecs)?;
+    let mut step: Vec<Tensor> = ext
+        .apply(ggn, g, &v)?
+        .into_iter()
+        .map(|s| s.squeeze(0))
+        .collect::<candle_core::Result<_>>()?;
+    let mut complement_decrease = 0.0;
+    if let Some(dp) = delta_perp {
+        let n = ext.factor_samples(grad);
+        let mean_weights = (Tensor::ones((1, n), v.dtype(), v.device())? / n as f64)?;
+        let g_bar = ext.apply(grad, g, &mean_weights)?;
+        for (s, gb) in step.iter_mut().zip(g_bar) {
+            *s = (&*s - (gb.squeeze(0)? / dp)?)?;
+        }
+        let g_sq: f64 = ext
+            .cross_gram(grad, grad, g)?
+            .sum_all()?
+            .to_dtype(DType::F64)?
+            .to_scalar::<f64>()?
+            / (n * n) as f64;
+        let perp_sq = (g_sq - gamma_bar.iter().map(|x| x * x).sum::<f64>()).max(0.0);
+        complement_decrease = perp_sq / dp;
+    }
+    for s in &step {
+        let bad = s
+            .flatten_all()?
+            .to_dtype(DType::F64)?
+            .to_vec1::<f64>()?
+            .into_iter()
+            .find(|v| !v.is_finite());
+        if let Some(value) = bad {
+            return Err(Error::NonFinite {
+                what: "the damped Newton step",
+                value,
+            });
+        }
+    }
+    Ok(NewtonStep {
+        step,
+        gamma_bar,
+        lambda_bar,
+        tau,
+        complement_decrease,
+    })
+}

@@ -1,0 +1,370 @@
+//! `DampedNewton`: a candle optimizer taking directionally damped Newton steps.
+
+use candle_core::backprop::GradStore;
+use candle_core::{DType, Tensor, TensorId, Var};
+use candle_nn::optim::Optimizer;
+use candle_nn::VarMap;
+
+use crate::computations::{newton_steps, NewtonStep, Options};
+use crate::error::{Error, Result};
+use crate::extension::{backward_tape, Computation, Extension};
+use crate::group::{Criterion, ParamGroup};
+use crate::optim::Damping;
+use crate::record::{self, Recorded, Tape};
+
+/// How the parameters split into GGN diagonal blocks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Blocks {
+    /// One block: the full GGN.
+    #[default]
+    One,
+    /// One block per parameter tensor.
+    PerParameter,
+    /// One block per tracked layer (its weight and bias).
+    PerLayer,
+}
+
+/// Settings of [`DampedNewton`]; chainable setters, sensible defaults.
+///
+/// Defaults: learning rate 1, exact GGN, one block, [`Criterion::top_k`]`(10)`,
+/// [`Damping::constant`]`(1.0)`, eigenspace step only, all samples.
+#[derive(Debug, Clone)]
+pub struct DampedNewtonConfig {
+    /// Learning rate: the update is `θ ← θ + lr · s`.
+    pub lr: f64,
+    /// Directions kept in each block.
+    pub criterion: Criterion,
+    /// Damping of each kept direction.
+    pub damping: Damping,
+    /// Block structure (ignored by [`DampedNewton::with_groups`]).
+    pub blocks: Blocks,
+    /// Also step along the gradient outside the kept eigenspace (`−g_⊥/δ_⊥`).
+    pub complement: bool,
+    options: Options,
+}
+
+impl Default for DampedNewtonConfig {
+    fn default() -> Self {
+        Self {
+            lr: 1.0,
+            criterion: Criterion::top_k(10),
+            damping: Damping::default(),
+            blocks: Blocks::One,
+            complement: false,
+            options: Options {
+                warn_small_eigvals: 0.0,
+                ..Options::default()
+            },
+        }
+    }
+}
+
+impl DampedNewtonConfig {
+    /// Sets the learning rate.
+    pub fn lr(mut self, lr: f64) -> Self {
+        self.lr = lr;
+        self
+    }
+
+    /// Sets the criterion.
+    pub fn criterion(mut self, criterion: Criterion) -> Self {
+        self.criterion = criterion;
+        self
+    }
+
+    /// Sets the damping.
+    pub fn damping(mut self, damping: Damping) -> Self {
+        self.damping = damping;
+        self
+    }
+
+    /// Sets the block structure.
+    pub fn blocks(mut self, blocks: Blocks) -> Self {
+        self.blocks = blocks;
+        self
+    }
+
+    /// Adds the complement step `−g_⊥/δ_⊥`, which turns a constant damping
+    /// into the Levenberg–Marquardt step of the truncated GGN.
+    pub fn complement(mut self, complement: bool) -> Self {
+        self.complement = complement;
+        self
+    }
+
+    /// `0` for the exact GGN, `M ≥ 1` for a Monte-Carlo GGN.
+    pub fn mc_samples(mut self, mc_samples: usize) -> Self {
+        self.options.mc_samples = mc_samples;
+        self
+    }
+
+    /// Seeds the Monte-Carlo draws (each step then draws the same columns
+    /// for the same batch).
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.options.seed = Some(seed);
+        self
+    }
+
+    /// Curvature from these samples of each batch only.
+    pub fn subsampling_ggn(mut self, indices: impl IntoIterator<Item = usize>) -> Self {
+        self.options.subsampling = Some(indices.into_iter().collect());
+        self
+    }
+
+    /// Gradients from these samples of each batch only.
+    pub fn subsampling_grad(mut self, indices: impl IntoIterator<Item = usize>) -> Self {
+        self.options.subsampling_grad = Some(indices.into_iter().collect());
+        self
+    }
+
+    /// Prints what happens to stderr.
+    pub fn verbose(mut self, verbose: bool) -> Self {
+        self.options.verbose = verbose;
+        self
+    }
+}
+
+/// What a step did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepReport {
+    /// The loss before the step.
+    pub loss: f64,
+    /// The change the quadratic model predicted for the applied step.
+    pub predicted_change: f64,
+    /// The loss after the step on the same batch, where it was evaluated
+    /// ([`DampedNewton::step_with_model`]).
+    pub new_loss: Option<f64>,
+}
+
+/// An optimizer whose update is the directionally damped Newton step
+/// `θ ← θ + lr · s` of [`crate::DirectionalDampedNewtonComputation`], per GGN
+/// block, with pluggable damping. It implements [`candle_nn::optim::Optimizer`],
+/// so it replaces SGD or Adam in a Candle training loop:
+///
+/// ```
+/// use candle_core::{DType, Device, Module, Tensor};
+/// use candle_nn::{optim::Optimizer, VarBuilder, VarMap};
+/// use vivit::{nn as vnn, Criterion, Damping, DampedNewton, DampedNewtonConfig};
+///
+/// # fn main() -> vivit::Result<()> {
+/// let dev = Device::Cpu;
+/// let varmap = VarMap::new();
+/// let vb = VarBuilder::from_varmap(&varmap, DType::F32, &dev);
+/// let fc1 = vnn::linear(4, 8, vb.pp("fc1"))?;
+/// let fc2 = vnn::linear(8, 3, vb.pp("fc2"))?;
+/// let x = Tensor::randn(0f32, 1., (16, 4), &dev)?;
+/// let y = Tensor::from_vec((0..16u32).map(|i| i % 3).collect(), 16, &dev)?;
+///
+/// let config = DampedNewtonConfig::default()
+///     .criterion(Criterion::top_k(5))
+///     .damping(Damping::constant(1.0));
+/// let mut opt = DampedNewton::new(varmap.all_vars(), config)?;
+/// for _ in 0..3 {
+///     let loss = vivit::record(|| {
+///         vivit::loss::cross_entropy(&fc2.forward(&fc1.forward(&x)?.relu()?)?, &y)
+///     })?;
+///     opt.backward_step(&loss)?;
+/// }
+/// # Ok(())
+/// # }
+/// ```
+///
+/// `step(&grads)` finds the [`Recorded`] loss the gradients came from (keep
+/// it alive until the step); errors from the trait methods are
+/// [`candle_core::Error::Wrapped`] around a [`crate::Error`]. A step that would
+/// not be finite is refused and leaves the parameters as they were.
+#[derive(Debug, Clone)]
+pub struct DampedNewton {
+    vars: Vec<Var>,
+    groups: Option<Vec<ParamGroup>>,
+    config: DampedNewtonConfig,
+}
+
+impl DampedNewton {
+    /// An optimizer over explicit parameter groups, each with its own criterion
+    /// and damping; `config.criterion`, `damping` and `blocks` are not used.
+    pub fn with_groups(groups: Vec<ParamGroup>, config: DampedNewtonConfig) -> Self {
+        Self {
+            vars: groups.iter().flat_map(|g| g.params().to_vec()).collect(),
+            groups: Some(groups),
+            config,
+        }
+    }
+
+    /// An optimizer over the float variables of `varmap`, ordered by name
+    /// (`VarMap::all_vars` has no stable order).
+    pub fn from_varmap(varmap: &VarMap, config: DampedNewtonConfig) -> Self {
+        let data = varmap
+            .data()
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut named: Vec<(&String, &Var)> = data.iter().collect();
+        named.sort_by(|a, b| a.0.cmp(b.0));
+        let vars = named
+            .into_iter()
+            .map(|(_, v)| v.clone())
+            .filter(|v| v.dtype().is_float())
+            .collect();
+        Self {
+            vars,
+            groups: None,
+            config,
+        }
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &DampedNewtonConfig {
+        &self.config
+    }
+
+    /// Computes and applies the step for the recorded loss.
+    ///
+    /// # Errors
+    /// Any error of [`crate::DirectionalDampedNewtonComputation::compute`];
+    /// the parameters are then unchanged.
+    pub fn step_recorded(&mut self, recorded: &Recorded) -> Result<StepReport> {
+        self.step_tape(recorded.tape()?)
+    }
+
+    /// As [`Self::step_recorded`], then evaluates the loss on the same batch
+    /// with `model` and feeds the actual change back to a Levenberg–Marquardt
+    /// damping (the ratio `ρ = ΔL / m(s)` drives its `δ`).
+    ///
+    /// # Errors
+    /// As [`Self::step_recorded`], or the model's error.
+    pub fn step_with_model<M: candle_optimisers::Model>(
+        &mut self,
+        recorded: &Recorded,
+        model: &M,
+    ) -> Result<StepReport> {
+        let mut report = self.step_tape(recorded.tape()?)?;
+        let new_loss = scalar(&model.loss()?)?;
+        let actual = new_loss - report.loss;
+        match &self.groups {
+            Some(groups) => groups
+                .iter()
+                .for_each(|g| g.damping_ref().observe(actual, report.predicted_change)),
+            None => self.config.damping.observe(actual, report.predicted_change),
+        }
+        report.new_loss = Some(new_loss);
+        Ok(report)
+    }
+
+    fn step_tape(&mut self, tape: &Tape) -> Result<StepReport> {
+        let groups = match &self.groups {
+            Some(groups) => groups.clone(),
+            None => self.blocks(tape),
+        };
+        let mut runner = Runner {
+            options: &self.config.options,
+            complement: self.config.complement,
+            steps: Vec::new(),
+        };
+        backward_tape(tape, &groups, &mut [&mut runner])?;
+        let lr = self.config.lr;
+        let mut updates = Vec::new();
+        for (group, step) in groups.iter().zip(&runner.steps) {
+            for (var, s) in group.params().iter().zip(&step.step) {
+                updates.push((var, (var.as_tensor() + (s * lr)?)?));
+            }
+        }
+        for (var, value) in updates {
+            var.set(&value)?;
+        }
+        Ok(StepReport {
+            loss: scalar(&tape.value)?,
+            predicted_change: runner.steps.iter().map(|s| s.predicted_change(lr)).sum(),
+            new_loss: None,
+        })
+    }
+
+    /// The groups of `config.blocks` over this optimizer's variables.
+    fn blocks(&self, tape: &Tape) -> Vec<ParamGroup> {
+        let group = |params: Vec<Var>| {
+            ParamGroup::new(params)
+                .criterion(self.config.criterion.clone())
+                .damping(self.config.damping.clone())
+        };
+        match self.config.blocks {
+            Blocks::One => vec![group(self.vars.clone())],
+            Blocks::PerParameter => self.vars.iter().map(|v| group(vec![v.clone()])).collect(),
+            Blocks::PerLayer => {
+                // a variable belongs to the layer whose weight or bias it is
+                let owner = |var: &Var| {
+                    tape.layers
+                        .iter()
+                        .find(|l| {
+                            l.weight.id() == var.id()
+                                || l.bias.as_ref().map(Tensor::id) == Some(var.id())
+                        })
+                        .map_or(var.id(), |l| l.weight.id())
+                };
+                let mut layers: Vec<(TensorId, Vec<Var>)> = Vec::new();
+                for var in &self.vars {
+                    let key = owner(var);
+                    match layers.iter_mut().find(|(k, _)| *k == key) {
+                        Some((_, vars)) => vars.push(var.clone()),
+                        None => layers.push((key, vec![var.clone()])),
+                    }
+                }
+                layers.into_iter().map(|(_, vars)| group(vars)).collect()
+            }
+        }
+    }
+}
+
+fn scalar(t: &Tensor) -> Result<f64> {
+    Ok(t.to_dtype(DType::F64)?.to_scalar::<f64>()?)
+}
+
+/// Runs the Newton step of every group inside the extended backward pass.
+struct Runner<'o> {
+    options: &'o Options,
+    complement: bool,
+    steps: Vec<NewtonStep>,
+}
+
+impl Computation for Runner<'_> {
+    fn run(&mut self, ext: &mut Extension<'_>, groups: &[ParamGroup]) -> Result<()> {
+        self.steps = newton_steps(ext, groups, self.options, self.complement)?;
+        Ok(())
+    }
+}
+
+impl Optimizer for DampedNewton {
+    type Config = DampedNewtonConfig;
+
+    fn new(vars: Vec<Var>, config: DampedNewtonConfig) -> candle_core::Result<Self> {
+        Ok(Self {
+            vars: vars.into_iter().filter(|v| v.dtype().is_float()).collect(),
+            groups: None,
+            config,
+        })
+    }
+
+    /// Steps on the recorded loss whose `backward` gave `grads`.
+    fn step(&mut self, grads: &GradStore) -> candle_core::Result<()> {
+        let tape =
+            record::tape_of(grads).ok_or_else(|| candle_core::Error::wrap(Error::NotRecorded))?;
+        self.step_tape(&tape)
+            .map(|_| ())
+            .map_err(candle_core::Error::wrap)
+    }
+
+    fn learning_rate(&self) -> f64 {
+        self.config.lr
+    }
+
+    fn set_learning_rate(&mut self, lr: f64) {
+        self.config.lr = lr;
+    }
+}
+
+impl candle_optimisers::OptimParams for DampedNewton {
+    fn params(&self) -> &DampedNewtonConfig {
+        &self.config
+    }
+
+    fn set_params(&mut self, config: DampedNewtonConfig) {
+        self.config = config;
+    }
+}

@@ -1,0 +1,312 @@
+//! Damping strategies for the directionally damped Newton step.
+//!
+//! Along each kept GGN eigenvector `e_k` the step moves by
+//! `τ_k = −γ̄_k / (λ̄_k + δ_k)`, where `γ̄_k` and `λ̄_k` are the mean first- and
+//! second-order directional derivatives; a [`Damping`] chooses the `δ_k`.
+//! `δ_k = +∞` drops direction `k` (`τ_k = 0`); negative or NaN values are refused.
+
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+use candle_core::{DType, Tensor};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::error::{Error, Result};
+
+/// What a damping closure sees, in the seed's layout.
+#[derive(Debug)]
+pub struct DampingInput<'a> {
+    /// Kept eigenvalues `λ_k` `[K]`.
+    pub evals: &'a [f64],
+    /// Gram eigenvectors `ẽ_k` as columns `[C·N_ggn, K]` (index `c·N + n`).
+    pub gram_evecs: &'a Tensor,
+    /// First-order directional derivatives `γ[n,k]` `[N_grad, K]`.
+    pub gammas: &'a Tensor,
+    /// Second-order directional derivatives `λ[n,k]` `[N_ggn, K]`.
+    pub lambdas: &'a Tensor,
+}
+
+type DampingFn = dyn Fn(&DampingInput<'_>) -> Vec<f64> + Send + Sync;
+
+/// Chooses the damping `δ_k ≥ 0` of each kept direction.
+///
+/// | strategy | `δ_k` |
+/// |---|---|
+/// | [`Damping::constant`] | `δ` |
+/// | [`Damping::bootstrap`] | per direction, the grid value whose bootstrapped gain is largest and safely positive (`+∞` if none) |
+/// | [`Damping::levenberg_marquardt`] | one `δ`, grown or shrunk from the ratio of actual to predicted loss change |
+/// | [`Damping::custom`] | a closure of [`DampingInput`] |
+///
+/// The complement step (`complement(true)` on the computation or the
+/// optimizer) also needs `δ_⊥` for the part of the gradient outside the kept
+/// eigenspace: the constant, the current Levenberg–Marquardt `δ`, or what
+/// [`Damping::with_complement`] sets.
+#[derive(Clone)]
+pub struct Damping {
+    kind: Kind,
+    complement: Option<f64>,
+}
+
+#[derive(Clone)]
+enum Kind {
+    Constant(f64),
+    Custom(Arc<DampingFn>),
+    Bootstrap(Bootstrap),
+    LevenbergMarquardt(Arc<Mutex<LevenbergMarquardt>>),
+}
+
+impl Damping {
+    /// `δ_k = δ` on every direction (and `δ_⊥ = δ`).
+    pub fn constant(delta: f64) -> Self {
+        Self {
+            kind: Kind::Constant(delta),
+            complement: Some(delta),
+        }
+    }
+
+    /// `δ_k` from a closure; it must return one value per kept direction.
+    pub fn custom(f: impl Fn(&DampingInput<'_>) -> Vec<f64> + Send + Sync + 'static) -> Self {
+        Self {
+            kind: Kind::Custom(Arc::new(f)),
+            complement: None,
+        }
+    }
+
+    /// Bootstrap damping from the noise of `γ` and `λ` (ViViT paper v1, §9.4 of
+    /// the reference notes): for each direction and each `δ` on the grid, the
+    /// step `τ(δ) = −mean(γ*)/(mean(λ*) + δ)` from one resample is scored by the
+    /// gain `−mean(γ**) τ − ½ mean(λ**) τ²` on an independent resample; `δ_k` is
+    /// the grid value with the largest `(100 − percentile)`-% quantile of gains
+    /// among those whose quantile is non-negative, or `+∞` (drop the direction).
+    pub fn bootstrap(config: Bootstrap) -> Self {
+        Self {
+            kind: Kind::Bootstrap(config),
+            complement: None,
+        }
+    }
+
+    /// One adaptive `δ` for all directions, updated after every step from
+    /// `ρ = (L(θ + s) − L(θ)) / m(s)`, the actual over the predicted loss change
+    /// (see [`LevenbergMarquardt`]).
+    pub fn levenberg_marquardt(config: LevenbergMarquardt) -> Self {
+        Self {
+            kind: Kind::LevenbergMarquardt(Arc::new(Mutex::new(config))),
+            complement: None,
+        }
+    }
+
+    /// Sets `δ_⊥` for the complement step.
+    pub fn with_complement(mut self, delta: f64) -> Self {
+        self.complement = Some(delta);
+        self
+    }
+
+    /// `δ_⊥` for the complement step, if known.
+    pub(crate) fn complement(&self) -> Option<f64> {
+        match &self.kind {
+            Kind::LevenbergMarquardt(lm) => self.complement.or(Some(lock(lm).delta)),
+            _ => self.complement,
+        }
+    }
+
+    /// The current `δ` of a Levenberg–Marquardt damping, `None` for the others.
+    pub fn current(&self) -> Option<f64> {
+        match &self.kind {
+            Kind::LevenbergMarquardt(lm) => Some(lock(lm).delta),
+            _ => None,
+        }
+    }
+
+    /// Feeds the loss change of a step back (Levenberg–Marquardt only).
+    pub(crate) fn observe(&self, actual: f64, predicted: f64) {
+        if let Kind::LevenbergMarquardt(lm) = &self.kind {
+            lock(lm).observe(actual, predicted);
+        }
+    }
+
+    /// `δ_k` for every kept direction, checked.
+    ///
+    /// # Errors
+    /// [`Error::DampingLength`], [`Error::DampingValue`].
+    pub(crate) fn deltas(&self, input: &DampingInput<'_>) -> Result<Vec<f64>> {
+        let k = input.evals.len();
+        let deltas = match &self.kind {
+            Kind::Constant(d) => vec![*d; k],
+            Kind::Custom(f) => f(input),
+            Kind::Bootstrap(b) => b.deltas(input)?,
+            Kind::LevenbergMarquardt(lm) => vec![lock(lm).delta; k],
+        };
+        if deltas.len() != k {
+            return Err(Error::DampingLength {
+                expected: k,
+                got: deltas.len(),
+            });
+        }
+        if let Some((index, &value)) = deltas
+            .iter()
+            .enumerate()
+            .find(|(_, d)| d.is_nan() || **d < 0.0)
+        {
+            return Err(Error::DampingValue { index, value });
+        }
+        Ok(deltas)
+    }
+}
+
+fn lock(lm: &Mutex<LevenbergMarquardt>) -> std::sync::MutexGuard<'_, LevenbergMarquardt> {
+    lm.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Default for Damping {
+    /// [`Damping::constant`]`(1.0)`.
+    fn default() -> Self {
+        Self::constant(1.0)
+    }
+}
+
+impl fmt::Debug for Damping {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kind {
+            Kind::Constant(d) => write!(f, "Damping::constant({d})"),
+            Kind::Custom(_) => write!(f, "Damping::custom"),
+            Kind::Bootstrap(b) => write!(f, "Damping::bootstrap({b:?})"),
+            Kind::LevenbergMarquardt(lm) => {
+                write!(f, "Damping::levenberg_marquardt({:?})", *lock(lm))
+            }
+        }
+    }
+}
+
+/// Settings of [`Damping::bootstrap`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Bootstrap {
+    /// Candidate `δ` values; default `logspace(−3, 2, 100)`.
+    pub grid: Vec<f64>,
+    /// Number of resamples; default 100.
+    pub resamples: usize,
+    /// The gain quantile taken is `(100 − percentile)` %; default 95.
+    pub percentile: f64,
+    /// Seed of the resampling; without it every step draws afresh.
+    pub seed: Option<u64>,
+}
+
+impl Default for Bootstrap {
+    fn default() -> Self {
+        Self {
+            grid: (0..100)
+                .map(|i| 10f64.powf(-3.0 + 5.0 * i as f64 / 99.0))
+                .collect(),
+            resamples: 100,
+            percentile: 95.0,
+            seed: None,
+        }
+    }
+}
+
+impl Bootstrap {
+    fn deltas(&self, input: &DampingInput<'_>) -> Result<Vec<f64>> {
+        let columns = |t: &Tensor| -> Result<Vec<Vec<f64>>> {
+            Ok(t.t()?.to_dtype(DType::F64)?.to_vec2::<f64>()?)
+        };
+        let (gammas, lambdas) = (columns(input.gammas)?, columns(input.lambdas)?);
+        let mut rng = match self.seed {
+            Some(seed) => StdRng::seed_from_u64(seed),
+            None => StdRng::from_rng(&mut rand::rng()),
+        };
+        Ok(gammas
+            .iter()
+            .zip(&lambdas)
+            .map(|(g, l)| self.delta(g, l, &mut rng))
+            .collect())
+    }
+
+    /// `δ` of one direction from its per-sample `γ` and `λ`.
+    fn delta(&self, gammas: &[f64], lambdas: &[f64], rng: &mut StdRng) -> f64 {
+        let mut resampled_mean = |v: &[f64]| -> f64 {
+            (0..v.len())
+                .map(|_| v[rng.random_range(0..v.len())])
+                .sum::<f64>()
+                / v.len() as f64
+        };
+        // gains[d][r]: gain of grid value d on resample r
+        let mut gains = vec![Vec::with_capacity(self.resamples); self.grid.len()];
+        for _ in 0..self.resamples {
+            let (g1, l1) = (resampled_mean(gammas), resampled_mean(lambdas));
+            let (g2, l2) = (resampled_mean(gammas), resampled_mean(lambdas));
+            for (delta, gain) in self.grid.iter().zip(&mut gains) {
+                let tau = -g1 / (l1 + delta);
+                gain.push(-g2 * tau - 0.5 * l2 * tau * tau);
+            }
+        }
+        let rank = ((100.0 - self.percentile) / 100.0 * (self.resamples.max(1) - 1) as f64).round()
+            as usize;
+        self.grid
+            .iter()
+            .zip(gains)
+            .map(|(&delta, mut gain)| {
+                gain.sort_by(f64::total_cmp);
+                (delta, gain.get(rank).copied().unwrap_or(f64::NEG_INFINITY))
+            })
+            .filter(|&(_, q)| q >= 0.0)
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+            .map_or(f64::INFINITY, |(delta, _)| delta)
+    }
+}
+
+/// Settings and state of [`Damping::levenberg_marquardt`].
+///
+/// After a step with predicted change `m(s) = Σ_k (γ̄_k τ_k + ½ λ̄_k τ_k²)` (plus
+/// `ḡᵀ s_⊥` for the complement step) and actual change `ΔL`, with
+/// `ρ = ΔL / m(s)`: `δ ← δ · increase` if `ρ < 1/4` (also when the loss rose
+/// or no decrease was predicted), `δ ← δ · decrease` if `ρ > 3/4`; `δ` stays in
+/// `[min, max]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LevenbergMarquardt {
+    /// The current `δ` (initially the starting value); default 1.
+    pub delta: f64,
+    /// Factor for a poor step; default 3/2.
+    pub increase: f64,
+    /// Factor for a good step; default 2/3.
+    pub decrease: f64,
+    /// Lower bound of `δ`; default 1e-8.
+    pub min: f64,
+    /// Upper bound of `δ`; default 1e8.
+    pub max: f64,
+}
+
+impl Default for LevenbergMarquardt {
+    fn default() -> Self {
+        Self {
+            delta: 1.0,
+            increase: 1.5,
+            decrease: 2.0 / 3.0,
+            min: 1e-8,
+            max: 1e8,
+        }
+    }
+}
+
+impl LevenbergMarquardt {
+    /// Starts at `delta` with the default factors.
+    pub fn new(delta: f64) -> Self {
+        Self {
+            delta,
+            ..Self::default()
+        }
+    }
+
+    fn observe(&mut self, actual: f64, predicted: f64) {
+        let rho = if predicted < 0.0 {
+            actual / predicted
+        } else {
+            f64::NEG_INFINITY
+        };
+        if rho.is_nan() || rho < 0.25 {
+            self.delta *= self.increase;
+        } else if rho > 0.75 {
+            self.delta *= self.decrease;
+        }
+        self.delta = self.delta.clamp(self.min, self.max);
+    }
+}
