@@ -11,6 +11,7 @@ use anyhow::Result;
 use candle_core::{DType, Device, Module, Tensor, Var, D};
 use candle_nn::{Conv1dConfig, Conv2dConfig, VarBuilder, VarMap};
 use common::{assert_close, to_f64};
+use faer::linalg::solvers::Solve;
 use faer::{Mat, Side};
 use vivit::nn as vnn;
 use vivit::{Criterion, EighComputation, EigvalshComputation, ParamGroup};
@@ -400,4 +401,234 @@ fn conv1d_dilation_avg_pool() -> Result<()> {
     }));
     check(&p, &one_group(&p), None, 4)?;
     check(&p, &per_param(&p), None, 2)
+}
+
+impl Problem {
+    /// Per-sample gradients `∇_θ ℓ_n` of the unreduced losses, flattened over `params`.
+    fn sample_gradients(&self, params: &[Var], samples: &[usize]) -> Result<Vec<Vec<f64>>> {
+        let out = (self.forward)()?;
+        let (_, c) = out.dims2()?;
+        samples
+            .iter()
+            .map(|&n| {
+                let f = out.narrow(0, n, 1)?;
+                let loss = match self.loss {
+                    Loss::CrossEntropy => {
+                        let y = self.targets.narrow(0, n, 1)?;
+                        candle_nn::loss::cross_entropy(&f, &y)?
+                    }
+                    Loss::Mse => {
+                        ((f - self.targets.narrow(0, n, 1)?)?.sqr()?.sum_all()? / c as f64)?
+                    }
+                };
+                let grads = loss.backward()?;
+                let mut g = Vec::new();
+                for p in params {
+                    match grads.get(p.as_tensor()) {
+                        Some(gp) => g.extend(to_f64(gp)?),
+                        None => g.extend(std::iter::repeat_n(0.0, p.elem_count())),
+                    }
+                }
+                Ok(g)
+            })
+            .collect()
+    }
+}
+
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+fn mat_vec(m: &[f64], v: &[f64]) -> Vec<f64> {
+    m.chunks(v.len()).map(|row| dot(row, v)).collect()
+}
+
+/// γ, λ and damped Newton steps (eigenspace and complement) against the
+/// explicit GGN, per-sample GGNs and per-sample gradients.
+fn check_newton(
+    problem: &Problem,
+    sub_grad: Option<Vec<usize>>,
+    sub_ggn: Option<Vec<usize>>,
+    k: usize,
+) -> Result<()> {
+    let named = problem.params();
+    let params: Vec<Var> = named.iter().map(|(_, v)| v.clone()).collect();
+    let n = problem.targets.dim(0)?;
+    let grad_samples = sub_grad.clone().unwrap_or_else(|| (0..n).collect());
+    let ggn_samples = sub_ggn.clone().unwrap_or_else(|| (0..n).collect());
+    let loss = problem.record()?;
+    let delta = 0.3;
+    let criterion = Criterion::top_k(k);
+    let groups = [ParamGroup::new(params.clone())
+        .criterion(criterion.clone())
+        .damping(vivit::Damping::constant(delta))];
+    let zero = [ParamGroup::new(params.clone())
+        .criterion(criterion)
+        .damping(vivit::Damping::constant(0.0))];
+
+    let mut dd = vivit::DirectionalDerivativesComputation::new().warn_small_eigvals(0.0);
+    let mut newton = vivit::DirectionalDampedNewtonComputation::new();
+    let mut lm = vivit::DirectionalDampedNewtonComputation::new().complement(true);
+    let mut eigh = EighComputation::new().warn_small_eigvals(0.0);
+    if let Some(s) = &sub_grad {
+        dd = dd.subsampling_grad(s.clone());
+        newton = newton.subsampling_grad(s.clone());
+        lm = lm.subsampling_grad(s.clone());
+    }
+    if let Some(s) = &sub_ggn {
+        dd = dd.subsampling_ggn(s.clone());
+        newton = newton.subsampling_ggn(s.clone());
+        lm = lm.subsampling_ggn(s.clone());
+        eigh = eigh.subsampling(s.clone());
+    }
+    vivit::backward(
+        &loss,
+        &groups,
+        &mut [&mut dd, &mut newton, &mut lm, &mut eigh],
+    )?;
+    let mut newton_zero = newton.clone();
+    newton_zero.compute(&loss, &zero)?;
+
+    let (g, d) = problem.ggn(&params, &ggn_samples)?;
+    let (evals, evecs) = eigh.result(&groups[0])?;
+    let evals = to_f64(&evals)?;
+    let lmax = evals.iter().fold(0.0f64, |m, l| m.max(l.abs()));
+    let e: Vec<Vec<f64>> = (0..evals.len())
+        .map(|i| {
+            Ok(evecs
+                .iter()
+                .map(|t| to_f64(&t.get(i)?))
+                .collect::<Result<Vec<_>>>()?
+                .concat())
+        })
+        .collect::<Result<_>>()?;
+    for (i, ei) in e.iter().enumerate() {
+        let resid: f64 = mat_vec(&g, ei)
+            .iter()
+            .zip(ei)
+            .map(|(a, b)| (a - evals[i] * b).abs())
+            .fold(0.0, f64::max);
+        assert!(
+            resid < 1e-9 * lmax,
+            "eigenvector {i} of the explicit GGN: residual {resid:e}"
+        );
+    }
+    let grads = problem.sample_gradients(&params, &grad_samples)?;
+    let g_bar: Vec<f64> = (0..d)
+        .map(|j| grads.iter().map(|gn| gn[j]).sum::<f64>() / grads.len() as f64)
+        .collect();
+
+    // γ[n,k] = e_kᵀ g_n, λ[n,k] = e_kᵀ G_n e_k, mean_n λ[n,k] = λ_k
+    let (gammas, lambdas) = dd.result(&groups[0])?;
+    let (gammas, lambdas) = (gammas.to_vec2::<f64>()?, lambdas.to_vec2::<f64>()?);
+    for (row, gn) in gammas.iter().zip(&grads) {
+        let want: Vec<f64> = e.iter().map(|ek| dot(ek, gn)).collect();
+        assert_close("γ", row, &want, 1e-9);
+    }
+    for (row, &n) in lambdas.iter().zip(&ggn_samples) {
+        let (gn, _) = problem.ggn(&params, &[n])?;
+        let want: Vec<f64> = e.iter().map(|ek| dot(ek, &mat_vec(&gn, ek))).collect();
+        assert_close("λ", row, &want, 1e-9);
+    }
+    let mean_lambda: Vec<f64> = (0..evals.len())
+        .map(|j| lambdas.iter().map(|r| r[j]).sum::<f64>() / lambdas.len() as f64)
+        .collect();
+    assert_close("mean λ = eigenvalues", &mean_lambda, &evals, 1e-9);
+
+    let flat = |steps: Vec<Tensor>| -> Result<Vec<f64>> {
+        Ok(steps
+            .iter()
+            .map(to_f64)
+            .collect::<Result<Vec<_>>>()?
+            .concat())
+    };
+    let combine = |coef: &dyn Fn(usize) -> f64| -> Vec<f64> {
+        (0..d)
+            .map(|j| e.iter().enumerate().map(|(i, ei)| coef(i) * ei[j]).sum())
+            .collect()
+    };
+    let slope: Vec<f64> = e.iter().map(|ek| dot(ek, &g_bar)).collect();
+    // s = Σ_k −(e_kᵀḡ)/(λ_k + δ) e_k
+    let want = combine(&|i| -slope[i] / (mean_lambda[i] + delta));
+    assert_close(
+        "Newton step",
+        &flat(newton.result(&groups[0])?)?,
+        &want,
+        1e-9,
+    );
+    // δ = 0: the pseudo-inverse Newton step in the kept eigenspace
+    let want = combine(&|i| -slope[i] / evals[i]);
+    assert_close(
+        "Newton step, δ = 0",
+        &flat(newton_zero.result(&zero[0])?)?,
+        &want,
+        1e-9,
+    );
+
+    // complement: −(G_K + δI)⁻¹ ḡ with G_K = Σ_k λ̄_k e_k e_kᵀ, by a dense solve
+    let mut a = Mat::<f64>::from_fn(d, d, |r, c| if r == c { delta } else { 0.0 });
+    for (i, ei) in e.iter().enumerate() {
+        for r in 0..d {
+            for c in 0..d {
+                a[(r, c)] += mean_lambda[i] * ei[r] * ei[c];
+            }
+        }
+    }
+    let rhs = Mat::<f64>::from_fn(d, 1, |r, _| -g_bar[r]);
+    let x = a.llt(Side::Lower).expect("positive definite").solve(&rhs);
+    let want: Vec<f64> = (0..d).map(|r| x[(r, 0)]).collect();
+    assert_close(
+        "Levenberg-Marquardt step of the truncated GGN",
+        &flat(lm.result(&groups[0])?)?,
+        &want,
+        1e-9,
+    );
+    Ok(())
+}
+
+#[test]
+fn newton_mlp_cross_entropy() -> Result<()> {
+    let p = mlp(Loss::CrossEntropy)?;
+    check_newton(&p, None, None, 3)?;
+    check_newton(&p, Some(vec![0, 2, 3]), Some(vec![3, 1]), 2)
+}
+
+#[test]
+fn newton_residual_mse() -> Result<()> {
+    let varmap = VarMap::new();
+    let fc1 = vnn::linear(3, 4, vb(&varmap).pp("fc1"))?;
+    let fc2 = vnn::linear(4, 4, vb(&varmap).pp("fc2"))?;
+    let fc3 = vnn::linear(4, 2, vb(&varmap).pp("fc3"))?;
+    let x = input(&[5, 3], 7)?;
+    let p = Problem::new(
+        varmap,
+        move || {
+            let h = fc1.forward(&x)?.tanh()?;
+            fc3.forward(&(&h + fc2.forward(&h)?.tanh()?)?)
+        },
+        Loss::Mse,
+        7,
+    )?;
+    check_newton(&p, None, None, 4)?;
+    check_newton(&p, Some(vec![4, 1]), None, 3)
+}
+
+#[test]
+fn newton_conv() -> Result<()> {
+    let varmap = VarMap::new();
+    let cfg = Conv2dConfig {
+        padding: 1,
+        stride: 2,
+        ..Default::default()
+    };
+    let conv = vnn::conv2d(2, 2, 3, cfg, vb(&varmap).pp("conv"))?;
+    let fc = vnn::linear(8, 3, vb(&varmap).pp("fc"))?;
+    let x = input(&[4, 2, 4, 4], 8)?;
+    let p = Problem::new(
+        varmap,
+        move || fc.forward(&conv.forward(&x)?.tanh()?.flatten_from(1)?),
+        Loss::CrossEntropy,
+        8,
+    )?;
+    check_newton(&p, None, Some(vec![0, 1, 2]), 4)
 }

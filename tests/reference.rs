@@ -304,7 +304,8 @@ fn damped_newton_step_equals_vivit() -> Result<()> {
                 .into_iter()
                 .map(|g| g.damping(vivit::Damping::constant(delta)))
                 .collect();
-            let mut newton = vivit::DirectionalDampedNewtonComputation::new().warn_small_eigvals(0.0);
+            let mut newton =
+                vivit::DirectionalDampedNewtonComputation::new().warn_small_eigvals(0.0);
             if let Some(s) = indices(&run["subsampling_grad"]) {
                 newton = newton.subsampling_grad(s);
             }
@@ -312,18 +313,32 @@ fn damped_newton_step_equals_vivit() -> Result<()> {
                 newton = newton.subsampling_ggn(s);
             }
             newton.compute(&loss, &groups)?;
-            for (g, (group, expected)) in groups.iter().zip(run["results"].as_array().context("results")?).enumerate() {
+            for (g, (group, expected)) in groups
+                .iter()
+                .zip(run["results"].as_array().context("results")?)
+                .enumerate()
+            {
                 if expected["degenerate"].as_bool() == Some(true) {
                     continue;
                 }
-                let ours: Vec<f64> = newton.result(group)?.iter().map(to_f64).collect::<Result<Vec<_>>>()?.concat();
+                let ours: Vec<f64> = newton
+                    .result(group)?
+                    .iter()
+                    .map(to_f64)
+                    .collect::<Result<Vec<_>>>()?
+                    .concat();
                 let theirs: Vec<f64> = expected["step"]
                     .as_array()
                     .context("step")?
                     .iter()
                     .flat_map(|p| floats(&p["data"]))
                     .collect();
-                assert_close(&format!("{name} newton run {r} group {g}"), &ours, &theirs, tol);
+                assert_close(
+                    &format!("{name} newton run {r} group {g}"),
+                    &ours,
+                    &theirs,
+                    tol,
+                );
                 steps += 1;
             }
         }

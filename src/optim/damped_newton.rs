@@ -261,6 +261,12 @@ impl DampedNewton {
         };
         backward_tape(tape, &groups, &mut [&mut runner])?;
         let lr = self.config.lr;
+        if !lr.is_finite() {
+            return Err(Error::NonFinite {
+                what: "the learning rate",
+                value: lr,
+            });
+        }
         let mut updates = Vec::new();
         for (group, step) in groups.iter().zip(&runner.steps) {
             for (var, s) in group.params().iter().zip(&step.step) {
