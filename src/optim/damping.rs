@@ -310,3 +310,55 @@ impl LevenbergMarquardt {
         self.delta = self.delta.clamp(self.min, self.max);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    fn input_deltas(damping: &Damping, gammas: &[[f64; 2]], lambdas: &[[f64; 2]]) -> Result<Vec<f64>> {
+        let dev = Device::Cpu;
+        let g = Tensor::from_vec(gammas.concat(), (gammas.len(), 2), &dev)?;
+        let l = Tensor::from_vec(lambdas.concat(), (lambdas.len(), 2), &dev)?;
+        let e = Tensor::zeros((4, 2), DType::F64, &dev)?;
+        damping.deltas(&DampingInput {
+            evals: &[1.0, 2.0],
+            gram_evecs: &e,
+            gammas: &g,
+            lambdas: &l,
+        })
+    }
+
+    /// Direction 0 has a clear slope and curvature, so a small `δ` is safe;
+    /// direction 1's slope is pure noise (mean ≈ 0, large spread), so every
+    /// step risks a loss increase and the direction is dropped (`δ = ∞`).
+    #[test]
+    fn bootstrap_keeps_signal_and_drops_noise() -> Result<()> {
+        let gammas: Vec<[f64; 2]> = (0..40)
+            .map(|n| [1.0 + 0.05 * ((n % 5) as f64 - 2.0), if n % 2 == 0 { 3.0 } else { -3.0 }])
+            .collect();
+        let lambdas: Vec<[f64; 2]> = (0..40).map(|n| [2.0 + 0.1 * (n % 3) as f64, 0.5]).collect();
+        let damping = Damping::bootstrap(Bootstrap {
+            seed: Some(1),
+            ..Bootstrap::default()
+        });
+        let deltas = input_deltas(&damping, &gammas, &lambdas)?;
+        assert!(deltas[0].is_finite() && deltas[0] < 1.0, "{deltas:?}");
+        assert!(deltas[1].is_infinite(), "{deltas:?}");
+        assert_eq!(deltas, input_deltas(&damping, &gammas, &lambdas)?, "seeded");
+        Ok(())
+    }
+
+    #[test]
+    fn levenberg_marquardt_rule() {
+        let mut lm = LevenbergMarquardt::new(1.0);
+        lm.observe(-0.9, -1.0); // ρ = 0.9: good model
+        assert_eq!(lm.delta, 2.0 / 3.0);
+        lm.observe(-0.5, -1.0); // ρ = 0.5: keep
+        assert_eq!(lm.delta, 2.0 / 3.0);
+        lm.observe(0.1, -1.0); // loss rose
+        assert_eq!(lm.delta, 2.0 / 3.0 * 1.5);
+        lm.observe(-0.1, 0.0); // no decrease predicted
+        assert_eq!(lm.delta, 2.0 / 3.0 * 1.5 * 1.5);
+    }
+}
