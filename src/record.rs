@@ -49,8 +49,9 @@ pub(crate) struct LayerRecord {
     /// The layer's weight (same tensor id as the user's `Var`).
     pub weight: Tensor,
     pub bias: Option<Tensor>,
-    /// The layer input, detached.
-    pub input: Tensor,
+    /// What the weight multiplies, detached: the input `[N, …, I]` of a
+    /// linear layer, the patches `[N, P, I·k_h·k_w]` of a convolution.
+    pub inputs: Tensor,
     /// The zero variable added to the layer output.
     pub probe: Var,
 }

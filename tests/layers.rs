@@ -8,10 +8,14 @@ use vivit::nn as vnn;
 /// A candle_nn layer, its tracked twin, and an input.
 type Pair = (Box<dyn Module>, Box<dyn Module>, Tensor);
 
-fn same(a: &Tensor, b: &Tensor) -> Result<()> {
+/// Largest absolute difference.
+fn diff(a: &Tensor, b: &Tensor) -> Result<f32> {
     assert_eq!(a.dims(), b.dims());
-    let diff = (a - b)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
-    assert_eq!(diff, 0.0, "outputs differ");
+    Ok((a - b)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?)
+}
+
+fn same(a: &Tensor, b: &Tensor) -> Result<()> {
+    assert_eq!(diff(a, b)?, 0.0, "outputs differ");
     Ok(())
 }
 
@@ -56,7 +60,8 @@ fn same_outputs_as_candle_nn() -> Result<()> {
     for (plain, tracked, x) in &pairs {
         let want = plain.forward(x)?;
         same(&tracked.forward(x)?, &want)?;
-        // inside record both runs of the closure see the same numbers
+        // inside record the main run is candle_nn's forward; the probe run
+        // (convolutions as patches · weights) agrees up to round-off
         let seen = std::cell::RefCell::new(Vec::new());
         let y = Tensor::zeros(want.flatten_from(1)?.dims(), DType::F32, &dev)?;
         vivit::record(|| {
@@ -64,9 +69,10 @@ fn same_outputs_as_candle_nn() -> Result<()> {
             seen.borrow_mut().push(out.clone());
             vivit::loss::mse(&out.flatten_from(1)?, &y)
         })?;
-        for out in seen.borrow().iter() {
-            same(out, &want)?;
-        }
+        let seen = seen.borrow();
+        same(&seen[0], &want)?;
+        let scale = want.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
+        assert!(diff(&seen[1], &want)? <= 1e-5 * scale, "probe run differs");
     }
     Ok(())
 }

@@ -10,7 +10,6 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 
 use super::layer::LayerFactor;
-use super::patches::{patches, ConvGeometry};
 use crate::error::{Error, Result};
 use crate::record::{LayerKind, LayerRecord, Tape};
 
@@ -148,62 +147,41 @@ pub(crate) fn backprop(
             let mut b_parts = Vec::new();
             for (call, call_signals) in layer.calls.iter().zip(layer_signals) {
                 let b = Tensor::stack(&call_signals, 0)?;
-                let (a, b) = call_factor(call, &select(&call.input)?, &b)?;
+                let (a, b) = call_factor(call, &select(&call.inputs)?, &b)?;
                 a_parts.push(a);
                 b_parts.push(b);
             }
             Ok(Some(LayerFactor {
-                a: Tensor::cat(&a_parts, 1)?,
-                b: Tensor::cat(&b_parts, 2)?,
+                a: Tensor::cat(&a_parts, 2)?,
+                b: Tensor::cat(&b_parts, 3)?,
                 weight_shape: layer.weight().shape().clone(),
             }))
         })
         .collect()
 }
 
-/// `(A [N, T, I], B [C, N, T, O])` of one layer call from its (subsampled)
-/// input and output signals `b` `[C, N, *out_shape]`.
-fn call_factor(call: &LayerRecord, input: &Tensor, b: &Tensor) -> Result<(Tensor, Tensor)> {
+/// `(A [N, I, T], B [C, N, O, T])` of one layer call from its (subsampled)
+/// inputs and output signals `b` `[C, N, *out_shape]`.
+fn call_factor(call: &LayerRecord, inputs: &Tensor, b: &Tensor) -> Result<(Tensor, Tensor)> {
     let (c, n) = (b.dim(0)?, b.dim(1)?);
     match call.kind {
         LayerKind::Linear => {
-            let i = input.dim(candle_core::D::Minus1)?;
+            // inputs [N, T…, I], outputs [C, N, T…, O]: move T last
+            let i = inputs.dim(candle_core::D::Minus1)?;
             let o = b.dim(candle_core::D::Minus1)?;
-            let t = input.elem_count() / (n * i).max(1);
-            Ok((input.reshape((n, t, i))?, b.reshape((c, n, t, o))?))
+            let t = inputs.elem_count() / (n * i).max(1);
+            let a = inputs.reshape((n, t, i))?.transpose(1, 2)?.contiguous()?;
+            Ok((a, b.reshape((c, n, t, o))?.transpose(2, 3)?.contiguous()?))
         }
-        LayerKind::Conv {
-            padding,
-            stride,
-            dilation,
-            groups,
-        } => {
-            if groups != 1 {
-                return Err(Error::UnsupportedLayer(format!(
-                    "convolution with groups = {groups} (weight {:?}); only groups = 1 is supported",
-                    call.weight.dims()
-                )));
-            }
-            let (input, kernel) = match call.weight.dims() {
-                &[_, _, k] => (input.unsqueeze(2)?, (1, k)),
-                &[_, _, kh, kw] => (input.clone(), (kh, kw)),
-                dims => {
-                    return Err(Error::UnsupportedLayer(format!(
-                        "convolution weight of shape {dims:?}"
-                    )))
-                }
-            };
-            let geo = ConvGeometry {
-                padding,
-                stride,
-                dilation,
-            };
-            let a = patches(&input, kernel, geo)?;
-            let o = b.dim(2)?;
-            let p = a.dim(1)?;
-            let b = b.reshape((c, n, o, p))?.transpose(2, 3)?.contiguous()?;
-            Ok((a, b))
+        LayerKind::Conv { groups: 1, .. } => {
+            // patches [N, I·k·k, P], outputs [C, N, O, positions…]
+            let p = inputs.dim(2)?;
+            Ok((inputs.clone(), b.reshape((c, n, b.dim(2)?, p))?))
         }
+        LayerKind::Conv { groups, .. } => Err(Error::UnsupportedLayer(format!(
+            "convolution with groups = {groups} (weight {:?}); only groups = 1 is supported",
+            call.weight.dims()
+        ))),
     }
 }
 

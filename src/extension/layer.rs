@@ -2,14 +2,14 @@
 //! where a structured product exists.
 //!
 //! A tracked layer (all its calls in the forward pass together) is described by
-//! its inputs `A` `[N, T, I]` and its backpropagated output signals `B`
-//! `[C, N, T, O]`, where `T` counts the positions a weight is applied at
+//! its inputs `A` `[N, I, T]` and its backpropagated output signals `B`
+//! `[C, N, O, T]`, where `T` counts the positions a weight is applied at
 //! (extra input axes of a linear layer, output pixels of a convolution, repeated
 //! calls). Column `(c, n)` of the GGN factor is, for the weight and the bias,
 //!
 //! ```text
-//! V_W[c,n] = Σ_t B[c,n,t,:] ⊗ A[n,t,:]      (an O×I matrix)
-//! V_b[c,n] = Σ_t B[c,n,t,:]
+//! V_W[c,n] = Σ_t B[c,n,:,t] ⊗ A[n,:,t] = B[c,n] A[n]ᵀ   (an O×I matrix)
+//! V_b[c,n] = Σ_t B[c,n,:,t]
 //! ```
 //!
 //! so that the layer's Gram blocks are `V_Wᵀ V_W` and `V_bᵀ V_b` in the
@@ -24,7 +24,7 @@ pub(crate) enum Role {
     Bias,
 }
 
-/// A layer's per-sample factor: inputs `a` `[N, T, I]`, output signals `b` `[C, N, T, O]`.
+/// A layer's per-sample factor: inputs `a` `[N, I, T]`, output signals `b` `[C, N, O, T]`.
 #[derive(Debug)]
 pub(crate) struct LayerFactor {
     pub a: Tensor,
@@ -35,8 +35,8 @@ pub(crate) struct LayerFactor {
 
 impl LayerFactor {
     fn dims(&self) -> Result<(usize, usize, usize, usize, usize)> {
-        let (c, n, t, o) = self.b.dims4()?;
-        Ok((c, n, t, o, self.a.dim(2)?))
+        let (c, n, o, t) = self.b.dims4()?;
+        Ok((c, n, t, o, self.a.dim(1)?))
     }
 
     /// The block `V_pᵀ U_p` `[C·N, C'·N']` of one parameter, for this layer's
@@ -71,21 +71,21 @@ impl LayerFactor {
         }
     }
 
-    /// `V_b` `[C·N, O]`: `V_b[c,n] = Σ_t B[c,n,t,:]`.
+    /// `V_b` `[C·N, O]`: `V_b[c,n] = Σ_t B[c,n,:,t]`.
     fn bias_factor(&self) -> Result<Tensor> {
         let (c, n, _, o, _) = self.dims()?;
-        self.b.sum(2)?.reshape((c * n, o))
+        self.b.sum(3)?.reshape((c * n, o))
     }
 
-    /// `V_W` `[C·N, O·I]`: `V_W[c,n] = Σ_t B[c,n,t,:] ⊗ A[n,t,:]`, one batched matmul.
+    /// `V_W` `[C·N, O·I]`: `V_W[c,n] = B[c,n] A[n]ᵀ`, one batched matmul.
     fn weight_factor(&self) -> Result<Tensor> {
         let (c, n, t, o, i) = self.dims()?;
         let b = self
             .b
-            .permute((1, 0, 3, 2))?
+            .transpose(0, 1)?
             .contiguous()?
             .reshape((n, c * o, t))?;
-        b.matmul(&self.a.contiguous()?)?
+        b.matmul(&self.a.transpose(1, 2)?)?
             .reshape((n, c, o * i))?
             .transpose(0, 1)?
             .contiguous()?
@@ -94,26 +94,26 @@ impl LayerFactor {
 
     /// `V_p · E` for Gram-space vectors `e` `[K, C·N]`: `[K, *p.shape]`.
     ///
-    /// With `W[n,k,t,o] = Σ_c e[k,c,n] B[c,n,t,o]`:
-    /// weight `Σ_{n,t} W[n,k,t,:] ⊗ A[n,t,:]`, bias `Σ_{n,t} W[n,k,t,:]`.
+    /// With `W[n,k,:,t] = Σ_c e[k,c,n] B[c,n,:,t]`:
+    /// weight `Σ_{n,t} W[n,k,:,t] ⊗ A[n,:,t]`, bias `Σ_{n,t} W[n,k,:,t]`.
     pub fn apply(&self, role: Role, e: &Tensor) -> Result<Tensor> {
         let (c, n, t, o, i) = self.dims()?;
         let k = e.dim(0)?;
         let e = e.reshape((k, c, n))?.permute((2, 0, 1))?.contiguous()?;
         let b = self
             .b
-            .permute((1, 0, 2, 3))?
+            .transpose(0, 1)?
             .contiguous()?
-            .reshape((n, c, t * o))?;
-        let w = e.matmul(&b)?.reshape((n, k, t, o))?;
+            .reshape((n, c, o * t))?;
+        let w = e.matmul(&b)?.reshape((n, k, o, t))?;
         match role {
-            Role::Bias => w.sum(2)?.sum(0),
+            Role::Bias => w.sum(3)?.sum(0),
             Role::Weight => {
                 let w = w
-                    .permute((1, 3, 0, 2))?
+                    .permute((1, 2, 0, 3))?
                     .contiguous()?
                     .reshape((k, o, n * t))?;
-                let a = self.a.reshape((n * t, i))?;
+                let a = self.a.transpose(1, 2)?.contiguous()?.reshape((n * t, i))?;
                 let mut shape = vec![k];
                 shape.extend_from_slice(self.weight_shape.dims());
                 w.broadcast_matmul(&a)?.reshape(shape)

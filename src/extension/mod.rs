@@ -8,9 +8,9 @@
 
 mod factor;
 mod layer;
-mod patches;
 
 use std::collections::HashMap;
+use std::time::Instant;
 
 use candle_core::{DType, Tensor};
 
@@ -105,15 +105,24 @@ pub struct Extension<'a> {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct FactorId(usize);
 
-/// Prints a `verbose` line to stderr.
+thread_local! {
+    /// When the current extended backward pass started, for `verbose` timings.
+    static START: std::cell::Cell<Option<Instant>> = const { std::cell::Cell::new(None) };
+}
+
+/// Prints a `verbose` line to stderr, with the time since the pass started.
 pub(crate) fn say(verbose: bool, message: impl FnOnce() -> String) {
     if verbose {
-        eprintln!("[vivit] {}", message());
+        let ms = START
+            .with(|s| s.get())
+            .map_or(0.0, |t| t.elapsed().as_secs_f64() * 1e3);
+        eprintln!("[vivit {ms:8.1} ms] {}", message());
     }
 }
 
 impl<'a> Extension<'a> {
     fn new(tape: &'a Tape, groups: &[ParamGroup]) -> Result<Self> {
+        START.with(|s| s.set(Some(Instant::now())));
         check_dtype(&tape.loss.output)?;
         let loss = tape.value.to_dtype(DType::F64)?.to_scalar::<f64>()?;
         if !loss.is_finite() {

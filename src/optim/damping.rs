@@ -316,7 +316,11 @@ mod tests {
     use super::*;
     use candle_core::Device;
 
-    fn input_deltas(damping: &Damping, gammas: &[[f64; 2]], lambdas: &[[f64; 2]]) -> Result<Vec<f64>> {
+    fn input_deltas(
+        damping: &Damping,
+        gammas: &[[f64; 2]],
+        lambdas: &[[f64; 2]],
+    ) -> Result<Vec<f64>> {
         let dev = Device::Cpu;
         let g = Tensor::from_vec(gammas.concat(), (gammas.len(), 2), &dev)?;
         let l = Tensor::from_vec(lambdas.concat(), (lambdas.len(), 2), &dev)?;
@@ -335,7 +339,12 @@ mod tests {
     #[test]
     fn bootstrap_keeps_signal_and_drops_noise() -> Result<()> {
         let gammas: Vec<[f64; 2]> = (0..40)
-            .map(|n| [1.0 + 0.05 * ((n % 5) as f64 - 2.0), if n % 2 == 0 { 3.0 } else { -3.0 }])
+            .map(|n| {
+                [
+                    1.0 + 0.05 * ((n % 5) as f64 - 2.0),
+                    if n % 2 == 0 { 3.0 } else { -3.0 },
+                ]
+            })
             .collect();
         let lambdas: Vec<[f64; 2]> = (0..40).map(|n| [2.0 + 0.1 * (n % 3) as f64, 0.5]).collect();
         let damping = Damping::bootstrap(Bootstrap {
