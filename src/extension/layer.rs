@@ -67,7 +67,13 @@ impl LayerFactor {
                     .reshape((c * n, c2 * n2))?;
                 bb.mul(&aa)
             }
-            Role::Weight => self.weight_factor()?.matmul(&other.weight_factor()?.t()?),
+            Role::Weight => self
+                .weight_factor()?
+                .matmul(&other.weight_factor()?.t()?)?
+                .reshape((n, c, n2, c2))?
+                .permute((1, 0, 3, 2))?
+                .contiguous()?
+                .reshape((c * n, c2 * n2)),
         }
     }
 
@@ -77,7 +83,7 @@ impl LayerFactor {
         self.b.sum(3)?.reshape((c * n, o))
     }
 
-    /// `V_W` `[C·N, O·I]`: `V_W[c,n] = B[c,n] A[n]ᵀ`, one batched matmul.
+    /// `V_W` sample-major `[N·C, O·I]`: `V_W[n,c] = B[c,n] A[n]ᵀ`, one batched matmul.
     fn weight_factor(&self) -> Result<Tensor> {
         let (c, n, t, o, i) = self.dims()?;
         let b = self
@@ -85,11 +91,7 @@ impl LayerFactor {
             .transpose(0, 1)?
             .contiguous()?
             .reshape((n, c * o, t))?;
-        b.matmul(&self.a.transpose(1, 2)?)?
-            .reshape((n, c, o * i))?
-            .transpose(0, 1)?
-            .contiguous()?
-            .reshape((c * n, o * i))
+        b.matmul(&self.a.transpose(1, 2)?)?.reshape((n * c, o * i))
     }
 
     /// `V_p · E` for Gram-space vectors `e` `[K, C·N]`: `[K, *p.shape]`.

@@ -213,6 +213,7 @@ impl<'a> Extension<'a> {
             )
         });
         let factors = backprop(self.tape, &self.layers, &needed, &spec)?;
+        say(verbose, || "factor backpropagated".to_string());
         self.factors.push((spec, factors));
         Ok(FactorId(self.factors.len() - 1))
     }
