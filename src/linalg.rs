@@ -15,16 +15,19 @@ pub(crate) struct SymEig {
     pub evecs: Tensor,
 }
 
-/// Eigenvalues of the symmetric `a` `[n, n]`, ascending, as a tensor of `a`'s dtype.
+/// Eigenvalues of the symmetric `a` `[n, n]` and `zeros` more zeros, ascending,
+/// as a tensor of `a`'s dtype.
 ///
 /// # Errors
 /// [`Error::NonFinite`] if `a` holds NaN or ±∞; [`Error::EigenSolver`].
-pub(crate) fn eigvalsh(a: &Tensor) -> Result<Tensor> {
-    let evals = match a.dtype() {
+pub(crate) fn eigvalsh(a: &Tensor, zeros: usize) -> Result<Tensor> {
+    let mut evals = match a.dtype() {
         DType::F32 => solve::<f32>(a, false)?.0,
         DType::F64 => solve::<f64>(a, false)?.0,
         other => return Err(Error::UnsupportedDType(other)),
     };
+    evals.extend(std::iter::repeat_n(0.0, zeros));
+    evals.sort_by(f64::total_cmp);
     Ok(Tensor::new(evals.as_slice(), a.device())?.to_dtype(a.dtype())?)
 }
 

@@ -145,24 +145,47 @@ impl LossKind {
         })
     }
 
-    /// The exact factor `S` `[C, N_g, C]` of the loss Hessian of the mean over
-    /// the `N_g` rows of `output` (already subsampled): `Σ_c S[c,n] S[c,n]ᵀ = H_n / N_g`.
-    pub(crate) fn sqrt_hessian(self, output: &Tensor) -> Result<Tensor> {
+    /// The exact factor `S` of the loss Hessian of the mean over the `N_g` rows
+    /// of `output` (already subsampled): `Σ_j S[j,n] S[j,n]ᵀ = H_n / N_g`.
+    ///
+    /// For MSE, `S` `[C, N_g, C]` and no basis. For cross-entropy, whose Hessian
+    /// `diag(p) − p pᵀ` has the null vector `√p`, the factor has only `C − 1`
+    /// columns: with an orthonormal basis `U_n` `[C, C−1]` of `√p_n^⊥` (the first
+    /// columns of the Householder reflection taking `√p_n` to `−e_C`),
+    /// `S[j,n] = U_n[:,j] ⊙ √p_n`, since `diag(√p) U Uᵀ diag(√p) = diag(p) − p pᵀ`.
+    /// BackPACK's `C` columns `s_{n,v} = √p ⊙ (e_v − √p_v √p)` are `U_n` times
+    /// these, so the Gram matrices agree up to the `N_g` zero eigenvalues and the
+    /// basis change, which the returned `U` `[N_g, C, C−1]` undoes.
+    pub(crate) fn sqrt_hessian(self, output: &Tensor) -> Result<(Tensor, Option<Tensor>)> {
         let (n, c) = output.dims2()?;
-        let factor = match self {
+        let scale = 1.0 / (n as f64).sqrt();
+        match self {
             LossKind::CrossEntropy => {
                 let tau = candle_nn::ops::softmax(output, D::Minus1)?.sqrt()?;
-                let eye = Tensor::eye(c, output.dtype(), output.device())?.unsqueeze(1)?;
-                let tau_tau = tau.t()?.unsqueeze(2)?.broadcast_mul(&tau.unsqueeze(0)?)?;
-                eye.broadcast_sub(&tau_tau)?
-                    .broadcast_mul(&tau.unsqueeze(0)?)?
+                // v = √p + e_C, U = (I − 2 v vᵀ / ‖v‖²)[:, :C−1]
+                let e_last =
+                    Tensor::eye(c, output.dtype(), output.device())?.narrow(0, c - 1, 1)?;
+                let v = tau.broadcast_add(&e_last)?; // [N, C]
+                let v_sq = v.sqr()?.sum_keepdim(1)?; // [N, 1]
+                let outer = v
+                    .unsqueeze(2)?
+                    .broadcast_mul(&v.narrow(1, 0, c - 1)?.unsqueeze(1)?)?;
+                let eye = Tensor::eye(c, output.dtype(), output.device())?.narrow(1, 0, c - 1)?;
+                let basis = eye
+                    .unsqueeze(0)?
+                    .broadcast_sub(&outer.broadcast_div(&(v_sq / 2.0)?.unsqueeze(2)?)?)?;
+                let factor = basis
+                    .broadcast_mul(&tau.unsqueeze(2)?)?
+                    .permute((2, 0, 1))?;
+                Ok(((factor * scale)?, Some(basis)))
             }
             LossKind::Mse => {
                 let eye = Tensor::eye(c, output.dtype(), output.device())?;
-                (eye.unsqueeze(1)?.broadcast_as((c, n, c))? * (2.0 / c as f64).sqrt())?
+                let factor =
+                    eye.unsqueeze(1)?.broadcast_as((c, n, c))? * ((2.0 / c as f64).sqrt() * scale);
+                Ok((factor?, None))
             }
-        };
-        Ok((factor / (n as f64).sqrt())?)
+        }
     }
 
     /// A Monte-Carlo factor `S` `[M, N_g, C]` with `E[Σ_m S[m,n] S[m,n]ᵀ] = H_n / N_g`,
@@ -271,7 +294,7 @@ mod tests {
             &Device::Cpu,
         )?;
         for kind in [LossKind::CrossEntropy, LossKind::Mse] {
-            let got = outer_sums(&kind.sqrt_hessian(&f)?)?;
+            let got = outer_sums(&kind.sqrt_hessian(&f)?.0)?;
             let want = hessians(kind, &f)?;
             for (g, w) in got
                 .iter()

@@ -358,3 +358,50 @@ fn infinite_damping_drops_a_direction() -> Result<()> {
     }
     Ok(())
 }
+
+/// The damping closure sees the Gram eigenvectors in the reference layout
+/// `[C·N, K]` (index `c·N + n`): orthonormal, and orthogonal per sample to the
+/// cross-entropy Hessian's null vector `√p_n`, as the reference's are.
+#[test]
+fn damping_sees_gram_eigenvectors_in_the_reference_layout() -> Result<()> {
+    let task = Task::new(true, 7)?;
+    let recorded = task.record()?;
+    let seen: Arc<Mutex<Vec<Vec<f64>>>> = Arc::new(Mutex::new(Vec::new()));
+    let sink = seen.clone();
+    let damping = Damping::custom(move |input| {
+        let e = input
+            .gram_evecs
+            .t()
+            .and_then(|e| e.to_vec2::<f64>())
+            .expect("evecs");
+        *sink.lock().expect("lock") = e;
+        vec![1.0; input.evals.len()]
+    });
+    let vars: Vec<Var> = sorted(&task.varmap).into_iter().map(|(_, v)| v).collect();
+    let groups = [vivit::ParamGroup::new(vars)
+        .criterion(Criterion::top_k(4))
+        .damping(damping)];
+    vivit::DirectionalDampedNewtonComputation::new().compute(&recorded, &groups)?;
+    let e = seen.lock().expect("lock").clone();
+    let (n, c) = (48, 3);
+    assert_eq!((e.len(), e[0].len()), (4, c * n));
+    let logits = task.fc2.forward(&task.fc1.forward(&task.x)?.tanh()?)?;
+    let p = candle_nn::ops::softmax(&logits, 1)?.to_vec2::<f64>()?;
+    for (i, ei) in e.iter().enumerate() {
+        for (j, ej) in e.iter().enumerate() {
+            let dot: f64 = ei.iter().zip(ej).map(|(a, b)| a * b).sum();
+            assert!(
+                (dot - f64::from(u8::from(i == j))).abs() < 1e-10,
+                "ẽ_{i}·ẽ_{j} = {dot}"
+            );
+        }
+        for (s, p_s) in p.iter().enumerate() {
+            let null: f64 = (0..c).map(|k| p_s[k].sqrt() * ei[k * n + s]).sum();
+            assert!(
+                null.abs() < 1e-10,
+                "sample {s}: component along √p = {null}"
+            );
+        }
+    }
+    Ok(())
+}

@@ -157,7 +157,7 @@ fn newton_step(
     let damping = group.damping_ref();
     let deltas = damping.deltas(&DampingInput {
         evals: &d.pairs.evals,
-        gram_evecs: &d.pairs.gram_evecs.t()?,
+        gram_evecs: &ext.reference_layout(ggn, &d.pairs.gram_evecs)?.t()?,
         gammas: &d.gammas,
         lambdas: &d.lambdas,
     })?;

@@ -30,20 +30,28 @@ impl GramEigenpairs {
             format!("group {g}: eigendecompose the Gram matrix")
         });
         let eig = linalg::eigh(&gram)?;
-        let keep = group.criterion_ref().select(&eig.evals)?;
+        // the criterion sees all C·N_g eigenvalues, with the zeros the factor omits
+        let (all, source) = with_omitted_zeros(&eig.evals, ext.omitted_zeros(factor));
+        let keep = group.criterion_ref().select(&all)?;
         say(verbose, || {
             format!(
                 "group {g}: criterion {:?} keeps {} of {} directions",
                 group.criterion_ref(),
                 keep.len(),
-                eig.evals.len()
+                all.len()
             )
         });
-        let index: Vec<u32> = keep.iter().map(|&i| i as u32).collect();
+        // an omitted zero's Gram vector is null: V ẽ = 0 (zero column here)
+        let n = eig.evals.len();
+        let index: Vec<u32> = keep
+            .iter()
+            .map(|&i| source[i].unwrap_or(n) as u32)
+            .collect();
         let index = Tensor::new(index.as_slice(), gram.device())?;
+        let padded = Tensor::cat(&[&eig.evecs, &eig.evecs.narrow(1, 0, 1)?.zeros_like()?], 1)?;
         Ok(Self {
-            evals: keep.iter().map(|&i| eig.evals[i]).collect(),
-            gram_evecs: eig.evecs.index_select(&index, 1)?.t()?.contiguous()?,
+            evals: keep.iter().map(|&i| all[i]).collect(),
+            gram_evecs: padded.index_select(&index, 1)?.t()?.contiguous()?,
         })
     }
 
@@ -76,6 +84,8 @@ impl GramEigenpairs {
             });
         }
         let norm = sq_norm.expect("groups are non-empty").sqrt()?;
+        // null directions (omitted zeros) stay zero vectors
+        let norm = (&norm + norm.eq(0.0)?.to_dtype(norm.dtype())?)?;
         Ok(raw
             .iter()
             .map(|v| {
@@ -142,6 +152,19 @@ impl Directional {
             lambdas,
         })
     }
+}
+
+/// `evals` (ascending) with `zeros` more zeros merged in, and where each entry
+/// came from (`Some(i)`: `evals[i]`, `None`: an omitted zero).
+fn with_omitted_zeros(evals: &[f64], zeros: usize) -> (Vec<f64>, Vec<Option<usize>>) {
+    let split = evals.partition_point(|&l| l < 0.0);
+    let source: Vec<Option<usize>> = (0..split)
+        .map(Some)
+        .chain(std::iter::repeat_n(None, zeros))
+        .chain((split..evals.len()).map(Some))
+        .collect();
+    let all = source.iter().map(|s| s.map_or(0.0, |i| evals[i])).collect();
+    (all, source)
 }
 
 /// Warns through `log` when a kept eigenvalue is below `threshold` in magnitude.

@@ -24,7 +24,10 @@ pub type Eigenpairs = (Tensor, Vec<Tensor>);
 /// ```
 ///
 /// and returned per parameter, `[K, *param.shape]`, so that eigenvector `k` is
-/// `[t.get(k) for t in evecs]`. Eigenvalues keep the criterion's order.
+/// `[t.get(k) for t in evecs]`. Eigenvalues keep the criterion's order. The
+/// criterion sees all `C_eff·N_g` eigenvalues; for the exact cross-entropy
+/// factor `N_g` of them are exactly zero (its Hessian is singular) and are not
+/// computed: a kept one comes back as a zero vector.
 /// Directions with `|λ_k| < warn_small_eigvals` are numerically unstable; a
 /// warning goes to the `log` crate (0 disables it). Options as
 /// [`crate::EigvalshComputation`].

@@ -95,7 +95,10 @@ impl Computation for EigvalshComputation {
             say(self.options.verbose, || {
                 format!("group {g}: eigenvalues of the Gram matrix")
             });
-            self.results.insert(group.id(), linalg::eigvalsh(&gram)?);
+            self.results.insert(
+                group.id(),
+                linalg::eigvalsh(&gram, ext.omitted_zeros(factor))?,
+            );
         }
         Ok(())
     }

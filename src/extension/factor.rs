@@ -75,12 +75,24 @@ impl<'t> TrackedLayer<'t> {
 }
 
 /// The factors of the `layers` marked in `needed`, for `spec`.
+/// A backpropagated factor: per-layer algebra and the loss factor's basis.
+#[derive(Debug)]
+pub(crate) struct Backpropagated {
+    /// The factor of each layer marked as needed.
+    pub layers: Vec<Option<LayerFactor>>,
+    /// `U` `[N_g, C, C_eff]` when the loss factor has fewer columns than the
+    /// reference's (exact cross-entropy): Gram vectors in the reference layout
+    /// are `ẽ[:, n] = U_n ẽ'[:, n]`, and the Gram matrix misses `N_g` zero
+    /// eigenvalues.
+    pub basis: Option<Tensor>,
+}
+
 pub(crate) fn backprop(
     tape: &Tape,
     layers: &[TrackedLayer<'_>],
     needed: &[bool],
     spec: &FactorSpec,
-) -> Result<Vec<Option<LayerFactor>>> {
+) -> Result<Backpropagated> {
     let output = &tape.loss.output;
     let rows = spec
         .subsampling
@@ -98,14 +110,17 @@ pub(crate) fn backprop(
     };
     let rows_out = select(&output.detach())?;
     let loss = tape.loss.kind;
-    let factor = match spec.columns {
+    let (factor, basis) = match spec.columns {
         Columns::Exact => loss.sqrt_hessian(&rows_out)?,
-        Columns::MonteCarlo { samples, seed } => {
-            loss.sampled_sqrt_hessian(&rows_out, samples, &mut StdRng::seed_from_u64(seed))?
-        }
-        Columns::Gradient => loss
-            .gradient(&rows_out, &select(&tape.loss.targets)?)?
-            .unsqueeze(0)?,
+        Columns::MonteCarlo { samples, seed } => (
+            loss.sampled_sqrt_hessian(&rows_out, samples, &mut StdRng::seed_from_u64(seed))?,
+            None,
+        ),
+        Columns::Gradient => (
+            loss.gradient(&rows_out, &select(&tape.loss.targets)?)?
+                .unsqueeze(0)?,
+            None,
+        ),
     };
     let c_eff = factor.dim(0)?;
 
@@ -135,7 +150,7 @@ pub(crate) fn backprop(
         }
     }
 
-    layers
+    let layers = layers
         .iter()
         .zip(signals)
         .enumerate()
@@ -157,7 +172,8 @@ pub(crate) fn backprop(
                 weight_shape: layer.weight().shape().clone(),
             }))
         })
-        .collect()
+        .collect::<Result<_>>()?;
+    Ok(Backpropagated { layers, basis })
 }
 
 /// `(A [N, I, T], B [C, N, O, T])` of one layer call from its (subsampled)

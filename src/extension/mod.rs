@@ -17,7 +17,7 @@ use candle_core::{DType, Tensor};
 use crate::error::{Error, Result};
 use crate::group::ParamGroup;
 use crate::record::{Recorded, Tape};
-use factor::{backprop, check_dtype, Columns, FactorSpec, TrackedLayer};
+use factor::{backprop, check_dtype, Backpropagated, Columns, FactorSpec, TrackedLayer};
 use layer::{LayerFactor, Role};
 
 /// A computation that runs inside an extended backward pass.
@@ -97,7 +97,7 @@ pub struct Extension<'a> {
     members: Vec<Vec<Member>>,
     /// Seed of Monte-Carlo factors whose computation set none.
     default_seed: u64,
-    factors: Vec<(FactorSpec, Vec<Option<LayerFactor>>)>,
+    factors: Vec<(FactorSpec, Backpropagated)>,
     grams: HashMap<(usize, usize, usize), Tensor>,
 }
 
@@ -226,8 +226,34 @@ impl<'a> Extension<'a> {
             .map_or(self.tape.loss.output.dims()[0], Vec::len)
     }
 
+    /// How many zero eigenvalues the Gram matrix of `factor` leaves out (see
+    /// [`Backpropagated::basis`]).
+    pub(crate) fn omitted_zeros(&self, factor: FactorId) -> usize {
+        match self.factors[factor.0].1.basis {
+            Some(_) => self.factor_samples(factor),
+            None => 0,
+        }
+    }
+
+    /// Gram-space vectors `e` `[K, C_eff·N_g]` in the reference's layout
+    /// `[K, C·N_g]` (index `c·N_g + n`).
+    pub(crate) fn reference_layout(&self, factor: FactorId, e: &Tensor) -> Result<Tensor> {
+        let Some(basis) = &self.factors[factor.0].1.basis else {
+            return Ok(e.clone());
+        };
+        let (n, c, c_eff) = basis.dims3()?;
+        let k = e.dim(0)?;
+        // ẽ[k, :, n] = U_n ẽ'[k, :, n]
+        let e = e.reshape((k, c_eff, n))?.permute((2, 1, 0))?.contiguous()?; // [N, C_eff, K]
+        Ok(basis
+            .matmul(&e)? // [N, C, K]
+            .permute((2, 1, 0))?
+            .contiguous()?
+            .reshape((k, c * n))?)
+    }
+
     fn layer_factor(&self, factor: FactorId, member: Member) -> &LayerFactor {
-        self.factors[factor.0].1[member.layer]
+        self.factors[factor.0].1.layers[member.layer]
             .as_ref()
             .expect("factors are built for every layer that holds a group parameter")
     }
