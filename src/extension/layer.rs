@@ -39,42 +39,56 @@ impl LayerFactor {
         Ok((c, n, t, o, self.a.dim(1)?))
     }
 
-    /// The block `V_pᵀ U_p` `[C·N, C'·N']` of one parameter, for this layer's
-    /// factor `V` and another factor `U` of the same layer (`V_pᵀ V_p` is its
-    /// Gram block).
+    /// The block `Σ_{p∈roles} V_pᵀ U_p` `[C·N, C'·N']` of some parameters of
+    /// this layer, for this layer's factor `V` and another factor `U` of the
+    /// same layer (`U = V` gives its Gram block).
     ///
-    /// Weight with `T = 1`: `(B B'ᵀ) ⊙ (A A'ᵀ)` tiled over columns,
-    /// `O(C C' N N' (O + 1) + N N' I)`; otherwise both factors are formed,
-    /// `[C·N, O·I]`, and multiplied.
-    pub fn cross_gram(&self, other: &LayerFactor, role: Role) -> Result<Tensor> {
+    /// With `T = 1`, weight and bias share `B B'ᵀ`:
+    /// `(B B'ᵀ) ⊙ (A A'ᵀ + 1)` tiled over columns (`+ 1` with the bias,
+    /// `A A'ᵀ` without), `O(C C' N N' O + N N' I)`; otherwise the weight factors
+    /// are formed, `[N·C, O·I]`, and multiplied.
+    pub fn cross_gram(&self, other: &LayerFactor, roles: &[Role]) -> Result<Tensor> {
         let (c, n, t, o, i) = self.dims()?;
         let (c2, n2, _, _, _) = other.dims()?;
-        match role {
-            Role::Bias => self.bias_factor()?.matmul(&other.bias_factor()?.t()?),
-            Role::Weight if t == 1 => {
-                let bb = self
-                    .b
-                    .reshape((c * n, o))?
-                    .matmul(&other.b.reshape((c2 * n2, o))?.t()?)?;
-                let aa = self
-                    .a
-                    .reshape((n, i))?
-                    .matmul(&other.a.reshape((n2, i))?.t()?)?;
-                let aa = aa
-                    .unsqueeze(0)?
-                    .unsqueeze(2)?
-                    .broadcast_as((c, n, c2, n2))?
-                    .reshape((c * n, c2 * n2))?;
-                bb.mul(&aa)
+        let has = |role: Role| roles.contains(&role);
+        if t == 1 {
+            let bb = self
+                .b
+                .reshape((c * n, o))?
+                .matmul(&other.b.reshape((c2 * n2, o))?.t()?)?;
+            if !has(Role::Weight) {
+                return Ok(bb);
             }
-            Role::Weight => self
-                .weight_factor()?
-                .matmul(&other.weight_factor()?.t()?)?
-                .reshape((n, c, n2, c2))?
-                .permute((1, 0, 3, 2))?
-                .contiguous()?
-                .reshape((c * n, c2 * n2)),
+            let mut aa = self
+                .a
+                .reshape((n, i))?
+                .matmul(&other.a.reshape((n2, i))?.t()?)?;
+            if has(Role::Bias) {
+                aa = (aa + 1.0)?;
+            }
+            return bb
+                .reshape((c, n, c2, n2))?
+                .broadcast_mul(&aa.reshape((1, n, 1, n2))?)?
+                .reshape((c * n, c2 * n2));
         }
+        let mut sum: Option<Tensor> = None;
+        for &role in roles {
+            let block = match role {
+                Role::Bias => self.bias_factor()?.matmul(&other.bias_factor()?.t()?)?,
+                Role::Weight => self
+                    .weight_factor()?
+                    .matmul(&other.weight_factor()?.t()?)?
+                    .reshape((n, c, n2, c2))?
+                    .permute((1, 0, 3, 2))?
+                    .contiguous()?
+                    .reshape((c * n, c2 * n2))?,
+            };
+            sum = Some(match sum {
+                Some(sum) => (sum + block)?,
+                None => block,
+            });
+        }
+        sum.ok_or_else(|| candle_core::Error::Msg("cross_gram of no parameter".into()))
     }
 
     /// `V_b` `[C·N, O]`: `V_b[c,n] = Σ_t B[c,n,:,t]`.

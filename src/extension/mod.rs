@@ -283,11 +283,19 @@ impl<'a> Extension<'a> {
         if let Some(gram) = self.grams.get(&key) {
             return Ok(gram.clone());
         }
-        let mut sum: Option<Tensor> = None;
+        // the group's parameters layer by layer, so weight and bias share work
+        let mut layers: Vec<(Member, Vec<Role>)> = Vec::new();
         for &m in &self.members[group] {
+            match layers.iter_mut().find(|(first, _)| first.layer == m.layer) {
+                Some((_, roles)) => roles.push(m.role),
+                None => layers.push((m, vec![m.role])),
+            }
+        }
+        let mut sum: Option<Tensor> = None;
+        for (m, roles) in &layers {
             let block = self
-                .layer_factor(left, m)
-                .cross_gram(self.layer_factor(right, m), m.role)?;
+                .layer_factor(left, *m)
+                .cross_gram(self.layer_factor(right, *m), roles)?;
             sum = Some(match sum {
                 Some(sum) => (sum + block)?,
                 None => block,
