@@ -48,7 +48,7 @@ impl Module for Linear {
     }
 }
 
-/// A tracked [`Linear`] with bias, initialised like [`candle_nn::linear`].
+/// A tracked [`Linear`] with bias, initialised like [`candle_nn::linear`](fn@candle_nn::linear).
 pub fn linear(in_dim: usize, out_dim: usize, vb: VarBuilder) -> Result<Linear> {
     candle_nn::linear(in_dim, out_dim, vb).map(Linear::from)
 }
