@@ -1,10 +1,15 @@
 //! Benchmarks of the GGN computations against a plain SGD step.
 //!
-//! Groups `eigvalsh`, `eigh` (top-10 criterion) and `sgd_step`, each on two
-//! problems, f32 on the CPU, cross-entropy, one parameter group of all
-//! parameters, random data and weights from a fixed seed:
+//! Groups `eigvalsh`, `eigh`, `sgd_step`, `directional_derivatives` and
+//! `newton` (`DirectionalDampedNewtonComputation`, constant damping 1, the
+//! group default), the last two in an exact (`…/exact`) and a Monte-Carlo
+//! (`…/mc1`: `mc_samples_ggn(1)`, fixed seed) variant. All run on three
+//! problems, f32 on the CPU, cross-entropy, C = 10, one parameter group of all
+//! parameters with a top-10 criterion, random data and weights from a fixed seed
+//! (weights `N(0, 0.05²)`, biases 0.05):
 //!
 //! - `digits_mlp`: Linear 64-128-64-10 with ReLU, N = 128;
+//! - `mnist_mlp`: DeepOBS's `mnist_mlp`, Linear 784-1000-500-100-10 with ReLU, N = 64;
 //! - `fmnist_2c2d`: DeepOBS's `fmnist_2c2d` on 28×28×1 inputs, N = 32:
 //!   conv(1→32, 5×5) ReLU maxpool 2×2, conv(32→64, 5×5) ReLU maxpool 2×2,
 //!   linear(3136→1024) ReLU, linear(1024→10). DeepOBS uses TensorFlow's
@@ -12,33 +17,56 @@
 //!   of 2 (and none for its 2×2 pools on even sizes), so padding 2 here.
 //!
 //! One measured iteration is what a user pays: `vivit::record` (forward) plus
-//! the computation; the SGD step is forward, backward and update. The reference
-//! figures of vivit-for-pytorch come from `benches/reference/compare.py`.
+//! the computation; the SGD step is forward, backward and update. Bench ids are
+//! `group/problem` or `group/problem/variant`, e.g. `newton/mnist_mlp/exact`;
+//! criterion filters by substring. The reference figures of vivit-for-pytorch
+//! come from `benches/reference/compare.py`.
 //!
 //! ```text
-//! cargo bench --bench computations
+//! cargo bench --bench computations                    # everything (~10 min)
+//! cargo bench --bench computations -- newton/digits   # a subset
+//! ```
+//!
+//! Without criterion, for peak memory (what `compare.py` does) or profiling:
+//! `VIVIT_BENCH_ONCE=<bench id>` runs that iteration 3 times, prints the
+//! seconds of each and exits; `VIVIT_BENCH_VERBOSE=1` additionally turns on
+//! the computation's `verbose` output (timestamped stages, on stderr) and
+//! prints the time `vivit::record` takes.
+//!
+//! ```text
+//! VIVIT_BENCH_ONCE=newton/mnist_mlp/exact VIVIT_BENCH_VERBOSE=1 \
+//!     target/release/deps/computations-<hash>
 //! ```
 
 use std::hint::black_box;
+use std::time::{Duration, Instant};
 
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{Conv2dConfig, Optimizer, VarBuilder, VarMap, SGD};
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::{BenchmarkId, Criterion};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::StandardNormal;
 use vivit::nn as vnn;
-use vivit::{EighComputation, EigvalshComputation, ParamGroup};
+use vivit::{
+    Computation, DirectionalDampedNewtonComputation, DirectionalDerivativesComputation,
+    EighComputation, EigvalshComputation, ParamGroup,
+};
 
-/// Number of classes of both problems.
+/// Number of classes of all problems.
 const CLASSES: usize = 10;
 /// Standard deviation of the weights (DeepOBS's truncated-normal scale) and
 /// value of the biases.
 const INIT_SCALE: f32 = 0.05;
+/// Seed of the weights and data, and of the Monte-Carlo draws.
+const SEED: u64 = 0;
+/// Iterations of the `VIVIT_BENCH_ONCE` mode.
+const ONCE_CALLS: usize = 3;
+/// The problems, in the order benchmarked.
+const PROBLEMS: [&str; 3] = ["digits_mlp", "mnist_mlp", "fmnist_2c2d"];
 
 /// A model with its variables and a fixed mini-batch.
 struct Problem {
-    name: &'static str,
     varmap: VarMap,
     model: candle_nn::Sequential,
     inputs: Tensor,
@@ -46,6 +74,66 @@ struct Problem {
 }
 
 impl Problem {
+    /// Builds the problem `name` of [`PROBLEMS`] from [`SEED`].
+    fn new(name: &str) -> vivit::Result<Self> {
+        let varmap = VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+        let relu = |x: &Tensor| x.relu();
+        let (model, input_shape) = match name {
+            "digits_mlp" => (
+                candle_nn::seq()
+                    .add(vnn::linear(64, 128, vb.pp("fc1"))?)
+                    .add_fn(relu)
+                    .add(vnn::linear(128, 64, vb.pp("fc2"))?)
+                    .add_fn(relu)
+                    .add(vnn::linear(64, CLASSES, vb.pp("fc3"))?),
+                vec![128, 64],
+            ),
+            "mnist_mlp" => (
+                candle_nn::seq()
+                    .add(vnn::linear(784, 1000, vb.pp("fc1"))?)
+                    .add_fn(relu)
+                    .add(vnn::linear(1000, 500, vb.pp("fc2"))?)
+                    .add_fn(relu)
+                    .add(vnn::linear(500, 100, vb.pp("fc3"))?)
+                    .add_fn(relu)
+                    .add(vnn::linear(100, CLASSES, vb.pp("fc4"))?),
+                vec![64, 784],
+            ),
+            "fmnist_2c2d" => {
+                let same = Conv2dConfig {
+                    padding: 2,
+                    ..Default::default()
+                };
+                (
+                    candle_nn::seq()
+                        .add(vnn::conv2d(1, 32, 5, same, vb.pp("conv1"))?)
+                        .add_fn(|x| x.relu()?.max_pool2d(2))
+                        .add(vnn::conv2d(32, 64, 5, same, vb.pp("conv2"))?)
+                        .add_fn(|x| x.relu()?.max_pool2d(2)?.flatten_from(1))
+                        .add(vnn::linear(7 * 7 * 64, 1024, vb.pp("fc1"))?)
+                        .add_fn(relu)
+                        .add(vnn::linear(1024, CLASSES, vb.pp("fc2"))?),
+                    vec![32, 1, 28, 28],
+                )
+            }
+            _ => panic!("unknown problem {name}"),
+        };
+        let mut rng = StdRng::seed_from_u64(SEED);
+        seed_weights(&varmap, &mut rng)?;
+        let inputs = normal(&input_shape, 1.0, &mut rng)?;
+        let labels: Vec<u32> = (0..input_shape[0])
+            .map(|_| rng.random_range(0..CLASSES as u32))
+            .collect();
+        let targets = Tensor::new(labels, &Device::Cpu)?;
+        Ok(Self {
+            varmap,
+            model,
+            inputs,
+            targets,
+        })
+    }
+
     /// The mean cross-entropy of the mini-batch.
     fn loss(&self) -> vivit::Result<Tensor> {
         vivit::loss::cross_entropy(&self.model.forward(&self.inputs)?, &self.targets)
@@ -55,62 +143,6 @@ impl Problem {
     fn groups(&self) -> [ParamGroup; 1] {
         [ParamGroup::new(self.varmap.all_vars()).criterion(vivit::Criterion::top_k(10))]
     }
-}
-
-/// `digits_mlp`: Linear 64-128-64-10 with ReLU on N = 128 samples.
-fn digits_mlp(rng: &mut StdRng) -> vivit::Result<Problem> {
-    let varmap = VarMap::new();
-    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
-    let model = candle_nn::seq()
-        .add(vnn::linear(64, 128, vb.pp("fc1"))?)
-        .add_fn(|x| x.relu())
-        .add(vnn::linear(128, 64, vb.pp("fc2"))?)
-        .add_fn(|x| x.relu())
-        .add(vnn::linear(64, CLASSES, vb.pp("fc3"))?);
-    problem("digits_mlp", varmap, model, &[128, 64], rng)
-}
-
-/// `fmnist_2c2d`: DeepOBS's two-conv two-dense net on N = 32 images 28×28×1.
-fn fmnist_2c2d(rng: &mut StdRng) -> vivit::Result<Problem> {
-    let varmap = VarMap::new();
-    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
-    let same = Conv2dConfig {
-        padding: 2,
-        ..Default::default()
-    };
-    let model = candle_nn::seq()
-        .add(vnn::conv2d(1, 32, 5, same, vb.pp("conv1"))?)
-        .add_fn(|x| x.relu()?.max_pool2d(2))
-        .add(vnn::conv2d(32, 64, 5, same, vb.pp("conv2"))?)
-        .add_fn(|x| x.relu()?.max_pool2d(2)?.flatten_from(1))
-        .add(vnn::linear(7 * 7 * 64, 1024, vb.pp("fc1"))?)
-        .add_fn(|x| x.relu())
-        .add(vnn::linear(1024, CLASSES, vb.pp("fc2"))?);
-    problem("fmnist_2c2d", varmap, model, &[32, 1, 28, 28], rng)
-}
-
-/// Seeds the weights and draws a standard-normal input batch of `input_shape`
-/// with uniform random class targets.
-fn problem(
-    name: &'static str,
-    varmap: VarMap,
-    model: candle_nn::Sequential,
-    input_shape: &[usize],
-    rng: &mut StdRng,
-) -> vivit::Result<Problem> {
-    seed_weights(&varmap, rng)?;
-    let inputs = normal(input_shape, 1.0, rng)?;
-    let labels: Vec<u32> = (0..input_shape[0])
-        .map(|_| rng.random_range(0..CLASSES as u32))
-        .collect();
-    let targets = Tensor::new(labels, &Device::Cpu)?;
-    Ok(Problem {
-        name,
-        varmap,
-        model,
-        inputs,
-        targets,
-    })
 }
 
 /// Overwrites candle's (unseeded) initialisation in name order: weights
@@ -143,66 +175,166 @@ fn normal(shape: &[usize], std: f32, rng: &mut StdRng) -> vivit::Result<Tensor> 
     Ok(Tensor::from_vec(values, shape, &Device::Cpu)?)
 }
 
-/// Both problems, built afresh (and identically) for every benchmark group.
-fn problems() -> vivit::Result<[Problem; 2]> {
-    let mut rng = StdRng::seed_from_u64(0);
-    Ok([digits_mlp(&mut rng)?, fmnist_2c2d(&mut rng)?])
+/// The GGN a computation uses: exact, or Monte-Carlo with one sample.
+#[derive(Debug, Clone, Copy)]
+enum Ggn {
+    Exact,
+    Mc1,
 }
 
-/// Runs `iteration` on every problem in its own benchmark of `group`.
-fn bench_problems(
-    c: &mut Criterion,
-    group: &str,
-    iteration: impl Fn(&Problem) -> vivit::Result<()>,
-) {
-    let mut group = c.benchmark_group(group);
-    group.sample_size(10);
-    for problem in problems().expect("the problems build") {
-        group.bench_function(problem.name, |b| {
-            b.iter(|| iteration(&problem).expect("the iteration runs"))
-        });
+/// What one benchmark iteration runs.
+#[derive(Debug, Clone, Copy)]
+enum Task {
+    /// Forward, backward and a plain SGD update (`candle_nn::SGD`).
+    SgdStep,
+    /// All eigenvalues of the GGN.
+    Eigvalsh,
+    /// The 10 leading eigenpairs of the GGN.
+    Eigh,
+    /// Directional derivatives along the 10 leading eigenvectors.
+    DirectionalDerivatives(Ggn),
+    /// The directionally damped Newton step along them.
+    Newton(Ggn),
+}
+
+/// Every benchmarked task, in order.
+const TASKS: [Task; 7] = [
+    Task::Eigvalsh,
+    Task::Eigh,
+    Task::SgdStep,
+    Task::DirectionalDerivatives(Ggn::Exact),
+    Task::DirectionalDerivatives(Ggn::Mc1),
+    Task::Newton(Ggn::Exact),
+    Task::Newton(Ggn::Mc1),
+];
+
+impl Task {
+    /// The criterion group.
+    fn group(self) -> &'static str {
+        match self {
+            Task::SgdStep => "sgd_step",
+            Task::Eigvalsh => "eigvalsh",
+            Task::Eigh => "eigh",
+            Task::DirectionalDerivatives(_) => "directional_derivatives",
+            Task::Newton(_) => "newton",
+        }
     }
-    group.finish();
-}
 
-/// All eigenvalues of the GGN: record the forward pass, then `EigvalshComputation`.
-fn eigvalsh(c: &mut Criterion) {
-    bench_problems(c, "eigvalsh", |problem| {
+    /// The variant, if the task has several.
+    fn variant(self) -> Option<&'static str> {
+        match self {
+            Task::DirectionalDerivatives(ggn) | Task::Newton(ggn) => Some(match ggn {
+                Ggn::Exact => "exact",
+                Ggn::Mc1 => "mc1",
+            }),
+            _ => None,
+        }
+    }
+
+    /// The criterion id on `problem` within the group.
+    fn bench_id(self, problem: &str) -> BenchmarkId {
+        match self.variant() {
+            Some(variant) => BenchmarkId::new(problem, variant),
+            None => BenchmarkId::from_parameter(problem),
+        }
+    }
+
+    /// The full id, `group/problem[/variant]`.
+    fn id(self, problem: &str) -> String {
+        match self.variant() {
+            Some(variant) => format!("{}/{problem}/{variant}", self.group()),
+            None => format!("{}/{problem}", self.group()),
+        }
+    }
+
+    /// The computation of the task (`None` for the SGD step).
+    fn computation(self, verbose: bool) -> Option<Box<dyn Computation>> {
+        fn mc<C>(computation: C, ggn: Ggn, mc1: impl FnOnce(C) -> C) -> C {
+            match ggn {
+                Ggn::Exact => computation,
+                Ggn::Mc1 => mc1(computation),
+            }
+        }
+        Some(match self {
+            Task::SgdStep => return None,
+            Task::Eigvalsh => Box::new(EigvalshComputation::new().verbose(verbose)),
+            Task::Eigh => Box::new(EighComputation::new().verbose(verbose)),
+            Task::DirectionalDerivatives(ggn) => Box::new(mc(
+                DirectionalDerivativesComputation::new().verbose(verbose),
+                ggn,
+                |c| c.mc_samples_ggn(1).seed(SEED),
+            )),
+            Task::Newton(ggn) => Box::new(mc(
+                DirectionalDampedNewtonComputation::new().verbose(verbose),
+                ggn,
+                |c| c.mc_samples_ggn(1).seed(SEED),
+            )),
+        })
+    }
+
+    /// One iteration on `problem`: record and compute, or an SGD step.
+    fn run(self, problem: &Problem, verbose: bool) -> vivit::Result<()> {
+        let Some(mut computation) = self.computation(verbose) else {
+            let mut sgd = SGD::new(problem.varmap.all_vars(), 1e-3)?;
+            return Ok(sgd.backward_step(&problem.loss()?)?);
+        };
         let groups = problem.groups();
+        let start = Instant::now();
         let loss = vivit::record(|| problem.loss())?;
-        let mut computation = EigvalshComputation::new();
-        computation.compute(&loss, &groups)?;
-        black_box(computation.result(&groups[0])?);
+        if verbose {
+            eprintln!(
+                "[bench] record: {:.1} ms",
+                start.elapsed().as_secs_f64() * 1e3
+            );
+        }
+        vivit::backward(&loss, &groups, &mut [computation.as_mut()])?;
+        black_box(computation);
         Ok(())
-    });
+    }
 }
 
-/// The 10 leading eigenpairs of the GGN: record, then `EighComputation`.
-fn eigh(c: &mut Criterion) {
-    bench_problems(c, "eigh", |problem| {
-        let groups = problem.groups();
-        let loss = vivit::record(|| problem.loss())?;
-        let mut computation = EighComputation::new();
-        computation.compute(&loss, &groups)?;
-        black_box(computation.result(&groups[0])?);
-        Ok(())
-    });
+/// Every task on every problem, the problems built afresh (and identically)
+/// for each task, as the SGD step moves the weights.
+fn benches(c: &mut Criterion) {
+    for task in TASKS {
+        let mut group = c.benchmark_group(task.group());
+        group
+            .sample_size(10)
+            .warm_up_time(Duration::from_secs(1))
+            .measurement_time(Duration::from_secs(3));
+        for name in PROBLEMS {
+            let problem = Problem::new(name).expect("the problem builds");
+            group.bench_with_input(task.bench_id(name), &problem, |b, problem| {
+                b.iter(|| task.run(problem, false).expect("the iteration runs"))
+            });
+        }
+        group.finish();
+    }
 }
 
-/// Baseline: forward, backward and a plain SGD update (`candle_nn::SGD`).
-fn sgd_step(c: &mut Criterion) {
-    bench_problems(c, "sgd_step", |problem| {
-        let mut sgd = SGD::new(problem.varmap.all_vars(), 1e-3)?;
-        sgd.backward_step(&problem.loss()?)?;
-        Ok(())
-    });
+/// The `VIVIT_BENCH_ONCE` mode: [`ONCE_CALLS`] iterations of bench `id`.
+fn once(id: &str) {
+    let (task, name) = TASKS
+        .iter()
+        .flat_map(|&task| PROBLEMS.map(|name| (task, name)))
+        .find(|&(task, name)| task.id(name) == id)
+        .unwrap_or_else(|| panic!("no bench {id:?}"));
+    let verbose = std::env::var_os("VIVIT_BENCH_VERBOSE").is_some_and(|v| v != "0");
+    let problem = Problem::new(name).expect("the problem builds");
+    for _ in 0..ONCE_CALLS {
+        let start = Instant::now();
+        task.run(&problem, verbose).expect("the iteration runs");
+        println!("{id}: {:.6} s", start.elapsed().as_secs_f64());
+    }
 }
 
-criterion_group! {
-    name = benches;
+fn main() {
+    if let Ok(id) = std::env::var("VIVIT_BENCH_ONCE") {
+        return once(&id);
+    }
     // Plots need system fonts (plotters panics without them, e.g. on CI images);
     // the estimates in target/criterion are all `compare.py` reads.
-    config = Criterion::default().without_plots();
-    targets = eigvalsh, eigh, sgd_step
+    let mut c = Criterion::default().without_plots().configure_from_args();
+    benches(&mut c);
+    c.final_summary();
 }
-criterion_main!(benches);

@@ -1,23 +1,37 @@
-"""Time vivit-for-pytorch 1.0.0 on the problems of ``benches/computations.rs``.
+"""Time vivit-for-pytorch 1.0.0 on the benchmarks of ``benches/computations.rs``.
 
 Not part of CI: a manual comparison of this crate with the Python library it ports.
 From the repository root, with a venv holding torch, backpack-for-pytorch 1.7.1 and
 vivit-for-pytorch 1.0.0 (``tests/reference/README.md``):
 
     cargo bench --bench computations                  # this crate (criterion)
-    /work/pyenv/bin/python benches/reference/compare.py
+    /work/pyenv/bin/python benches/reference/compare.py [FILTER ...]
 
-The script times ``eigvalsh``, ``eigh`` (top-10 criterion) and a plain SGD step on
-``digits_mlp`` (Linear 64-128-64-10, N=128) and ``fmnist_2c2d`` (DeepOBS shape, N=32),
-float32, CPU, 2 threads, one parameter group of all parameters: the median seconds
-of 5 calls after a warm-up, forward and backward included. It then prints the
-matching criterion medians (``target/criterion/<group>/<problem>/new/estimates.json``)
-and the ratio reference / vivit, when the Rust benchmarks have been run. Machines
-are noisy: run both one right after the other.
+The benchmarks and problems are those of ``benches/computations.rs``, with the same
+ids (``eigvalsh/digits_mlp``, ``newton/mnist_mlp/mc1``, ...; FILTERs select ids by
+substring): ``eigvalsh``, ``eigh``, a plain SGD step, ``directional_derivatives`` and
+``newton`` (``DirectionalDampedNewtonComputation``, constant damping 1), the last two
+exact and with ``mc_samples_ggn=1``; top-10 criterion, one parameter group of all
+parameters, float32, CPU, 2 threads, forward and backward included.
+
+Each benchmark of the reference runs in a fresh subprocess (this script with
+``--once ID``): the median seconds of 5 calls after a warm-up, and the peak RSS of
+that process. The crate's median is criterion's
+(``target/criterion/<id>/new/estimates.json``), its peak RSS that of the newest
+bench binary ``target/release/deps/computations-*`` run with ``VIVIT_BENCH_ONCE=<id>``
+(3 iterations, no criterion). Machines are noisy: run both one right after the other,
+on a quiet machine (the load average is printed). Peak RSS needs GNU time
+(``apt-get install time``). With another job busy on one of 2 cores, torch's OpenMP
+threads spin and run up to 100x slower; ``OMP_WAIT_POLICY=PASSIVE`` avoids that.
 """
 
 import json
+import os
+import platform
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -36,12 +50,27 @@ def _symeig(self: Tensor, eigenvectors: bool = False, upper: bool = True):
 torch.Tensor.symeig = _symeig
 
 from backpack import backpack, extend  # noqa: E402
-from vivit import EighComputation, EigvalshComputation  # noqa: E402
+from vivit import (  # noqa: E402
+    DirectionalDampedNewtonComputation,
+    DirectionalDerivativesComputation,
+    EighComputation,
+    EigvalshComputation,
+)
 
-CRITERION_DIR = Path(__file__).resolve().parents[2] / "target" / "criterion"
+ROOT = Path(__file__).resolve().parents[2]
+CRITERION_DIR = ROOT / "target" / "criterion"
+BENCH_BINARIES = ROOT / "target" / "release" / "deps"
 CALLS = 5
 TOP_K = 10
-COMPUTATIONS = {"eigvalsh": EigvalshComputation, "eigh": EighComputation}
+THREADS = 2
+# group -> computation class (None: SGD step), variants (None: a single one)
+GROUPS = {
+    "eigvalsh": (EigvalshComputation, [None]),
+    "eigh": (EighComputation, [None]),
+    "sgd_step": (None, [None]),
+    "directional_derivatives": (DirectionalDerivativesComputation, ["exact", "mc1"]),
+    "newton": (DirectionalDampedNewtonComputation, ["exact", "mc1"]),
+}
 
 
 def digits_mlp() -> nn.Module:
@@ -49,6 +78,14 @@ def digits_mlp() -> nn.Module:
     return nn.Sequential(
         nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 64), nn.ReLU(), nn.Linear(64, 10)
     )
+
+
+def mnist_mlp() -> nn.Module:
+    """DeepOBS mnist_mlp: Linear 784-1000-500-100-10 with ReLU."""
+    return nn.Sequential(
+        nn.Linear(784, 1000), nn.ReLU(), nn.Linear(1000, 500), nn.ReLU(),
+        nn.Linear(500, 100), nn.ReLU(), nn.Linear(100, 10),
+    )  # fmt: skip
 
 
 def fmnist_2c2d() -> nn.Module:
@@ -61,22 +98,35 @@ def fmnist_2c2d() -> nn.Module:
     )  # fmt: skip
 
 
-def problems():
-    """``name -> (model, inputs, targets)``; weights N(0, 0.05²), biases 0.05."""
+# name -> (model builder, input shape)
+PROBLEMS = {
+    "digits_mlp": (digits_mlp, (128, 64)),
+    "mnist_mlp": (mnist_mlp, (64, 784)),
+    "fmnist_2c2d": (fmnist_2c2d, (32, 1, 28, 28)),
+}
+
+
+def bench_ids():
+    """All ids ``group/problem[/variant]``, by problem, as ``computations.rs`` names them."""
+    return [
+        "/".join([group, problem] + ([variant] if variant else []))
+        for problem in PROBLEMS
+        for group, (_, variants) in GROUPS.items()
+        for variant in variants
+    ]
+
+
+def problem(name: str):
+    """``(model, inputs, targets)``; weights N(0, 0.05²), biases 0.05, seed 0."""
     torch.manual_seed(0)
-    result = {}
-    for name, build, shape in [
-        ("digits_mlp", digits_mlp, (128, 64)),
-        ("fmnist_2c2d", fmnist_2c2d, (32, 1, 28, 28)),
-    ]:
-        model = build()
-        for param in model.parameters():
-            if param.dim() == 1:
-                nn.init.constant_(param, 0.05)
-            else:
-                nn.init.normal_(param, std=0.05)
-        result[name] = (model, torch.randn(shape), torch.randint(10, (shape[0],)))
-    return result
+    build, shape = PROBLEMS[name]
+    model = build()
+    for param in model.parameters():
+        if param.dim() == 1:
+            nn.init.constant_(param, 0.05)
+        else:
+            nn.init.normal_(param, std=0.05)
+    return model, torch.randn(shape), torch.randint(10, (shape[0],))
 
 
 def top_k(evals: Tensor):
@@ -84,16 +134,25 @@ def top_k(evals: Tensor):
     return list(range(evals.numel() - TOP_K, evals.numel()))
 
 
-def vivit_call(computation_class, model, loss_fn, x, y):
-    """One call: forward, backward with the computation's BackPACK extension."""
-    computation = computation_class()
-    group = {"params": list(model.parameters())}
-    if computation_class is EighComputation:
-        group["criterion"] = top_k
+def constant_damping(evals: Tensor, evecs: Tensor, gammas: Tensor, lambdas: Tensor):
+    """Damping 1 along every direction."""
+    return torch.ones_like(evals)
+
+
+def vivit_call(computation, model, loss_fn, x, y):
+    """One call: forward, backward with the computation's BackPACK extensions."""
+    group = {
+        "params": list(model.parameters()),
+        "criterion": top_k,
+        "damping": constant_damping,
+    }
+    if hasattr(computation, "get_extensions"):
+        extensions = computation.get_extensions()
+    else:
+        extensions = [computation.get_extension()]
     loss = loss_fn(model(x), y)
     with backpack(
-        computation.get_extension(),
-        extension_hook=computation.get_extension_hook([group]),
+        *extensions, extension_hook=computation.get_extension_hook([group])
     ):
         loss.backward()
     return computation.get_result(group)
@@ -117,42 +176,95 @@ def median_seconds(call) -> float:
     return statistics.median(times)
 
 
-def reference_times():
-    """``{(problem, computation): seconds}`` of vivit-for-pytorch."""
-    times = {}
-    for name, (model, x, y) in problems().items():
-        loss_fn = nn.CrossEntropyLoss()
+def once(bench_id: str) -> float:
+    """Median seconds of the reference on benchmark ``bench_id``."""
+    group, name, *variant = bench_id.split("/")
+    cls, _ = GROUPS[group]
+    model, x, y = problem(name)
+    loss_fn = nn.CrossEntropyLoss()
+    if cls is None:
         sgd = torch.optim.SGD(model.parameters(), lr=1e-3)
-        times[name, "sgd_step"] = median_seconds(
-            lambda: sgd_call(sgd, model, loss_fn, x, y)
-        )
-        model, loss_fn = extend(model), extend(loss_fn)
-        for computation, cls in COMPUTATIONS.items():
-            times[name, computation] = median_seconds(
-                lambda: vivit_call(cls, model, loss_fn, x, y)
-            )
-    return times
+        return median_seconds(lambda: sgd_call(sgd, model, loss_fn, x, y))
+    model, loss_fn = extend(model), extend(loss_fn)
+    kwargs = {"mc_samples_ggn": 1} if variant == ["mc1"] else {}
+    return median_seconds(lambda: vivit_call(cls(**kwargs), model, loss_fn, x, y))
 
 
-def criterion_seconds(problem: str, computation: str):
+def run_measured(command, env=None):
+    """``(stdout, peak RSS in bytes)`` of a subprocess, from GNU time: a child's own
+    ``ru_maxrss`` would start at this process's RSS (fork, then exec keeps it)."""
+    with tempfile.NamedTemporaryFile("r") as peak:
+        out = subprocess.run(
+            ["/usr/bin/time", "-f", "%M", "-o", peak.name, *command],
+            stdout=subprocess.PIPE, env=env, text=True, check=True,
+        ).stdout  # fmt: skip
+        return out, int(peak.read().split()[-1]) * 1024  # KiB
+
+
+def bench_binary():
+    """The newest bench binary of ``computations.rs``, or None."""
+    candidates = [
+        path
+        for path in BENCH_BINARIES.glob("computations-*")
+        if path.suffix == "" and os.access(path, os.X_OK)
+    ]
+    return max(candidates, key=lambda path: path.stat().st_mtime, default=None)
+
+
+def criterion_seconds(bench_id: str):
     """Criterion's median for this crate in seconds, or None if not benchmarked."""
-    path = CRITERION_DIR / computation / problem / "new" / "estimates.json"
+    path = CRITERION_DIR / bench_id / "new" / "estimates.json"
     if not path.exists():
         return None
     return json.loads(path.read_text())["median"]["point_estimate"] * 1e-9
 
 
-def main():
-    torch.set_num_threads(2)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    row = "{:<12} {:<9} {:>12} {:>10} {:>9}"
-    print(row.format("problem", "computation", "reference s", "vivit s", "ref/vivit"))
-    for (problem, computation), ref in reference_times().items():
-        ours = criterion_seconds(problem, computation)
-        ours_text = "-" if ours is None else f"{ours:.5f}"
-        ratio = "-" if ours is None else f"{ref / ours:.2f}"
-        print(row.format(problem, computation, f"{ref:.5f}", ours_text, ratio))
+def text(value, fmt):
+    """``value`` formatted, ``-`` for None."""
+    return "-" if value is None else format(value, fmt)
+
+
+def ratio(reference, ours):
+    """``reference / ours`` formatted, ``-`` if either is missing."""
+    return "-" if reference is None or ours is None else f"{reference / ours:.2f}"
+
+
+def main(filters):
+    cpu = next(
+        (line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
+         if line.startswith("model name")),
+        platform.processor(),
+    )  # fmt: skip
+    binary = bench_binary()
+    print(f"{cpu}, {os.cpu_count()} CPUs; torch {torch.__version__}, {THREADS} threads")
+    print(f"bench binary: {binary}; load average: {os.getloadavg()}")
+    row = "{:<40} {:>9} {:>9} {:>8} {:>9} {:>9} {:>8}"
+    print(row.format("id", "ref s", "vivit s", "ref/viv", "ref MB", "vivit MB", "ref/viv"))
+    for bench_id in bench_ids():
+        if filters and not any(f in bench_id for f in filters):
+            continue
+        out, ref_rss = run_measured([sys.executable, __file__, "--once", bench_id])
+        ref = float(out)
+        ours_rss = None
+        if binary is not None:
+            env = dict(os.environ, VIVIT_BENCH_ONCE=bench_id)
+            env.pop("VIVIT_BENCH_VERBOSE", None)
+            _, ours_rss = run_measured([str(binary)], env=env)
+        ours = criterion_seconds(bench_id)
+        mb = [None if rss is None else rss / 2**20 for rss in (ref_rss, ours_rss)]
+        print(
+            row.format(
+                bench_id, f"{ref:.5f}", text(ours, ".5f"), ratio(ref, ours),
+                text(mb[0], ".0f"), text(mb[1], ".0f"), ratio(*mb),
+            ),  # fmt: skip
+            flush=True,
+        )
+    print(f"load average: {os.getloadavg()}")
 
 
 if __name__ == "__main__":
-    main()
+    torch.set_num_threads(THREADS)
+    if sys.argv[1:2] == ["--once"]:
+        print(once(sys.argv[2]))
+    else:
+        main(sys.argv[1:])

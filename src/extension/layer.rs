@@ -125,14 +125,15 @@ impl LayerFactor {
         match role {
             Role::Bias => w.sum(3)?.sum(0),
             Role::Weight => {
+                // one gemm [K·O, N·T] × [N·T, I]
                 let w = w
                     .permute((1, 2, 0, 3))?
                     .contiguous()?
-                    .reshape((k, o, n * t))?;
+                    .reshape((k * o, n * t))?;
                 let a = self.a.transpose(1, 2)?.contiguous()?.reshape((n * t, i))?;
                 let mut shape = vec![k];
                 shape.extend_from_slice(self.weight_shape.dims());
-                w.broadcast_matmul(&a)?.reshape(shape)
+                w.matmul(&a)?.reshape(shape)
             }
         }
     }
