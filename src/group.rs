@@ -54,6 +54,16 @@ impl Criterion {
         })
     }
 
+    /// Keeps the `k` largest eigenvalues among those strictly above `threshold`
+    /// (the reference test suite's criterion): directional derivatives and
+    /// Newton steps need `λ > 0`.
+    pub fn top_k_above(k: usize, threshold: f64) -> Self {
+        Self::named(format!("top_k_above({k}, {threshold})"), move |evals| {
+            let above: Vec<usize> = (0..evals.len()).filter(|&i| evals[i] > threshold).collect();
+            above[above.len().saturating_sub(k)..].to_vec()
+        })
+    }
+
     /// A criterion from a closure `ascending eigenvalues → indices to keep`.
     pub fn custom(select: impl Fn(&[f64]) -> Vec<usize> + Send + Sync + 'static) -> Self {
         Self::named("custom".into(), select)

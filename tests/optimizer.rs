@@ -405,3 +405,35 @@ fn damping_sees_gram_eigenvectors_in_the_reference_layout() -> Result<()> {
     }
     Ok(())
 }
+
+/// With no kept direction, the complement step is the gradient step `−ḡ/δ_⊥`.
+#[test]
+fn no_kept_direction_leaves_the_gradient_step() -> Result<()> {
+    let task = Task::new(false, 8)?;
+    let before = task.values()?;
+    let grads = task.loss()?.backward()?;
+    let expected: Vec<Vec<f64>> = sorted(&task.varmap)
+        .iter()
+        .zip(&before)
+        .map(|((_, v), b)| {
+            let g = grads
+                .get(v.as_tensor())
+                .expect("grad")
+                .flatten_all()?
+                .to_vec1::<f64>()?;
+            Ok(b.iter().zip(g).map(|(x, g)| x - 0.5 * g / 2.0).collect())
+        })
+        .collect::<Result<_>>()?;
+    let config = DampedNewtonConfig::default()
+        .lr(0.5)
+        .criterion(Criterion::custom(|_| Vec::new()))
+        .damping(Damping::constant(2.0));
+    let mut opt = DampedNewton::from_varmap(&task.varmap, config);
+    opt.step_recorded(&task.record()?)?;
+    for (got, want) in task.values()?.iter().zip(&expected) {
+        for (a, b) in got.iter().zip(want) {
+            assert!((a - b).abs() < 1e-12, "{a} vs {b}");
+        }
+    }
+    Ok(())
+}

@@ -26,8 +26,19 @@ pub enum Blocks {
 
 /// Settings of [`DampedNewton`]; chainable setters, sensible defaults.
 ///
-/// Defaults: learning rate 1, exact GGN, one block, [`Criterion::top_k`]`(10)`,
-/// [`Damping::constant`]`(1.0)`, eigenspace step only, all samples.
+/// Defaults: learning rate 1, exact GGN, one block,
+/// [`Criterion::top_k_above`]`(10, 1e-6)`, [`Damping::constant`]`(1.0)`, and
+/// the complement step on (the Levenberg–Marquardt step `−(G_K + I)⁻¹ g` of the
+/// rank-10 truncated GGN), all samples.
+///
+/// Chosen by measurement on the digits example (64-128-64-10 MLP, N = 64,
+/// 300 steps, lr 1, final training loss / test accuracy, seed 42): with the
+/// complement step δ = 1 gives 0.030 / 96.6 % (δ = 10: 0.22 / 92.9 %; δ ≤ 0.1
+/// diverges; top-20: 0.032); the eigenspace step alone stalls (δ = 1: 1.88 /
+/// 29 %; best δ = 0.01: 1.13). Tuned SGD (lr 0.5) reached 0.037 / 97.3 % and
+/// Adam (lr 1e-2) 0.041 / 94.6 % on the same run. The threshold keeps
+/// directions of (numerically) zero curvature out, which Monte-Carlo Gram
+/// matrices often have.
 #[derive(Debug, Clone)]
 pub struct DampedNewtonConfig {
     /// Learning rate: the update is `θ ← θ + lr · s`.
@@ -47,10 +58,10 @@ impl Default for DampedNewtonConfig {
     fn default() -> Self {
         Self {
             lr: 1.0,
-            criterion: Criterion::top_k(10),
+            criterion: Criterion::top_k_above(10, 1e-6),
             damping: Damping::default(),
             blocks: Blocks::One,
-            complement: false,
+            complement: true,
             options: Options {
                 warn_small_eigvals: 0.0,
                 ..Options::default()
