@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use candle_core::{DType, Tensor};
 
 use super::directions::{warn_small, Directional};
-use super::options::{curvature_setters, gradient_setter, warn_setter, Options};
+use super::options::{curvature_setters, gradient_setter, lookup, warn_setter, Options};
 use crate::error::{Error, Result};
 use crate::extension::{say, Computation, Extension, FactorId};
 use crate::group::{GroupId, ParamGroup};
@@ -69,10 +69,7 @@ impl DirectionalDampedNewtonComputation {
     /// # Errors
     /// [`Error::NoResult`] if the group was not part of a computed pass.
     pub fn result(&self, group: &ParamGroup) -> Result<Vec<Tensor>> {
-        self.results
-            .get(&group.id())
-            .cloned()
-            .ok_or(Error::NoResult(group.id()))
+        lookup(&self.results, group)
     }
 }
 

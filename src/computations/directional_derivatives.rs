@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use candle_core::Tensor;
 
 use super::directions::{warn_small, Directional};
-use super::options::{curvature_setters, gradient_setter, warn_setter, Options};
-use crate::error::{Error, Result};
+use super::options::{curvature_setters, gradient_setter, lookup, warn_setter, Options};
+use crate::error::Result;
 use crate::extension::{Computation, Extension};
 use crate::group::{GroupId, ParamGroup};
 use crate::record::Recorded;
@@ -23,7 +23,7 @@ use crate::record::Recorded;
 /// with the per-sample GGN `G_n = J_nᵀ H_n J_n`, so `mean_n λ[n,k] = λ_k` and,
 /// without `subsampling_grad`, `mean_n γ[n,k] = e_kᵀ ∇L`. Columns follow the
 /// criterion's order; the sign of each `e_k` (hence of `γ[:,k]`) is arbitrary.
-/// Kept eigenvalues must be positive ([`Error::NonPositiveEigenvalue`]).
+/// Kept eigenvalues must be positive ([`crate::Error::NonPositiveEigenvalue`]).
 ///
 /// Unlike the reference, `mc_samples_ggn` takes any `M ≥ 1`, and no per-sample
 /// factor `V` is formed for linear layers.
@@ -68,7 +68,7 @@ impl DirectionalDerivativesComputation {
     /// Runs the computation in its own extended backward pass.
     ///
     /// # Errors
-    /// As [`crate::EighComputation::compute`], plus [`Error::NonPositiveEigenvalue`].
+    /// As [`crate::EighComputation::compute`], plus [`crate::Error::NonPositiveEigenvalue`].
     pub fn compute(&mut self, recorded: &Recorded, groups: &[ParamGroup]) -> Result<()> {
         crate::backward(recorded, groups, &mut [self])
     }
@@ -76,12 +76,9 @@ impl DirectionalDerivativesComputation {
     /// `(γ [N_grad, K], λ [N_ggn, K])` of the group, in the model's dtype.
     ///
     /// # Errors
-    /// [`Error::NoResult`] if the group was not part of a computed pass.
+    /// [`crate::Error::NoResult`] if the group was not part of a computed pass.
     pub fn result(&self, group: &ParamGroup) -> Result<(Tensor, Tensor)> {
-        self.results
-            .get(&group.id())
-            .cloned()
-            .ok_or(Error::NoResult(group.id()))
+        lookup(&self.results, group)
     }
 }
 

@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use candle_core::Tensor;
 
 use super::directions::{warn_small, GramEigenpairs};
-use super::options::{curvature_setters, warn_setter, Options};
-use crate::error::{Error, Result};
+use super::options::{curvature_setters, lookup, warn_setter, Options};
+use crate::error::Result;
 use crate::extension::{Computation, Extension};
 use crate::group::{GroupId, ParamGroup};
 use crate::record::Recorded;
@@ -80,12 +80,9 @@ impl EighComputation {
     /// Kept eigenvalues `[K]` and eigenvectors `[K, *param.shape]` per parameter.
     ///
     /// # Errors
-    /// [`Error::NoResult`] if the group was not part of a computed pass.
+    /// [`crate::Error::NoResult`] if the group was not part of a computed pass.
     pub fn result(&self, group: &ParamGroup) -> Result<Eigenpairs> {
-        self.results
-            .get(&group.id())
-            .cloned()
-            .ok_or(Error::NoResult(group.id()))
+        lookup(&self.results, group)
     }
 }
 

@@ -4,8 +4,8 @@ use std::collections::HashMap;
 
 use candle_core::Tensor;
 
-use super::options::{curvature_setters, Options};
-use crate::error::{Error, Result};
+use super::options::{curvature_setters, lookup, Options};
+use crate::error::Result;
 use crate::extension::{say, Computation, Extension};
 use crate::group::{GroupId, ParamGroup};
 use crate::linalg;
@@ -61,7 +61,7 @@ impl EigvalshComputation {
     /// use [`crate::backward`] to share one pass between computations.
     ///
     /// # Errors
-    /// See [`crate::backward`]; subsampling errors; [`Error::NonFinite`] for a
+    /// See [`crate::backward`]; subsampling errors; [`crate::Error::NonFinite`] for a
     /// non-finite Gram matrix.
     pub fn compute(&mut self, recorded: &Recorded, groups: &[ParamGroup]) -> Result<()> {
         crate::backward(recorded, groups, &mut [self])
@@ -71,12 +71,9 @@ impl EigvalshComputation {
     /// model's dtype.
     ///
     /// # Errors
-    /// [`Error::NoResult`] if the group was not part of a computed pass.
+    /// [`crate::Error::NoResult`] if the group was not part of a computed pass.
     pub fn result(&self, group: &ParamGroup) -> Result<Tensor> {
-        self.results
-            .get(&group.id())
-            .cloned()
-            .ok_or(Error::NoResult(group.id()))
+        lookup(&self.results, group)
     }
 }
 

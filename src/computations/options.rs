@@ -1,4 +1,18 @@
-//! The options the computations share, and their chainable setters.
+//! The options the computations share, their chainable setters, and the
+//! lookup of results by group.
+
+use std::collections::HashMap;
+
+use crate::error::{Error, Result};
+use crate::group::{GroupId, ParamGroup};
+
+/// The result stored for `group`, or [`Error::NoResult`].
+pub(crate) fn lookup<T: Clone>(results: &HashMap<GroupId, T>, group: &ParamGroup) -> Result<T> {
+    results
+        .get(&group.id())
+        .cloned()
+        .ok_or(Error::NoResult(group.id()))
+}
 
 /// Settings of a computation (each uses the ones its seed class has).
 #[derive(Debug, Clone)]
