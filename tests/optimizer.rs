@@ -211,6 +211,7 @@ fn learning_rate_accessors() -> Result<()> {
 fn levenberg_marquardt_grows_after_a_bad_step_and_shrinks_after_a_good_one() -> Result<()> {
     // a huge learning rate overshoots: the loss rises, δ must grow
     let task = Task::new(false, 4)?;
+    let before = task.values()?;
     let damping = Damping::levenberg_marquardt(LevenbergMarquardt::new(1e-3));
     let config = DampedNewtonConfig::default()
         .lr(50.0)
@@ -225,6 +226,8 @@ fn levenberg_marquardt_grows_after_a_bad_step_and_shrinks_after_a_good_one() -> 
         report.loss
     );
     assert_eq!(damping.current(), Some(1e-3 * 1.5));
+    assert!(report.rejected, "a step that raised the loss is taken back");
+    assert_eq!(task.values()?, before, "parameters restored");
 
     // a cautious step on a fresh task is predicted well: δ shrinks
     let task = Task::new(false, 4)?;
@@ -236,6 +239,7 @@ fn levenberg_marquardt_grows_after_a_bad_step_and_shrinks_after_a_good_one() -> 
     let report = opt.step_with_model(&task.record()?, &task)?;
     let rho = (report.new_loss.expect("evaluated") - report.loss) / report.predicted_change;
     assert!(rho > 0.75, "ρ = {rho}");
+    assert!(!report.rejected);
     assert_eq!(damping.current(), Some(10.0 * (2.0 / 3.0)));
     Ok(())
 }

@@ -144,6 +144,9 @@ pub struct StepReport {
     /// The loss after the step on the same batch, where it was evaluated
     /// ([`DampedNewton::step_with_model`]).
     pub new_loss: Option<f64>,
+    /// Whether the step was taken back because it raised the loss (or made it
+    /// non-finite) on the same batch ([`DampedNewton::step_with_model`]).
+    pub rejected: bool,
 }
 
 /// An optimizer whose update is the directionally damped Newton step
@@ -237,19 +240,42 @@ impl DampedNewton {
     }
 
     /// As [`Self::step_recorded`], then evaluates the loss on the same batch
-    /// with `model` and feeds the actual change back to a Levenberg–Marquardt
-    /// damping (the ratio `ρ = ΔL / m(s)` drives its `δ`).
+    /// with `model`, takes the step back if it raised the loss (as
+    /// Levenberg–Marquardt does), and feeds the actual change back to a
+    /// Levenberg–Marquardt damping (the ratio `ρ = ΔL / m(s)` drives its `δ`).
     ///
     /// # Errors
-    /// As [`Self::step_recorded`], or the model's error.
+    /// As [`Self::step_recorded`], or the model's error (the parameters are
+    /// then restored).
     pub fn step_with_model<M: candle_optimisers::Model>(
         &mut self,
         recorded: &Recorded,
         model: &M,
     ) -> Result<StepReport> {
+        let saved: Vec<(Var, Tensor)> = self
+            .vars
+            .iter()
+            .map(|v| Ok((v.clone(), v.as_tensor().copy()?)))
+            .collect::<Result<_>>()?;
+        let restore = || -> Result<()> {
+            for (var, value) in &saved {
+                var.set(value)?;
+            }
+            Ok(())
+        };
         let mut report = self.step_tape(recorded.tape()?)?;
-        let new_loss = scalar(&model.loss()?)?;
+        let new_loss = match model.loss().map_err(Error::from).and_then(|l| scalar(&l)) {
+            Ok(loss) => loss,
+            Err(e) => {
+                restore()?;
+                return Err(e);
+            }
+        };
         let actual = new_loss - report.loss;
+        if actual.is_nan() || actual > 0.0 {
+            restore()?;
+            report.rejected = true;
+        }
         match &self.groups {
             Some(groups) => groups
                 .iter()
@@ -291,6 +317,7 @@ impl DampedNewton {
             loss: scalar(&tape.value)?,
             predicted_change: runner.steps.iter().map(|s| s.predicted_change(lr)).sum(),
             new_loss: None,
+            rejected: false,
         })
     }
 

@@ -88,10 +88,11 @@ impl Damping {
 
     /// One adaptive `δ` for all directions, updated after every step from
     /// `ρ = (L(θ + s) − L(θ)) / m(s)`, the actual over the predicted loss change
-    /// (see [`LevenbergMarquardt`]). Clones share the adaptive state, so give
-    /// each optimizer its own. The rule never rejects a step; measured on the
-    /// same mini-batch, `ρ` stays near 1 and `δ` can shrink until a step fails
-    /// on the next batch, so keep `min` well above 0 for stochastic training.
+    /// (see [`LevenbergMarquardt`]); [`crate::DampedNewton::step_with_model`]
+    /// also takes back a step that raised the loss. Clones share the adaptive
+    /// state, so give each optimizer its own. Measured on the same mini-batch,
+    /// `ρ` stays near 1 and `δ` can shrink until a step fails on the next
+    /// batch, so keep `min` well above 0 for stochastic training.
     pub fn levenberg_marquardt(config: LevenbergMarquardt) -> Self {
         Self {
             kind: Kind::LevenbergMarquardt(Arc::new(Mutex::new(config))),
