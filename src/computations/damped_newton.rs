@@ -118,14 +118,7 @@ pub(crate) fn newton_steps(
     o: &Options,
     complement: bool,
 ) -> Result<Vec<NewtonStep>> {
-    let ggn = ext.ggn_factor(
-        o.mc_samples,
-        o.subsampling.as_deref(),
-        o.seed,
-        "subsampling_ggn",
-        o.verbose,
-    )?;
-    let grad = ext.gradient_factor(o.subsampling_grad.as_deref(), "subsampling_grad", o.verbose)?;
+    let (ggn, grad) = Directional::factors(ext, o)?;
     groups
         .iter()
         .enumerate()

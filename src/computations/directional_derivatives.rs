@@ -85,15 +85,7 @@ impl DirectionalDerivativesComputation {
 impl Computation for DirectionalDerivativesComputation {
     fn run(&mut self, ext: &mut Extension<'_>, groups: &[ParamGroup]) -> Result<()> {
         let o = &self.options;
-        let ggn = ext.ggn_factor(
-            o.mc_samples,
-            o.subsampling.as_deref(),
-            o.seed,
-            "subsampling_ggn",
-            o.verbose,
-        )?;
-        let grad =
-            ext.gradient_factor(o.subsampling_grad.as_deref(), "subsampling_grad", o.verbose)?;
+        let (ggn, grad) = Directional::factors(ext, o)?;
         for (g, group) in groups.iter().enumerate() {
             let d = Directional::compute(ext, ggn, grad, g, group, o.verbose)?;
             warn_small(&d.pairs.evals, o.warn_small_eigvals);
