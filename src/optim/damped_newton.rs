@@ -5,7 +5,7 @@ use candle_core::{DType, Tensor, TensorId, Var};
 use candle_nn::optim::Optimizer;
 use candle_nn::VarMap;
 
-use crate::computations::{newton_steps, NewtonStep, Options};
+use crate::computations::{curvature_setters, gradient_setter, newton_steps, NewtonStep, Options};
 use crate::error::{Error, Result};
 use crate::extension::{backward_tape, Computation, Extension};
 use crate::group::{Criterion, ParamGroup};
@@ -102,36 +102,8 @@ impl DampedNewtonConfig {
         self
     }
 
-    /// `0` for the exact GGN, `M ≥ 1` for a Monte-Carlo GGN.
-    pub fn mc_samples(mut self, mc_samples: usize) -> Self {
-        self.options.mc_samples = mc_samples;
-        self
-    }
-
-    /// Seeds the Monte-Carlo draws (each step then draws the same columns
-    /// for the same batch).
-    pub fn seed(mut self, seed: u64) -> Self {
-        self.options.seed = Some(seed);
-        self
-    }
-
-    /// Curvature from these samples of each batch only.
-    pub fn subsampling_ggn(mut self, indices: impl IntoIterator<Item = usize>) -> Self {
-        self.options.subsampling = Some(indices.into_iter().collect());
-        self
-    }
-
-    /// Gradients from these samples of each batch only.
-    pub fn subsampling_grad(mut self, indices: impl IntoIterator<Item = usize>) -> Self {
-        self.options.subsampling_grad = Some(indices.into_iter().collect());
-        self
-    }
-
-    /// Prints what happens to stderr.
-    pub fn verbose(mut self, verbose: bool) -> Self {
-        self.options.verbose = verbose;
-        self
-    }
+    curvature_setters!(subsampling_ggn, mc_samples);
+    gradient_setter!();
 }
 
 /// What a step did.
