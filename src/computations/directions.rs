@@ -69,32 +69,24 @@ impl GramEigenpairs {
 
     /// The eigenvectors in parameter space, `e_k = V ẽ_k / ‖V ẽ_k‖`, one
     /// `[K, *p.shape]` tensor per parameter, jointly unit-norm over the group.
+    ///
+    /// The norms come from the Gram matrix, `‖V ẽ_k‖² = ẽ_kᵀ G̃ ẽ_k`, and scale
+    /// `ẽ_k` before `V` is applied (`V` is linear), so no pass over the
+    /// parameter-sized vectors is needed. Directions with `ẽ_kᵀ G̃ ẽ_k ≤ 0`
+    /// (omitted zeros, numerically null directions) are zero vectors.
     pub fn parameter_evecs(
         &self,
-        ext: &Extension<'_>,
+        ext: &mut Extension<'_>,
         factor: FactorId,
         g: usize,
     ) -> Result<Vec<Tensor>> {
-        let raw = ext.apply(factor, g, &self.gram_evecs)?;
-        let mut sq_norm: Option<Tensor> = None;
-        for v in &raw {
-            let s = v.sqr()?.flatten_from(1)?.sum(1)?;
-            sq_norm = Some(match sq_norm {
-                Some(acc) => (acc + s)?,
-                None => s,
-            });
-        }
-        let norm = sq_norm.expect("groups are non-empty").sqrt()?;
-        // null directions (omitted zeros) stay zero vectors
-        let norm = (&norm + norm.eq(0.0)?.to_dtype(norm.dtype())?)?;
-        Ok(raw
-            .iter()
-            .map(|v| {
-                let mut shape = vec![v.dim(0)?];
-                shape.extend(std::iter::repeat_n(1, v.rank() - 1));
-                v.broadcast_div(&norm.reshape(shape)?)
-            })
-            .collect::<candle_core::Result<Vec<_>>>()?)
+        let gram = ext.gram(factor, g, false)?;
+        let e = &self.gram_evecs;
+        let sq_norm = (e.matmul(&gram)? * e)?.sum(1)?; // [K]
+        let inv_norm = sq_norm
+            .gt(0.0)?
+            .where_cond(&sq_norm.sqrt()?.recip()?, &sq_norm.zeros_like()?)?;
+        ext.apply(factor, g, &e.broadcast_mul(&inv_norm.unsqueeze(1)?)?)
     }
 }
 

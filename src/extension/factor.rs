@@ -8,6 +8,7 @@
 use candle_core::{DType, Tensor};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
+use rayon::prelude::*;
 
 use super::layer::LayerFactor;
 use crate::error::{Error, Result};
@@ -124,28 +125,46 @@ pub(crate) fn backprop(
     };
     let c_eff = factor.dim(0)?;
 
-    // signals[layer][call][column] = rows of J_zᵀ Z_c at that call's output
+    // per_column[c][layer][call] = rows of J_zᵀ Z_c at that call's output;
+    // the passes are independent, and candle's elementwise backward ops are
+    // single-threaded, so columns run in parallel
+    let per_column = (0..c_eff)
+        .into_par_iter()
+        .map(|c| -> Result<Vec<Vec<Tensor>>> {
+            let column = factor.get(c)?;
+            let seed = match &rows {
+                Some(rows) => output.zeros_like()?.index_add(rows, &column, 0)?,
+                None => column,
+            };
+            let grads = (output * seed)?.sum_all()?.backward()?;
+            layers
+                .iter()
+                .zip(needed)
+                .map(|(layer, &needed)| {
+                    if !needed {
+                        return Ok(Vec::new());
+                    }
+                    layer
+                        .calls
+                        .iter()
+                        .map(|call| match grads.get(call.probe.as_tensor()) {
+                            Some(g) => select(g),
+                            None => select(&call.probe.zeros_like()?),
+                        })
+                        .collect()
+                })
+                .collect()
+        })
+        .collect::<Result<Vec<_>>>()?;
+    // signals[layer][call][column]
     let mut signals: Vec<Vec<Vec<Tensor>>> = layers
         .iter()
         .map(|l| vec![Vec::with_capacity(c_eff); l.calls.len()])
         .collect();
-    for c in 0..c_eff {
-        let column = factor.get(c)?;
-        let seed = match &rows {
-            Some(rows) => output.zeros_like()?.index_add(rows, &column, 0)?,
-            None => column,
-        };
-        let grads = (output * seed)?.sum_all()?.backward()?;
-        for (l, (layer, layer_signals)) in layers.iter().zip(&mut signals).enumerate() {
-            if !needed[l] {
-                continue;
-            }
-            for (call, call_signals) in layer.calls.iter().zip(layer_signals.iter_mut()) {
-                let g = match grads.get(call.probe.as_tensor()) {
-                    Some(g) => g.clone(),
-                    None => call.probe.zeros_like()?,
-                };
-                call_signals.push(select(&g)?);
+    for column in per_column {
+        for (layer_signals, column_signals) in signals.iter_mut().zip(column) {
+            for (call_signals, g) in layer_signals.iter_mut().zip(column_signals) {
+                call_signals.push(g);
             }
         }
     }
@@ -166,11 +185,11 @@ pub(crate) fn backprop(
                 a_parts.push(a);
                 b_parts.push(b);
             }
-            Ok(Some(LayerFactor {
-                a: Tensor::cat(&a_parts, 2)?,
-                b: Tensor::cat(&b_parts, 3)?,
-                weight_shape: layer.weight().shape().clone(),
-            }))
+            Ok(Some(LayerFactor::new(
+                Tensor::cat(&a_parts, 2)?,
+                Tensor::cat(&b_parts, 3)?,
+                layer.weight().shape().clone(),
+            )))
         })
         .collect::<Result<_>>()?;
     Ok(Backpropagated { layers, basis })

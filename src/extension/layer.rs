@@ -15,6 +15,8 @@
 //! so that the layer's Gram blocks are `V_Wᵀ V_W` and `V_bᵀ V_b` in the
 //! `[C·N, C·N]` layout with index `c·N + n`.
 
+use std::sync::OnceLock;
+
 use candle_core::{Result, Shape, Tensor};
 
 /// Which parameter of a layer.
@@ -27,13 +29,26 @@ pub(crate) enum Role {
 /// A layer's per-sample factor: inputs `a` `[N, I, T]`, output signals `b` `[C, N, O, T]`.
 #[derive(Debug)]
 pub(crate) struct LayerFactor {
-    pub a: Tensor,
-    pub b: Tensor,
+    a: Tensor,
+    b: Tensor,
     /// The weight's shape (`[O, I]` or `[O, I, k…]`).
-    pub weight_shape: Shape,
+    weight_shape: Shape,
+    /// `V_W` sample-major `[N·C, O·I]`, formed once when `T > 1`.
+    weight_factor: OnceLock<Tensor>,
 }
 
 impl LayerFactor {
+    /// The factor of a layer with inputs `a` `[N, I, T]`, output signals `b`
+    /// `[C, N, O, T]` and weight shape `weight_shape`.
+    pub fn new(a: Tensor, b: Tensor, weight_shape: Shape) -> Self {
+        Self {
+            a,
+            b,
+            weight_shape,
+            weight_factor: OnceLock::new(),
+        }
+    }
+
     fn dims(&self) -> Result<(usize, usize, usize, usize, usize)> {
         let (c, n, o, t) = self.b.dims4()?;
         Ok((c, n, t, o, self.a.dim(1)?))
@@ -46,7 +61,7 @@ impl LayerFactor {
     /// With `T = 1`, weight and bias share `B B'ᵀ`:
     /// `(B B'ᵀ) ⊙ (A A'ᵀ + 1)` tiled over columns (`+ 1` with the bias,
     /// `A A'ᵀ` without), `O(C C' N N' O + N N' I)`; otherwise the weight factors
-    /// are formed, `[N·C, O·I]`, and multiplied.
+    /// are formed once, `[N·C, O·I]`, and multiplied.
     pub fn cross_gram(&self, other: &LayerFactor, roles: &[Role]) -> Result<Tensor> {
         let (c, n, t, o, i) = self.dims()?;
         let (c2, n2, _, _, _) = other.dims()?;
@@ -97,24 +112,43 @@ impl LayerFactor {
         self.b.sum(3)?.reshape((c * n, o))
     }
 
-    /// `V_W` sample-major `[N·C, O·I]`: `V_W[n,c] = B[c,n] A[n]ᵀ`, one batched matmul.
-    fn weight_factor(&self) -> Result<Tensor> {
+    /// `V_W` sample-major `[N·C, O·I]`: `V_W[n,c] = B[c,n] A[n]ᵀ`, one batched
+    /// matmul, formed on first use.
+    fn weight_factor(&self) -> Result<&Tensor> {
+        if let Some(v) = self.weight_factor.get() {
+            return Ok(v);
+        }
         let (c, n, t, o, i) = self.dims()?;
         let b = self
             .b
             .transpose(0, 1)?
             .contiguous()?
             .reshape((n, c * o, t))?;
-        b.matmul(&self.a.transpose(1, 2)?)?.reshape((n * c, o * i))
+        let v = b
+            .matmul(&self.a.transpose(1, 2)?)?
+            .reshape((n * c, o * i))?;
+        Ok(self.weight_factor.get_or_init(|| v))
     }
 
     /// `V_p · E` for Gram-space vectors `e` `[K, C·N]`: `[K, *p.shape]`.
     ///
-    /// With `W[n,k,:,t] = Σ_c e[k,c,n] B[c,n,:,t]`:
-    /// weight `Σ_{n,t} W[n,k,:,t] ⊗ A[n,:,t]`, bias `Σ_{n,t} W[n,k,:,t]`.
+    /// With `W[n,k,:,t] = Σ_c e[k,c,n] B[c,n,:,t]`: bias `Σ_{n,t} W[n,k,:,t]`;
+    /// weight `Σ_{n,t} W[n,k,:,t] ⊗ A[n,:,t]` (one gemm `[K·O, N·T] × [N·T, I]`)
+    /// when `T = 1`, else `e · V_W` with the formed factor (`C ≪ T` columns
+    /// instead of `T` positions per sample).
     pub fn apply(&self, role: Role, e: &Tensor) -> Result<Tensor> {
         let (c, n, t, o, i) = self.dims()?;
         let k = e.dim(0)?;
+        let mut shape = vec![k];
+        shape.extend_from_slice(self.weight_shape.dims());
+        if role == Role::Weight && t > 1 {
+            // [K, C·N] → sample-major [K, N·C]
+            let e = e.reshape((k, c, n))?.transpose(1, 2)?.contiguous()?;
+            return e
+                .reshape((k, n * c))?
+                .matmul(self.weight_factor()?)?
+                .reshape(shape);
+        }
         let e = e.reshape((k, c, n))?.permute((2, 0, 1))?.contiguous()?;
         let b = self
             .b
@@ -125,14 +159,11 @@ impl LayerFactor {
         match role {
             Role::Bias => w.sum(3)?.sum(0),
             Role::Weight => {
-                // one gemm [K·O, N·T] × [N·T, I]
                 let w = w
                     .permute((1, 2, 0, 3))?
                     .contiguous()?
                     .reshape((k * o, n * t))?;
                 let a = self.a.transpose(1, 2)?.contiguous()?.reshape((n * t, i))?;
-                let mut shape = vec![k];
-                shape.extend_from_slice(self.weight_shape.dims());
                 w.matmul(&a)?.reshape(shape)
             }
         }

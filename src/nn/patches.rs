@@ -1,6 +1,7 @@
 //! Input patches of a convolution (im2col) and their adjoint (col2im).
 
-use candle_core::{Result, Tensor};
+use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor, WithDType};
+use rayon::prelude::*;
 
 /// Padding, stride and dilation of a convolution, as `(height, width)` pairs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,7 +22,8 @@ pub(crate) struct ConvGeometry {
 pub(crate) struct Patches {
     index: Tensor,
     input: (usize, usize),
-    padding: (usize, usize),
+    kernel: (usize, usize),
+    geo: ConvGeometry,
     /// Output height and width.
     pub output: (usize, usize),
 }
@@ -61,7 +63,8 @@ impl Patches {
         Ok(Self {
             index: Tensor::from_vec(index, len, x.device())?,
             input,
-            padding: geo.padding,
+            kernel,
+            geo,
             output: (h_out, w_out),
         })
     }
@@ -69,7 +72,7 @@ impl Patches {
     /// The patches `[N, I·k_h·k_w, P]` of `x` `[N, I, H, W]`.
     pub fn gather(&self, x: &Tensor) -> Result<Tensor> {
         let (n, i, _, _) = x.dims4()?;
-        let (ph, pw) = self.padding;
+        let (ph, pw) = self.geo.padding;
         let p = self.output.0 * self.output.1;
         x.pad_with_zeros(2, ph, ph)?
             .pad_with_zeros(3, pw, pw)?
@@ -78,18 +81,89 @@ impl Patches {
             .reshape((n, i * self.index.dim(0)? / p, p))
     }
 
-    /// The adjoint of [`Self::gather`]: `[N, I·k_h·k_w, P]` → `[N, I, H, W]`,
-    /// every patch entry added back where it came from (col2im).
-    pub fn scatter(&self, patches: &Tensor, channels: usize) -> Result<Tensor> {
-        let n = patches.dim(0)?;
-        let ((h, w), (ph, pw)) = (self.input, self.padding);
-        let (hp, wp) = (h + 2 * ph, w + 2 * pw);
-        let flat = patches.reshape((n, channels, self.index.dim(0)?))?;
-        Tensor::zeros((n, channels, hp * wp), patches.dtype(), patches.device())?
-            .index_add(&self.index, &flat, 2)?
-            .reshape((n, channels, hp, wp))?
-            .narrow(2, ph, h)?
-            .narrow(3, pw, w)
+    /// The adjoint of [`Self::gather`] (col2im) on CPU columns laid out
+    /// `[I·k_h·k_w, N·P]`, entry `(i, a, b; n, p)` = patch entry of sample `n`
+    /// at output position `p`: every entry is added back where it came from,
+    ///
+    /// ```text
+    /// x[n, i, h_p·s_h + a·d_h − pad_h, w_p·s_w + b·d_w − pad_w] += cols[(i, a, b), n·P + p],
+    /// ```
+    ///
+    /// giving `[N, I, H, W]`, in parallel over `(n, i)`.
+    pub fn scatter(&self, cols: &Tensor, samples: usize) -> Result<Tensor> {
+        cols.apply_op1_no_bwd(&Col2Im {
+            patches: self,
+            samples,
+        })
+    }
+}
+
+/// [`Patches::scatter`] as a CPU op.
+struct Col2Im<'p> {
+    patches: &'p Patches,
+    samples: usize,
+}
+
+impl Col2Im<'_> {
+    fn run<T: WithDType>(&self, cols: &[T]) -> Vec<T> {
+        let p = self.patches;
+        let ((h, w), (kh, kw)) = (p.input, p.kernel);
+        let (h_out, w_out) = p.output;
+        let (ph, pw) = p.geo.padding;
+        let (sh, sw) = p.geo.stride;
+        let (dh, dw) = p.geo.dilation;
+        let positions = h_out * w_out;
+        let row = self.samples * positions;
+        let channels = cols.len() / (kh * kw * row);
+        let mut out = vec![T::zero(); self.samples * channels * h * w];
+        out.par_chunks_mut(h * w)
+            .enumerate()
+            .for_each(|(ni, image)| {
+                // chunk `ni` is sample `n`, channel `i` of the [N, I, H, W] output
+                let (n, i) = (ni / channels, ni % channels);
+                for a in 0..kh {
+                    for b in 0..kw {
+                        let start = ((i * kh + a) * kw + b) * row + n * positions;
+                        let src = &cols[start..start + positions];
+                        for oh in 0..h_out {
+                            let Some(y) = (oh * sh + a * dh).checked_sub(ph).filter(|&y| y < h)
+                            else {
+                                continue;
+                            };
+                            for ow in 0..w_out {
+                                if let Some(x) =
+                                    (ow * sw + b * dw).checked_sub(pw).filter(|&x| x < w)
+                                {
+                                    image[y * w + x] += src[oh * w_out + ow];
+                                }
+                            }
+                        }
+                    }
+                }
+            });
+        out
+    }
+}
+
+impl CustomOp1 for Col2Im<'_> {
+    fn name(&self) -> &'static str {
+        "vivit-col2im"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let Some((start, end)) = layout.contiguous_offsets() else {
+            candle_core::bail!("vivit col2im: non-contiguous columns");
+        };
+        let out = match storage {
+            CpuStorage::F32(v) => CpuStorage::F32(self.run(&v[start..end])),
+            CpuStorage::F64(v) => CpuStorage::F64(self.run(&v[start..end])),
+            _ => candle_core::bail!("vivit col2im: f32 or f64 only"),
+        };
+        let (kh, kw) = self.patches.kernel;
+        let (h_out, w_out) = self.patches.output;
+        let channels = layout.shape().elem_count() / (kh * kw * self.samples * h_out * w_out);
+        let (h, w) = self.patches.input;
+        Ok((out, Shape::from((self.samples, channels, h, w))))
     }
 }
 
@@ -153,7 +227,9 @@ mod tests {
             let a = patches.gather(&x)?;
             let g = Tensor::randn(0f64, 1., a.shape(), &dev)?;
             let lhs = (a * &g)?.sum_all()?.to_scalar::<f64>()?;
-            let rhs = (x * patches.scatter(&g, 3)?)?
+            // [N, I·k·k, P] → [I·k·k, N·P]
+            let cols = g.transpose(0, 1)?.contiguous()?.reshape((g.dim(1)?, ()))?;
+            let rhs = (x * patches.scatter(&cols, 2)?)?
                 .sum_all()?
                 .to_scalar::<f64>()?;
             assert!(

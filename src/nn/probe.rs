@@ -23,7 +23,6 @@ enum Transpose {
     Conv {
         weight: Tensor,
         patches: Arc<Patches>,
-        channels: usize,
         one_d: bool,
     },
 }
@@ -55,12 +54,16 @@ impl CustomOp1 for InputJacobian {
             Transpose::Conv {
                 weight,
                 patches,
-                channels,
                 one_d,
             } => {
+                // one gemm W_flatᵀ [I·k·k, O] × g [O, N·P], then col2im
                 let (n, o) = (grad.dim(0)?, grad.dim(1)?);
-                let g = grad.reshape((n, o, grad.elem_count() / (n * o)))?;
-                let x = patches.scatter(&weight.t()?.broadcast_matmul(&g)?, *channels)?;
+                let g = grad
+                    .reshape((n, o, ()))?
+                    .transpose(0, 1)?
+                    .contiguous()?
+                    .reshape((o, ()))?;
+                let x = patches.scatter(&weight.t()?.matmul(&g)?, n)?;
                 if *one_d {
                     x.squeeze(2)?
                 } else {
@@ -134,7 +137,6 @@ pub(crate) fn conv(
         transpose: Transpose::Conv {
             weight: weight_flat,
             patches,
-            channels: i,
             one_d,
         },
     };
