@@ -30,18 +30,6 @@ pub enum Error {
         detail: &'static str,
     },
 
-    /// The closure of `vivit::record` gave a different loss on its second, probe-only run.
-    #[error(
-        "the closure of vivit::record returned loss {first} on its first run and {second} on its \
-         probe run; the closure must be deterministic (turn dropout off or seed it)"
-    )]
-    NonDeterministicClosure {
-        /// Loss of the first run.
-        first: f64,
-        /// Loss of the probe run.
-        second: f64,
-    },
-
     /// The model output or the targets do not fit the loss.
     #[error("{loss}: {reason}")]
     InvalidTargets {

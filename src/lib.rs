@@ -57,8 +57,6 @@
 //!
 //! - Samples must be independent: no train-mode batch norm or anything else
 //!   that mixes samples, as the GGN's per-sample sum assumes.
-//! - The closure given to [`record`] runs twice (once normally, once probing
-//!   with detached weights), so it must be deterministic: dropout off or seeded.
 //! - Models compute in f32 or f64; results come back in the model's dtype.
 
 pub mod computations;

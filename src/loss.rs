@@ -119,7 +119,7 @@ pub fn mse(output: &Tensor, targets: &Tensor) -> Result<Tensor> {
 }
 
 fn remember(kind: LossKind, output: &Tensor, targets: &Tensor, loss: &Tensor) {
-    if record::mode().is_some() {
+    if record::recording() {
         record::push_loss(LossRecord {
             kind,
             output: output.clone(),

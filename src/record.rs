@@ -2,17 +2,16 @@
 //!
 //! BackPACK attaches hooks to modules; Candle has none. Instead, tracked layers
 //! ([`crate::nn`]) and tracked losses ([`crate::loss`]) look at a thread-local
-//! scope that [`record`] opens around the user's closure:
-//!
-//! 1. the **main run** evaluates the closure normally: the returned loss is an
-//!    ordinary Candle loss whose graph reaches the model's variables; the tracked
-//!    loss notes its id, its kind and its targets;
-//! 2. the **probe run** evaluates the closure a second time, with every tracked
-//!    layer reading *detached* weights and adding a zero "probe" variable to its
-//!    output. A backward pass from the probe run's model output then yields, at
-//!    each probe, the per-sample signal `∂⟨f, Z⟩/∂z_l` for any seed `Z`, without
-//!    computing a single weight gradient. That is how the loss-Hessian factor
-//!    reaches every layer output (see [`crate::extension`]).
+//! scope that [`record`] opens around the user's closure. There, every tracked
+//! layer call remembers its input and adds a zero "probe" variable to its
+//! output, and the tracked loss notes its id, its kind and its targets. A
+//! backward pass of `⟨f, Z⟩` from the model output then yields, at each probe,
+//! the per-sample signal `∂⟨f, Z⟩/∂z_l` for any seed `Z`; inside
+//! [`crate::nn::factor_pass`] the tracked layers skip their weight gradients,
+//! so such a pass costs the input-Jacobian products only. That is how the
+//! loss-Hessian factor reaches every layer output (see [`crate::extension`]).
+//! The returned loss is an ordinary Candle loss: its backward gives the usual
+//! weight gradients.
 //!
 //! Outside `record`, tracked layers and losses do no extra work and keep nothing
 //! alive. When a [`Recorded`] drops, its tape goes with it.
@@ -22,7 +21,7 @@ use std::ops::Deref;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use candle_core::backprop::GradStore;
-use candle_core::{DType, Tensor, TensorId, Var};
+use candle_core::{Tensor, TensorId, Var};
 
 use crate::error::{Error, Result};
 use crate::loss::LossKind;
@@ -42,7 +41,7 @@ pub(crate) enum LayerKind {
     },
 }
 
-/// One call of a tracked layer in the probe run.
+/// One call of a tracked layer in the recorded forward pass.
 #[derive(Debug)]
 pub(crate) struct LayerRecord {
     pub kind: LayerKind,
@@ -60,7 +59,7 @@ pub(crate) struct LayerRecord {
 #[derive(Debug)]
 pub(crate) struct LossRecord {
     pub kind: LossKind,
-    /// The model output fed to the loss (with its graph in the probe run).
+    /// The model output fed to the loss, with its graph.
     pub output: Tensor,
     /// The targets (class indices as u32, or regression targets).
     pub targets: Tensor,
@@ -68,15 +67,8 @@ pub(crate) struct LossRecord {
     pub loss: TensorId,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Mode {
-    Main,
-    Probe,
-}
-
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct Scope {
-    mode: Mode,
     layers: Vec<LayerRecord>,
     losses: Vec<LossRecord>,
 }
@@ -85,9 +77,9 @@ thread_local! {
     static SCOPE: RefCell<Option<Scope>> = const { RefCell::new(None) };
 }
 
-/// The mode of the recording scope open on this thread, if any.
-pub(crate) fn mode() -> Option<Mode> {
-    SCOPE.with(|s| s.borrow().as_ref().map(|s| s.mode))
+/// Whether a recording scope is open on this thread.
+pub(crate) fn recording() -> bool {
+    SCOPE.with(|s| s.borrow().is_some())
 }
 
 pub(crate) fn push_layer(record: LayerRecord) {
@@ -110,17 +102,13 @@ pub(crate) fn push_loss(record: LossRecord) {
 struct ScopeGuard;
 
 impl ScopeGuard {
-    fn open(mode: Mode) -> Result<Self> {
+    fn open() -> Result<Self> {
         SCOPE.with(|s| {
             let mut s = s.borrow_mut();
             if s.is_some() {
                 return Err(Error::NestedRecord);
             }
-            *s = Some(Scope {
-                mode,
-                layers: Vec::new(),
-                losses: Vec::new(),
-            });
+            *s = Some(Scope::default());
             Ok(ScopeGuard)
         })
     }
@@ -138,25 +126,14 @@ impl Drop for ScopeGuard {
     }
 }
 
-fn run_in<F, E>(mode: Mode, f: &F) -> Result<(Tensor, Scope)>
-where
-    F: Fn() -> std::result::Result<Tensor, E>,
-    E: Into<Error>,
-{
-    let guard = ScopeGuard::open(mode)?;
-    let out = f().map_err(Into::into);
-    let scope = guard.close();
-    Ok((out?, scope))
-}
-
 /// What the computations need of a recorded forward pass.
 #[derive(Debug)]
 pub(crate) struct Tape {
-    /// Tracked layer calls of the probe run, in call order.
+    /// Tracked layer calls, in call order.
     pub layers: Vec<LayerRecord>,
-    /// The tracked loss of the probe run; its `output` carries the probe graph.
+    /// The tracked loss; its `output` carries the graph.
     pub loss: LossRecord,
-    /// The loss value of the main run, detached.
+    /// The loss value, detached.
     pub value: Tensor,
     /// Zero variable added to the returned loss: its gradient in a `GradStore`
     /// tells that the store came from this tape's loss.
@@ -216,19 +193,17 @@ impl Deref for Recorded {
 /// The closure computes the loss of a mini-batch with tracked layers
 /// ([`crate::nn`]) and a tracked loss ([`crate::loss`]); anything in between is
 /// free-form Candle code (activations, pooling, reshapes, residual additions,
-/// branches). It is called **twice**: once normally, once in a probe-only mode
-/// with detached weights (see the module docs), so it must be deterministic:
-/// dropout off or seeded, no side effects that matter. Samples must be
-/// independent of each other (no train-mode batch norm), as the GGN
-/// `G = (1/N) Σ_n J_nᵀ H_n J_n` assumes.
+/// branches). Samples must be independent of each other (no train-mode batch
+/// norm), as the GGN `G = (1/N) Σ_n J_nᵀ H_n J_n` assumes.
 ///
-/// The returned [`Recorded`] is the loss (it dereferences to the loss tensor);
-/// if the closure did not return a tracked loss, computations on it fail with
-/// [`Error::LossNotTracked`], but the loss still trains with any optimizer.
+/// The returned [`Recorded`] is the loss (it dereferences to the loss tensor,
+/// whose backward gives the usual gradients); if the closure did not return a
+/// tracked loss, computations on it fail with [`Error::LossNotTracked`], but
+/// the loss still trains with any optimizer.
 ///
 /// # Errors
 /// Whatever the closure returns; [`Error::NestedRecord`] inside another
-/// `record`; [`Error::NonDeterministicClosure`] if the two runs disagree.
+/// `record`.
 ///
 /// # Example
 /// ```
@@ -250,38 +225,28 @@ impl Deref for Recorded {
 /// ```
 pub fn record<F, E>(f: F) -> Result<Recorded>
 where
-    F: Fn() -> std::result::Result<Tensor, E>,
+    F: FnOnce() -> std::result::Result<Tensor, E>,
     E: Into<Error>,
 {
-    let (loss, main) = run_in(Mode::Main, &f)?;
-    let position = match main.losses.iter().position(|l| l.loss == loss.id()) {
-        Some(position) => position,
-        None => {
-            let detail = if main.losses.is_empty() {
-                " (no tracked loss was called)"
-            } else {
-                " (the closure returned a tensor computed from the tracked loss, not the loss itself)"
-            };
-            return Ok(Recorded {
-                loss,
-                tape: Err(detail),
-            });
-        }
+    let guard = ScopeGuard::open()?;
+    let loss = f().map_err(Into::into);
+    let scope = guard.close();
+    let loss = loss?;
+    let no_loss = scope.losses.is_empty();
+    let Some(loss_record) = scope.losses.into_iter().find(|l| l.loss == loss.id()) else {
+        let detail = if no_loss {
+            " (no tracked loss was called)"
+        } else {
+            " (the closure returned a tensor computed from the tracked loss, not the loss itself)"
+        };
+        return Ok(Recorded {
+            loss,
+            tape: Err(detail),
+        });
     };
-    let (probe_loss, probe_run) = run_in(Mode::Probe, &f)?;
-    check_same_loss(&loss, &probe_loss)?;
-    let loss_record =
-        probe_run
-            .losses
-            .into_iter()
-            .nth(position)
-            .ok_or(Error::NonDeterministicClosure {
-                first: scalar(&loss)?,
-                second: f64::NAN,
-            })?;
     let probe = Var::zeros((), loss.dtype(), loss.device())?;
     let tape = Arc::new(Tape {
-        layers: probe_run.layers,
+        layers: scope.layers,
         loss: loss_record,
         value: loss.detach(),
         probe,
@@ -293,22 +258,4 @@ where
         loss: loss.add(tape.probe.as_tensor())?,
         tape: Ok(tape),
     })
-}
-
-fn scalar(t: &Tensor) -> Result<f64> {
-    Ok(t.to_dtype(DType::F64)?.to_scalar::<f64>()?)
-}
-
-/// Both runs compute the same numbers on a deterministic closure; a tolerance
-/// covers devices whose reductions are not bitwise reproducible.
-fn check_same_loss(first: &Tensor, second: &Tensor) -> Result<()> {
-    let (a, b) = (scalar(first)?, scalar(second)?);
-    let tol = 1e-5 * a.abs().max(b.abs()).max(1e-30);
-    if a.is_finite() && b.is_finite() && (a - b).abs() > tol {
-        return Err(Error::NonDeterministicClosure {
-            first: a,
-            second: b,
-        });
-    }
-    Ok(())
 }

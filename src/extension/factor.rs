@@ -1,8 +1,8 @@
 //! Backpropagating the loss-Hessian factor to every tracked layer output.
 //!
 //! For each of the `C_eff` columns `S[c]` `[N_g, C]` of the loss-Hessian factor
-//! (see [`crate::loss`]), one backward pass of `⟨f, Z_c⟩` through the probe
-//! run's graph (weights detached, so no weight gradient is computed) leaves
+//! (see [`crate::loss`]), one backward pass of `⟨f, Z_c⟩` through the recorded
+//! graph (a [`factor_pass`]: tracked layers compute no weight gradient) leaves
 //! `J_{z_l}ᵀ Z_c` at every layer output probe `z_l`, row by row per sample.
 
 use candle_core::{DType, Tensor};
@@ -12,6 +12,7 @@ use rayon::prelude::*;
 
 use super::layer::LayerFactor;
 use crate::error::{Error, Result};
+use crate::nn::factor_pass;
 use crate::record::{LayerKind, LayerRecord, Tape};
 
 /// The columns backpropagated from the model output.
@@ -136,7 +137,7 @@ pub(crate) fn backprop(
                 Some(rows) => output.zeros_like()?.index_add(rows, &column, 0)?,
                 None => column,
             };
-            let grads = (output * seed)?.sum_all()?.backward()?;
+            let grads = factor_pass(|| (output * seed)?.sum_all()?.backward())?;
             layers
                 .iter()
                 .zip(needed)

@@ -95,8 +95,8 @@ impl Module for Conv2d {
             dilation: (c.dilation, c.dilation),
             groups: c.groups,
         };
-        super::tracked_forward(kind, self.weight(), self.bias(), xs, |w, b| {
-            candle_nn::Conv2d::new(w.clone(), b.cloned(), c).forward(xs)
+        super::tracked_forward(kind, self.weight(), self.bias(), xs, |x, w, b| {
+            candle_nn::Conv2d::new(w.clone(), b.cloned(), c).forward(x)
         })
     }
 }
@@ -110,8 +110,8 @@ impl Module for Conv1d {
             dilation: (1, c.dilation),
             groups: c.groups,
         };
-        super::tracked_forward(kind, self.weight(), self.bias(), xs, |w, b| {
-            candle_nn::Conv1d::new(w.clone(), b.cloned(), c).forward(xs)
+        super::tracked_forward(kind, self.weight(), self.bias(), xs, |x, w, b| {
+            candle_nn::Conv1d::new(w.clone(), b.cloned(), c).forward(x)
         })
     }
 }

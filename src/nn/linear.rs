@@ -42,9 +42,13 @@ impl From<candle_nn::Linear> for Linear {
 
 impl Module for Linear {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        super::tracked_forward(LayerKind::Linear, self.weight(), self.bias(), xs, |w, b| {
-            candle_nn::Linear::new(w.clone(), b.cloned()).forward(xs)
-        })
+        super::tracked_forward(
+            LayerKind::Linear,
+            self.weight(),
+            self.bias(),
+            xs,
+            |x, w, b| candle_nn::Linear::new(w.clone(), b.cloned()).forward(x),
+        )
     }
 }
 

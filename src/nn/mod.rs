@@ -3,42 +3,45 @@
 //! [`Linear`], [`Conv1d`] and [`Conv2d`] wrap their candle_nn twins and are built
 //! the same way ([`linear`], [`conv2d`], …, or `From` a candle_nn layer). They
 //! implement [`candle_core::Module`]. Outside [`crate::record`] their forward is
-//! exactly candle_nn's; inside, the probe run of `record` additionally
-//! remembers each call's input and adds a zero probe to its output.
+//! exactly candle_nn's; inside, each call remembers its input, adds a zero
+//! probe to its output, and runs as one op whose backward the factor passes can
+//! run without weight gradients (convolutions as patches · weights, equal to
+//! candle's up to round-off).
 
 mod conv;
 mod linear;
 mod patches;
 mod probe;
 
+pub(crate) use probe::factor_pass;
+
 pub use conv::{conv1d, conv1d_no_bias, conv2d, conv2d_no_bias, Conv1d, Conv2d};
 pub use linear::{linear, linear_b, linear_no_bias, Linear};
 
 use candle_core::{Result, Tensor, Var};
 
-use crate::record::{self, LayerKind, LayerRecord, Mode};
+use crate::record::{self, LayerKind, LayerRecord};
 use patches::ConvGeometry;
 
 /// Forward of a tracked layer with parameters `weight` and `bias`.
 ///
-/// `forward(weight, bias)` is the plain layer forward. In the probe run it is
-/// evaluated on detached parameters and a zero probe is added to its output.
+/// `forward(x, weight, bias)` is the plain layer forward, used outside
+/// [`crate::record`]; inside, see the module docs.
 fn tracked_forward(
     kind: LayerKind,
     weight: &Tensor,
     bias: Option<&Tensor>,
     input: &Tensor,
-    forward: impl Fn(&Tensor, Option<&Tensor>) -> Result<Tensor>,
+    forward: impl Fn(&Tensor, &Tensor, Option<&Tensor>) -> Result<Tensor>,
 ) -> Result<Tensor> {
-    if record::mode() != Some(Mode::Probe) {
-        return forward(weight, bias);
+    if !record::recording() {
+        return forward(input, weight, bias);
     }
-    let (w, b) = (weight.detach(), bias.map(Tensor::detach));
     let (output, inputs) = match kind {
-        LayerKind::Linear => {
-            let output = forward(&w, b.as_ref())?;
-            (probe::linear(input, &w, output)?, input.detach())
-        }
+        LayerKind::Linear => (
+            probe::linear(input, weight, |x, w| forward(x, w, None))?,
+            input.detach(),
+        ),
         LayerKind::Conv {
             padding,
             stride,
@@ -50,10 +53,20 @@ fn tracked_forward(
                 stride,
                 dilation,
             };
-            probe::conv(input, &w, b.as_ref(), geo)?
+            probe::conv(input, weight, geo)?
         }
         // grouped convolutions are refused by the computations; keep the run going
-        LayerKind::Conv { .. } => (forward(&w, b.as_ref())?, input.detach()),
+        LayerKind::Conv { .. } => (forward(input, weight, None)?, input.detach()),
+    };
+    let output = match (bias, kind) {
+        (None, _) => output,
+        (Some(b), LayerKind::Linear) => output.broadcast_add(b)?,
+        (Some(b), LayerKind::Conv { .. }) => {
+            // [O] → [1, O, 1…]
+            let mut shape = vec![1; output.rank()];
+            shape[1] = b.elem_count();
+            output.broadcast_add(&b.reshape(shape)?)?
+        }
     };
     let probe = Var::zeros(output.shape(), output.dtype(), output.device())?;
     let output = output.add(probe.as_tensor())?;

@@ -1,61 +1,113 @@
-//! The probe run of a tracked layer: its output values, with a backward that
-//! reaches the layer input and nothing else.
+//! The recorded forward of a tracked layer: its output values, with a backward
+//! that the factor passes can run without weight gradients.
 //!
-//! The output is `y.detach() + J(x)`, where `J` is a custom op that is zero in
-//! the forward pass and applies the layer's input Jacobian transpose `J_xᵀ` in
-//! the backward pass: `x Wᵀ ↦ g W` for a linear layer, `W ⋆ x ↦ col2im(W_flatᵀ g)`
-//! for a convolution. Candle's own backward would also compute the weight
-//! gradient (and, for convolutions, run `conv_transpose2d`, an order of
-//! magnitude slower than a gather on the CPU), which the factor backprop does
-//! not need, once per backpropagated column.
+//! Inside [`crate::record`], a tracked layer's output (bias aside) is a custom
+//! op `y = L(x, W)` whose forward returns values computed beforehand and whose
+//! backward applies the layer's Jacobian transposes:
+//!
+//! ```text
+//! linear:       g ↦ (g W,               Σ_rows gᵀ x)
+//! convolution:  g ↦ (col2im(W_flatᵀ g),  Σ_n g_n patches_nᵀ)
+//! ```
+//!
+//! The weight part is skipped inside [`factor_pass`], the backward passes of
+//! the loss-Hessian factor, which need the input part only (once per column),
+//! and the input part is skipped when `x` carries no graph (the first layer).
+//! Candle's own conv backward would also run `conv_transpose2d`, an order of
+//! magnitude slower than a gather on the CPU.
 
+use std::cell::Cell;
 use std::sync::Arc;
 
-use candle_core::{CpuStorage, CustomOp1, Device, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp2, DType, Device, Layout, Result, Shape, Storage, Tensor};
 
 use super::patches::{ConvGeometry, Patches};
 
-/// The input Jacobian transpose of a layer.
-enum Transpose {
-    Linear {
-        weight: Tensor,
-    },
-    Conv {
-        weight: Tensor,
-        patches: Arc<Patches>,
-        one_d: bool,
-    },
+thread_local! {
+    /// Whether this thread runs a factor backward pass.
+    static FACTOR_PASS: Cell<bool> = const { Cell::new(false) };
 }
 
-/// Zero forward, `J_xᵀ` backward.
-struct InputJacobian {
-    output: Shape,
-    transpose: Transpose,
+/// Runs the backward pass `f` without weight gradients in tracked layers.
+pub(crate) fn factor_pass<R>(f: impl FnOnce() -> R) -> R {
+    /// Restores the flag, also on panic.
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            FACTOR_PASS.with(|flag| flag.set(self.0));
+        }
+    }
+    let _restore = Restore(FACTOR_PASS.with(|flag| flag.replace(true)));
+    f()
 }
 
-impl CustomOp1 for InputJacobian {
+/// How the layer's output depends on its input.
+enum Kind {
+    Linear,
+    Conv { patches: Arc<Patches>, one_d: bool },
+}
+
+/// `y = L(x, W)`: forward `value`, backward the Jacobian transposes.
+struct Layer {
+    /// The output values (bias aside), contiguous and detached.
+    value: Tensor,
+    /// What the weight multiplies, detached: `x` or the patches `[N, I·k·k, P]`.
+    inputs: Tensor,
+    kind: Kind,
+}
+
+impl CustomOp2 for Layer {
     fn name(&self) -> &'static str {
-        "vivit-input-jacobian"
+        "vivit-tracked-layer"
     }
 
-    fn cpu_fwd(&self, storage: &CpuStorage, _layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let n = self.output.elem_count();
-        let zeros = match storage {
-            CpuStorage::F32(_) => CpuStorage::F32(vec![0.0; n]),
-            CpuStorage::F64(_) => CpuStorage::F64(vec![0.0; n]),
-            _ => candle_core::bail!("vivit probe: f32 or f64 only"),
+    fn cpu_fwd(
+        &self,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (storage, layout) = self.value.storage_and_layout();
+        let (Storage::Cpu(storage), Some((start, end))) = (&*storage, layout.contiguous_offsets())
+        else {
+            candle_core::bail!("vivit tracked layer: contiguous CPU values expected");
         };
-        Ok((zeros, self.output.clone()))
+        let values = match storage {
+            CpuStorage::F32(v) => CpuStorage::F32(v[start..end].to_vec()),
+            CpuStorage::F64(v) => CpuStorage::F64(v[start..end].to_vec()),
+            _ => candle_core::bail!("vivit tracked layer: f32 or f64 only"),
+        };
+        Ok((values, layout.shape().clone()))
     }
 
-    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(match &self.transpose {
-            Transpose::Linear { weight } => grad.broadcast_matmul(weight)?,
-            Transpose::Conv {
-                weight,
-                patches,
-                one_d,
-            } => {
+    fn bwd(
+        &self,
+        x: &Tensor,
+        weight: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let grad_x = if x.track_op() {
+            Some(self.input_transpose(weight, grad)?)
+        } else {
+            None
+        };
+        let grad_w = if FACTOR_PASS.with(Cell::get) {
+            None
+        } else {
+            Some(self.weight_transpose(weight, grad)?)
+        };
+        Ok((grad_x, grad_w))
+    }
+}
+
+impl Layer {
+    /// `J_xᵀ g`.
+    fn input_transpose(&self, weight: &Tensor, grad: &Tensor) -> Result<Tensor> {
+        match &self.kind {
+            Kind::Linear => grad.broadcast_matmul(&weight.detach()),
+            Kind::Conv { patches, one_d } => {
                 // one gemm W_flatᵀ [I·k·k, O] × g [O, N·P], then col2im
                 let (n, o) = (grad.dim(0)?, grad.dim(1)?);
                 let g = grad
@@ -63,82 +115,100 @@ impl CustomOp1 for InputJacobian {
                     .transpose(0, 1)?
                     .contiguous()?
                     .reshape((o, ()))?;
-                let x = patches.scatter(&weight.t()?.matmul(&g)?, n)?;
+                let w = weight.detach().reshape((o, ()))?;
+                let x = patches.scatter(&w.t()?.matmul(&g)?, n)?;
                 if *one_d {
-                    x.squeeze(2)?
+                    x.squeeze(2)
                 } else {
-                    x
+                    Ok(x)
                 }
             }
-        }))
+        }
+    }
+
+    /// `J_Wᵀ g`, summed over samples and positions.
+    fn weight_transpose(&self, weight: &Tensor, grad: &Tensor) -> Result<Tensor> {
+        match &self.kind {
+            Kind::Linear => {
+                let (o, i) = weight.dims2()?;
+                let g = grad.reshape(((), o))?;
+                g.t()?.matmul(&self.inputs.reshape(((), i))?)
+            }
+            Kind::Conv { .. } => {
+                let (n, o) = (grad.dim(0)?, grad.dim(1)?);
+                let g = grad.reshape((n, o, ()))?;
+                g.matmul(&self.inputs.transpose(1, 2)?)?
+                    .sum(0)?
+                    .reshape(weight.shape())
+            }
+        }
     }
 }
 
-/// Whether the probe op runs here (the CPU, f32 or f64); elsewhere the probe
-/// run falls back to candle's backward, which gives the same signals.
+/// Whether the custom op runs here (the CPU, f32 or f64); elsewhere tracked
+/// layers run candle's ops, whose backward gives the same signals (with the
+/// weight gradients computed in every factor pass).
 fn supported(x: &Tensor) -> bool {
-    matches!(x.device(), Device::Cpu)
-        && matches!(x.dtype(), candle_core::DType::F32 | candle_core::DType::F64)
+    matches!(x.device(), Device::Cpu) && matches!(x.dtype(), DType::F32 | DType::F64)
 }
 
-/// The probe run of a linear layer with detached `weight`: `output` computed
-/// by `forward`, backward `g ↦ g W` only.
-pub(crate) fn linear(x: &Tensor, weight: &Tensor, output: Tensor) -> Result<Tensor> {
-    if !supported(x) {
-        return Ok(output);
-    }
-    let jacobian = InputJacobian {
-        output: output.shape().clone(),
-        transpose: Transpose::Linear {
-            weight: weight.clone(),
-        },
-    };
-    output.detach() + x.apply_op1(jacobian)?
-}
-
-/// The probe run of a convolution (`weight` `[O, I, k…]`, detached) on `x`
-/// `[N, I, H, W]` or `[N, I, L]`: the output `[N, O, …]` computed from the
-/// patches, backward `g ↦ col2im(W_flatᵀ g)` only, and the patches
-/// `[N, I·k_h·k_w, P]` (values).
-pub(crate) fn conv(
+/// The recorded forward of a linear layer: `forward` gives the output of
+/// detached parameters (no bias), the result carries the backward of `x Wᵀ`.
+pub(crate) fn linear(
     x: &Tensor,
     weight: &Tensor,
-    bias: Option<&Tensor>,
-    geo: ConvGeometry,
-) -> Result<(Tensor, Tensor)> {
-    let one_d = weight.rank() == 3;
-    let (x4, w4) = if one_d {
-        (x.unsqueeze(2)?, weight.unsqueeze(2)?)
-    } else {
-        (x.clone(), weight.clone())
+    forward: impl Fn(&Tensor, &Tensor) -> Result<Tensor>,
+) -> Result<Tensor> {
+    if !supported(x) {
+        return forward(x, weight);
+    }
+    let value = forward(&x.detach(), &weight.detach())?.contiguous()?;
+    let layer = Layer {
+        value,
+        inputs: x.detach(),
+        kind: Kind::Linear,
     };
+    x.apply_op2(weight, layer)
+}
+
+/// The recorded forward of a convolution (`weight` `[O, I, k…]`) on `x`
+/// `[N, I, H, W]` or `[N, I, L]`: the output `[N, O, …]` (no bias) computed
+/// from the patches, and the patches `[N, I·k_h·k_w, P]` (values).
+pub(crate) fn conv(x: &Tensor, weight: &Tensor, geo: ConvGeometry) -> Result<(Tensor, Tensor)> {
+    let one_d = weight.rank() == 3;
+    let as_2d = |t: &Tensor| if one_d { t.unsqueeze(2) } else { Ok(t.clone()) };
+    let (x4, w4) = (as_2d(x)?, as_2d(weight)?);
     let (n, i, h, w) = x4.dims4()?;
     let (o, _, kh, kw) = w4.dims4()?;
-    let patches = Arc::new(Patches::new((h, w), (kh, kw), geo, x)?);
-    let a = patches.gather(&x4)?; // differentiable in x
-    let weight_flat = w4.reshape((o, i * kh * kw))?;
+    let patches = Patches::new((h, w), (kh, kw), geo, x)?;
     let (h_out, w_out) = patches.output;
-    let mut y = weight_flat
-        .unsqueeze(0)?
-        .broadcast_matmul(&a)?
-        .reshape((n, o, h_out, w_out))?;
-    if let Some(b) = bias {
-        y = y.broadcast_add(&b.reshape((1, o, 1, 1))?)?;
-    }
-    if one_d {
-        y = y.squeeze(2)?;
-    }
+    let shape = Shape::from(if one_d {
+        vec![n, o, w_out]
+    } else {
+        vec![n, o, h_out, w_out]
+    });
+    // y[n, :, p] = W_flat · patches[n, :, p]
+    let product = |x4: &Tensor, w4: &Tensor| -> Result<(Tensor, Tensor)> {
+        let a = patches.gather(x4)?;
+        let y = w4
+            .reshape((1, o, i * kh * kw))?
+            .broadcast_matmul(&a)?
+            .reshape(&shape)?;
+        Ok((y, a))
+    };
     if !supported(x) {
-        // candle's backward through the gather is correct, if slower
+        // candle's backward through the gather: correct, if slower
+        let (y, a) = product(&x4, &w4)?;
         return Ok((y, a.detach()));
     }
-    let jacobian = InputJacobian {
-        output: y.shape().clone(),
-        transpose: Transpose::Conv {
-            weight: weight_flat,
-            patches,
+    let (value, a) = product(&x4.detach(), &w4.detach())?;
+    let layer = Layer {
+        value,
+        inputs: a.clone(),
+        kind: Kind::Conv {
+            patches: Arc::new(patches),
             one_d,
         },
     };
-    Ok(((y.detach() + x.apply_op1(jacobian)?)?, a.detach()))
+    Ok((x.apply_op2(weight, layer)?, a))
 }
