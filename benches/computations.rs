@@ -6,7 +6,8 @@
 //! (`…/mc1`: `mc_samples_ggn(1)`, fixed seed) variant. All run on three
 //! problems, f32 on the CPU, cross-entropy, C = 10, one parameter group of all
 //! parameters with a top-10 criterion, random data and weights from a fixed seed
-//! (weights `N(0, 0.05²)`, biases 0.05):
+//! (weights `N(0, 0.05²)`, biases 0.05); max pooling is `vivit::nn::max_pool2d`
+//! (candle 0.10.2's has a wrong backward):
 //!
 //! - `digits_mlp`: Linear 64-128-64-10 with ReLU, N = 128;
 //! - `mnist_mlp`: DeepOBS's `mnist_mlp`, Linear 784-1000-500-100-10 with ReLU, N = 64;
@@ -14,7 +15,13 @@
 //!   conv(1→32, 5×5) ReLU maxpool 2×2, conv(32→64, 5×5) ReLU maxpool 2×2,
 //!   linear(3136→1024) ReLU, linear(1024→10). DeepOBS uses TensorFlow's
 //!   "same" padding, which for a 5×5 kernel at stride 1 is a symmetric padding
-//!   of 2 (and none for its 2×2 pools on even sizes), so padding 2 here.
+//!   of 2 (and none for its 2×2 pools on even sizes), so padding 2 here;
+//! - `cifar10_3c3d`: DeepOBS's `cifar10_3c3d` on 32×32×3 inputs, N = 32:
+//!   conv(3→64, 5×5, valid) ReLU maxpool 3×3/2, conv(64→96, 3×3, valid) ReLU
+//!   maxpool 3×3/2, conv(96→128, 3×3, padding 1) ReLU maxpool 3×3/2,
+//!   linear(1152→512) ReLU, linear(512→256) ReLU, linear(256→10); the pools'
+//!   "same" padding is one zero row and column at the end (after a ReLU, zeros
+//!   pad like −∞).
 //!
 //! One measured iteration is what a user pays: `vivit::record` (forward) plus
 //! the computation; the SGD step is forward, backward and update. Bench ids are
@@ -63,7 +70,7 @@ const SEED: u64 = 0;
 /// Iterations of the `VIVIT_BENCH_ONCE` mode.
 const ONCE_CALLS: usize = 3;
 /// The problems, in the order benchmarked.
-const PROBLEMS: [&str; 3] = ["digits_mlp", "mnist_mlp", "fmnist_2c2d"];
+const PROBLEMS: [&str; 4] = ["digits_mlp", "mnist_mlp", "fmnist_2c2d", "cifar10_3c3d"];
 
 /// A model with its variables and a fixed mini-batch.
 struct Problem {
@@ -105,16 +112,44 @@ impl Problem {
                     padding: 2,
                     ..Default::default()
                 };
+                let pool = |x: &Tensor| vnn::max_pool2d(&x.relu()?, 2, 2);
                 (
                     candle_nn::seq()
                         .add(vnn::conv2d(1, 32, 5, same, vb.pp("conv1"))?)
-                        .add_fn(|x| x.relu()?.max_pool2d(2))
+                        .add_fn(pool)
                         .add(vnn::conv2d(32, 64, 5, same, vb.pp("conv2"))?)
-                        .add_fn(|x| x.relu()?.max_pool2d(2)?.flatten_from(1))
+                        .add_fn(move |x| pool(x)?.flatten_from(1))
                         .add(vnn::linear(7 * 7 * 64, 1024, vb.pp("fc1"))?)
                         .add_fn(relu)
                         .add(vnn::linear(1024, CLASSES, vb.pp("fc2"))?),
                     vec![32, 1, 28, 28],
+                )
+            }
+            "cifar10_3c3d" => {
+                let padded = Conv2dConfig {
+                    padding: 1,
+                    ..Default::default()
+                };
+                // ReLU, "same" padding (one zero row and column at the end), 3×3/2 pool
+                let pool = |x: &Tensor| {
+                    let x = x.relu()?.pad_with_zeros(2, 0, 1)?.pad_with_zeros(3, 0, 1)?;
+                    vnn::max_pool2d(&x, 3, 2)
+                };
+                let valid = Conv2dConfig::default();
+                (
+                    candle_nn::seq()
+                        .add(vnn::conv2d(3, 64, 5, valid, vb.pp("conv1"))?)
+                        .add_fn(pool)
+                        .add(vnn::conv2d(64, 96, 3, valid, vb.pp("conv2"))?)
+                        .add_fn(pool)
+                        .add(vnn::conv2d(96, 128, 3, padded, vb.pp("conv3"))?)
+                        .add_fn(move |x| pool(x)?.flatten_from(1))
+                        .add(vnn::linear(3 * 3 * 128, 512, vb.pp("fc1"))?)
+                        .add_fn(relu)
+                        .add(vnn::linear(512, 256, vb.pp("fc2"))?)
+                        .add_fn(relu)
+                        .add(vnn::linear(256, CLASSES, vb.pp("fc3"))?),
+                    vec![32, 3, 32, 32],
                 )
             }
             _ => panic!("unknown problem {name}"),

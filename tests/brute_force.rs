@@ -356,7 +356,7 @@ fn conv2d_stride_padding_dilation() -> Result<()> {
         varmap,
         move || {
             let h = conv1.forward(&x)?.relu()?; // [3, 3, 4, 4]
-            let h = conv2.forward(&h)?.tanh()?.max_pool2d(2)?; // [3, 2, 2, 2]
+            let h = vivit::nn::max_pool2d(&conv2.forward(&h)?.tanh()?, 2, 2)?; // [3, 2, 2, 2]
             fc.forward(&h.flatten_from(1)?)
         },
         Loss::CrossEntropy,

@@ -98,11 +98,27 @@ def fmnist_2c2d() -> nn.Module:
     )  # fmt: skip
 
 
+def cifar10_3c3d() -> nn.Module:
+    """DeepOBS cifar10_3c3d; its pools' 'same' padding is one zero row and column at
+    the end (after a ReLU, zeros pad like -inf)."""
+    def pool():
+        return [nn.ReLU(), nn.ZeroPad2d((0, 1, 0, 1)), nn.MaxPool2d(3, stride=2)]
+    return nn.Sequential(
+        nn.Conv2d(3, 64, 5), *pool(),
+        nn.Conv2d(64, 96, 3), *pool(),
+        nn.Conv2d(96, 128, 3, padding=1), *pool(),
+        nn.Flatten(),
+        nn.Linear(3 * 3 * 128, 512), nn.ReLU(), nn.Linear(512, 256), nn.ReLU(),
+        nn.Linear(256, 10),
+    )  # fmt: skip
+
+
 # name -> (model builder, input shape)
 PROBLEMS = {
     "digits_mlp": (digits_mlp, (128, 64)),
     "mnist_mlp": (mnist_mlp, (64, 784)),
     "fmnist_2c2d": (fmnist_2c2d, (32, 1, 28, 28)),
+    "cifar10_3c3d": (cifar10_3c3d, (32, 3, 32, 32)),
 }
 
 

@@ -154,7 +154,7 @@ fn run(layers: &[Layer], x: &Tensor) -> candle_core::Result<Tensor> {
             Layer::Sigmoid => candle_nn::ops::sigmoid(&h)?,
             Layer::Tanh => h.tanh()?,
             Layer::Identity => h,
-            Layer::MaxPool(k, s) => max_pool(&h, *k, *s)?,
+            Layer::MaxPool(k, s) => vivit::nn::max_pool2d(&h, *k, *s)?,
             Layer::AvgPool(k, s) => h.avg_pool2d_with_stride(*k, *s)?,
             Layer::Flatten => h.flatten_from(1)?,
             Layer::Pad(l, r, v) => {
@@ -181,34 +181,6 @@ fn run(layers: &[Layer], x: &Tensor) -> candle_core::Result<Tensor> {
         };
     }
     Ok(h)
-}
-
-/// Max pooling; candle has no backward for overlapping windows (`k ≠ s`), so
-/// those are a maximum over the `k²` strided views of the input (ties, such as
-/// dead ReLUs, carry zero gradient either way).
-fn max_pool(x: &Tensor, k: usize, s: usize) -> candle_core::Result<Tensor> {
-    if k == s {
-        return x.max_pool2d(k);
-    }
-    let (_, _, h, w) = x.dims4()?;
-    let (ho, wo) = ((h - k) / s + 1, (w - k) / s + 1);
-    let view = |offset: usize, len: usize| -> candle_core::Result<Tensor> {
-        let idx: Vec<u32> = (0..len).map(|o| (o * s + offset) as u32).collect();
-        Tensor::new(idx.as_slice(), x.device())
-    };
-    let mut out: Option<Tensor> = None;
-    for i in 0..k {
-        for j in 0..k {
-            let v = x
-                .index_select(&view(i, ho)?, 2)?
-                .index_select(&view(j, wo)?, 3)?;
-            out = Some(match out {
-                Some(o) => o.maximum(&v)?,
-                None => v,
-            });
-        }
-    }
-    Ok(out.expect("k ≥ 1"))
 }
 
 /// Records the fixture's loss on its data.
