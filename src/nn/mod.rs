@@ -41,7 +41,7 @@ fn tracked_forward(
     }
     let (output, inputs) = match kind {
         LayerKind::Linear => (
-            probe::linear(input, weight, |x, w| forward(x, w, None))?,
+            probe::linear(input, weight, bias, &forward)?,
             input.detach(),
         ),
         LayerKind::Conv {
@@ -55,20 +55,10 @@ fn tracked_forward(
                 stride,
                 dilation,
             };
-            probe::conv(input, weight, geo)?
+            probe::conv(input, weight, bias, geo)?
         }
         // grouped convolutions are refused by the computations; keep the run going
-        LayerKind::Conv { .. } => (forward(input, weight, None)?, input.detach()),
-    };
-    let output = match (bias, kind) {
-        (None, _) => output,
-        (Some(b), LayerKind::Linear) => output.broadcast_add(b)?,
-        (Some(b), LayerKind::Conv { .. }) => {
-            // [O] → [1, O, 1…]
-            let mut shape = vec![1; output.rank()];
-            shape[1] = b.elem_count();
-            output.broadcast_add(&b.reshape(shape)?)?
-        }
+        LayerKind::Conv { .. } => (forward(input, weight, bias)?, input.detach()),
     };
     let probe = Var::zeros(output.shape(), output.dtype(), output.device())?;
     let output = output.add(probe.as_tensor())?;

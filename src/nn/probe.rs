@@ -1,16 +1,16 @@
 //! The recorded forward of a tracked layer: its output values, with a backward
 //! that the factor passes can run without weight gradients.
 //!
-//! Inside [`crate::record`], a tracked layer's output (bias aside) is a custom
-//! op `y = L(x, W)` whose forward returns values computed beforehand and whose
+//! Inside [`crate::record`], a tracked layer's output is a custom op
+//! `y = L(x, W, b)` whose forward returns values computed beforehand and whose
 //! backward applies the layer's Jacobian transposes:
 //!
 //! ```text
-//! linear:       g ↦ (g W,               Σ_rows gᵀ x)
-//! convolution:  g ↦ (col2im(W_flatᵀ g),  Σ_n g_n patches_nᵀ)
+//! linear:       g ↦ (g W,               Σ_rows gᵀ x,               Σ_rows g)
+//! convolution:  g ↦ (col2im(W_flatᵀ g),  Σ_n g_n patches_nᵀ,  Σ_{n,p} g_{n,:,p})
 //! ```
 //!
-//! The weight part is skipped inside [`factor_pass`], the backward passes of
+//! The parameter parts are skipped inside [`factor_pass`], the backward passes of
 //! the loss-Hessian factor, which need the input part only (once per column),
 //! and the input part is skipped when `x` carries no graph (the first layer).
 //! Candle's own conv backward would also run `conv_transpose2d`, an order of
@@ -19,7 +19,9 @@
 use std::cell::Cell;
 use std::sync::Arc;
 
-use candle_core::{CpuStorage, CustomOp2, DType, Device, Layout, Result, Shape, Storage, Tensor};
+use candle_core::{
+    CpuStorage, CustomOp2, CustomOp3, DType, Device, Layout, Result, Shape, Storage, Tensor,
+};
 
 use super::patches::{ConvGeometry, Patches};
 
@@ -47,9 +49,9 @@ enum Kind {
     Conv { patches: Arc<Patches>, one_d: bool },
 }
 
-/// `y = L(x, W)`: forward `value`, backward the Jacobian transposes.
+/// `y = L(x, W[, b])`: forward `value`, backward the Jacobian transposes.
 struct Layer {
-    /// The output values (bias aside), contiguous and detached.
+    /// The output values, contiguous and detached.
     value: Tensor,
     /// What the weight multiplies, detached: `x` or the patches `[N, I·k·k, P]`.
     inputs: Tensor,
@@ -68,6 +70,66 @@ impl CustomOp2 for Layer {
         _: &CpuStorage,
         _: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
+        self.values()
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        weight: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        Ok((self.grad_x(x, weight, grad)?, self.grad_w(weight, grad)?))
+    }
+}
+
+impl CustomOp3 for Layer {
+    fn name(&self) -> &'static str {
+        "vivit-tracked-layer-bias"
+    }
+
+    fn cpu_fwd(
+        &self,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        self.values()
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        weight: &Tensor,
+        bias: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let grad_b = if FACTOR_PASS.with(Cell::get) {
+            None
+        } else {
+            // sum over every axis but the output channels
+            let g = match self.kind {
+                Kind::Linear => grad.reshape(((), bias.elem_count()))?,
+                Kind::Conv { .. } => grad.flatten_from(2)?.sum(2)?,
+            };
+            Some(g.sum(0)?)
+        };
+        Ok((
+            self.grad_x(x, weight, grad)?,
+            self.grad_w(weight, grad)?,
+            grad_b,
+        ))
+    }
+}
+
+impl Layer {
+    /// A copy of the output values.
+    fn values(&self) -> Result<(CpuStorage, Shape)> {
         let (storage, layout) = self.value.storage_and_layout();
         let (Storage::Cpu(storage), Some((start, end))) = (&*storage, layout.contiguous_offsets())
         else {
@@ -81,28 +143,24 @@ impl CustomOp2 for Layer {
         Ok((values, layout.shape().clone()))
     }
 
-    fn bwd(
-        &self,
-        x: &Tensor,
-        weight: &Tensor,
-        _res: &Tensor,
-        grad: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let grad_x = if x.track_op() {
-            Some(self.input_transpose(weight, grad)?)
+    /// `J_xᵀ g` unless `x` carries no graph (the first layer).
+    fn grad_x(&self, x: &Tensor, weight: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        if x.track_op() {
+            self.input_transpose(weight, grad).map(Some)
         } else {
-            None
-        };
-        let grad_w = if FACTOR_PASS.with(Cell::get) {
-            None
-        } else {
-            Some(self.weight_transpose(weight, grad)?)
-        };
-        Ok((grad_x, grad_w))
+            Ok(None)
+        }
     }
-}
 
-impl Layer {
+    /// `J_Wᵀ g` unless a factor pass runs.
+    fn grad_w(&self, weight: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        if FACTOR_PASS.with(Cell::get) {
+            Ok(None)
+        } else {
+            self.weight_transpose(weight, grad).map(Some)
+        }
+    }
+
     /// `J_xᵀ g`.
     fn input_transpose(&self, weight: &Tensor, grad: &Tensor) -> Result<Tensor> {
         match &self.kind {
@@ -152,29 +210,54 @@ fn supported(x: &Tensor) -> bool {
     matches!(x.device(), Device::Cpu) && matches!(x.dtype(), DType::F32 | DType::F64)
 }
 
-/// The recorded forward of a linear layer: `forward` gives the output of
-/// detached parameters (no bias), the result carries the backward of `x Wᵀ`.
+/// `layer(x, weight[, bias])` as one op.
+fn apply(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, layer: Layer) -> Result<Tensor> {
+    match bias {
+        Some(b) => x.apply_op3(weight, b, layer),
+        None => x.apply_op2(weight, layer),
+    }
+}
+
+/// The recorded forward of a linear layer: `forward(x, W, b)` gives the
+/// output values, the result carries the backward of `x Wᵀ + b`.
 pub(crate) fn linear(
     x: &Tensor,
     weight: &Tensor,
-    forward: impl Fn(&Tensor, &Tensor) -> Result<Tensor>,
+    bias: Option<&Tensor>,
+    forward: impl Fn(&Tensor, &Tensor, Option<&Tensor>) -> Result<Tensor>,
 ) -> Result<Tensor> {
     if !supported(x) {
-        return forward(x, weight);
+        return forward(x, weight, bias);
     }
-    let value = forward(&x.detach(), &weight.detach())?.contiguous()?;
+    let b = bias.map(Tensor::detach);
+    let value = forward(&x.detach(), &weight.detach(), b.as_ref())?.contiguous()?;
     let layer = Layer {
         value,
         inputs: x.detach(),
         kind: Kind::Linear,
     };
-    x.apply_op2(weight, layer)
+    apply(x, weight, bias, layer)
 }
 
-/// The recorded forward of a convolution (`weight` `[O, I, k…]`) on `x`
-/// `[N, I, H, W]` or `[N, I, L]`: the output `[N, O, …]` (no bias) computed
-/// from the patches, and the patches `[N, I·k_h·k_w, P]` (values).
-pub(crate) fn conv(x: &Tensor, weight: &Tensor, geo: ConvGeometry) -> Result<(Tensor, Tensor)> {
+/// `y + b` with `b` `[O]` along axis 1 of `y` `[N, O, …]`.
+fn add_channel_bias(y: Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    let Some(b) = bias else {
+        return Ok(y);
+    };
+    let mut shape = vec![1; y.rank()];
+    shape[1] = b.elem_count();
+    y.broadcast_add(&b.reshape(shape)?)
+}
+
+/// The recorded forward of a convolution (`weight` `[O, I, k…]`, `bias` `[O]`)
+/// on `x` `[N, I, H, W]` or `[N, I, L]`: the output `[N, O, …]` computed from
+/// the patches, and the patches `[N, I·k_h·k_w, P]` (values).
+pub(crate) fn conv(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    geo: ConvGeometry,
+) -> Result<(Tensor, Tensor)> {
     let one_d = weight.rank() == 3;
     let as_2d = |t: &Tensor| if one_d { t.unsqueeze(2) } else { Ok(t.clone()) };
     let (x4, w4) = (as_2d(x)?, as_2d(weight)?);
@@ -187,28 +270,29 @@ pub(crate) fn conv(x: &Tensor, weight: &Tensor, geo: ConvGeometry) -> Result<(Te
     } else {
         vec![n, o, h_out, w_out]
     });
-    // y[n, :, p] = W_flat · patches[n, :, p]
-    let product = |x4: &Tensor, w4: &Tensor| -> Result<(Tensor, Tensor)> {
+    // y[n, :, p] = W_flat · patches[n, :, p] + b
+    let product = |x4: &Tensor, w4: &Tensor, b: Option<&Tensor>| -> Result<(Tensor, Tensor)> {
         let a = patches.gather(x4)?;
         let y = w4
             .reshape((1, o, i * kh * kw))?
             .broadcast_matmul(&a)?
             .reshape(&shape)?;
-        Ok((y, a))
+        Ok((add_channel_bias(y, b)?, a))
     };
     if !supported(x) {
         // candle's backward through the gather: correct, if slower
-        let (y, a) = product(&x4, &w4)?;
+        let (y, a) = product(&x4, &w4, bias)?;
         return Ok((y, a.detach()));
     }
-    let (value, a) = product(&x4.detach(), &w4.detach())?;
+    let b = bias.map(Tensor::detach);
+    let (value, a) = product(&x4.detach(), &w4.detach(), b.as_ref())?;
     let layer = Layer {
-        value,
+        value: value.contiguous()?,
         inputs: a.clone(),
         kind: Kind::Conv {
             patches: Arc::new(patches),
             one_d,
         },
     };
-    Ok((x.apply_op2(weight, layer)?, a))
+    Ok((apply(x, weight, bias, layer)?, a))
 }
