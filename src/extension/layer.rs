@@ -19,6 +19,8 @@ use std::sync::OnceLock;
 
 use candle_core::{Result, Shape, Tensor};
 
+use super::symmetric::gram;
+
 /// Which parameter of a layer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Role {
@@ -66,11 +68,14 @@ impl LayerFactor {
         let (c, n, t, o, i) = self.dims()?;
         let (c2, n2, _, _, _) = other.dims()?;
         let has = |role: Role| roles.contains(&role);
+        let same = std::ptr::eq(self, other);
         if t == 1 {
-            let bb = self
-                .b
-                .reshape((c * n, o))?
-                .matmul(&other.b.reshape((c2 * n2, o))?.t()?)?;
+            let b = self.b.reshape((c * n, o))?;
+            let bb = if same {
+                gram(&b)?
+            } else {
+                b.matmul(&other.b.reshape((c2 * n2, o))?.t()?)?
+            };
             if !has(Role::Weight) {
                 return Ok(bb);
             }
@@ -90,13 +95,15 @@ impl LayerFactor {
         for &role in roles {
             let block = match role {
                 Role::Bias => self.bias_factor()?.matmul(&other.bias_factor()?.t()?)?,
-                Role::Weight => self
-                    .weight_factor()?
-                    .matmul(&other.weight_factor()?.t()?)?
-                    .reshape((n, c, n2, c2))?
-                    .permute((1, 0, 3, 2))?
-                    .contiguous()?
-                    .reshape((c * n, c2 * n2))?,
+                Role::Weight => if same {
+                    gram(self.weight_factor()?)?
+                } else {
+                    self.weight_factor()?.matmul(&other.weight_factor()?.t()?)?
+                }
+                .reshape((n, c, n2, c2))?
+                .permute((1, 0, 3, 2))?
+                .contiguous()?
+                .reshape((c * n, c2 * n2))?,
             };
             sum = Some(match sum {
                 Some(sum) => (sum + block)?,

@@ -8,6 +8,7 @@
 
 mod factor;
 mod layer;
+mod symmetric;
 
 use std::collections::HashMap;
 use std::time::Instant;
