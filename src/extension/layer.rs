@@ -126,12 +126,11 @@ impl LayerFactor {
             return Ok(v);
         }
         let (c, n, t, o, i) = self.dims()?;
-        let b = self
+        let v = self
             .b
             .transpose(0, 1)?
             .contiguous()?
-            .reshape((n, c * o, t))?;
-        let v = b
+            .reshape((n, c * o, t))?
             .matmul(&self.a.transpose(1, 2)?)?
             .reshape((n * c, o * i))?;
         Ok(self.weight_factor.get_or_init(|| v))
