@@ -1,5 +1,8 @@
-//! Shared test helpers: models rebuilt from fixture specs, comparisons.
+//! Shared test helpers: models rebuilt from fixture specs, comparisons, the
+//! explicit GGN (`brute_force`).
 #![allow(dead_code)]
+
+pub mod brute_force;
 
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Module, Tensor, Var, D};
