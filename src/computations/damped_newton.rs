@@ -59,6 +59,7 @@ impl DirectionalDampedNewtonComputation {
     /// # Errors
     /// As [`crate::DirectionalDerivativesComputation::compute`], plus damping
     /// errors ([`Error::DampingLength`], [`Error::DampingValue`],
+    /// [`Error::InvalidDamping`] (also for `δ_⊥ ≤ 0`),
     /// [`Error::NoComplementDamping`]) and [`Error::NonFinite`] for the step.
     pub fn compute(&mut self, recorded: &Recorded, groups: &[ParamGroup]) -> Result<()> {
         crate::backward(recorded, groups, &mut [self])
@@ -152,11 +153,16 @@ fn newton_step(
         lambdas: &d.lambdas,
     })?;
     let delta_perp = if complement {
-        Some(
-            damping
-                .complement()
-                .ok_or_else(|| Error::NoComplementDamping(format!("{damping:?}")))?,
-        )
+        let dp = damping
+            .complement()
+            .ok_or_else(|| Error::NoComplementDamping(format!("{damping:?}")))?;
+        // +∞ turns the complement step off
+        if dp.is_nan() || dp <= 0.0 {
+            return Err(Error::InvalidDamping(format!(
+                "δ_⊥ = {dp} for the complement step of {damping:?}; it must be > 0"
+            )));
+        }
+        Some(dp)
     } else {
         None
     };
