@@ -41,6 +41,10 @@ pub(crate) enum LossKind {
 /// [`candle_nn::loss::cross_entropy`]. Inside [`crate::record`] it is the loss
 /// the computations work with.
 ///
+/// Softmax and log-softmax subtract each row's maximum, so huge logits give a
+/// finite loss and a Hessian that underflows to zero, never NaN; a loss that
+/// still overflows is refused by the computations ([`Error::NonFinite`]).
+///
 /// # Errors
 /// [`Error::InvalidTargets`] if the logits are not a float `[N, C]` with
 /// `C ≥ 2` (with one class the loss is identically zero), or the targets are

@@ -30,6 +30,9 @@ use crate::record::Recorded;
 /// `G_K = Σ_k λ_k e_k e_kᵀ`.
 ///
 /// The step is returned, not applied; [`crate::DampedNewton`] applies it.
+/// All-zero gradients give an exactly zero step (no error); a step with NaN
+/// or ±∞ is refused ([`Error::NonFinite`]). `Send` and `Sync`, like every
+/// computation.
 #[derive(Debug, Clone, Default)]
 pub struct DirectionalDampedNewtonComputation {
     options: Options,
