@@ -159,6 +159,10 @@ pub struct StepReport {
 /// [`candle_core::Error::Wrapped`] around a [`crate::Error`]. A step that would
 /// not be finite, or would leave a parameter non-finite (one that already is
 /// NaN or ±∞), is refused and leaves the parameters as they were.
+///
+/// `DampedNewton` is `Send` and `Sync`: two optimizers on two threads train
+/// independently (and bit-identically to running one after the other); the
+/// recording scope of [`crate::record`] is per thread.
 #[derive(Debug, Clone)]
 pub struct DampedNewton {
     vars: Vec<Var>,
