@@ -155,6 +155,11 @@ pub enum Error {
         value: f64,
     },
 
+    /// Damping settings that cannot give a step (a `δ_⊥ ≤ 0`, an empty
+    /// bootstrap grid, Levenberg–Marquardt bounds that are NaN or crossed, …).
+    #[error("invalid damping settings: {0}")]
+    InvalidDamping(String),
+
     /// The complement step was asked for, but the damping has no `δ_⊥`.
     #[error(
         "the complement step needs δ_⊥, which {0} does not define; set it with Damping::with_complement"

@@ -41,20 +41,24 @@ pub(crate) enum LossKind {
 /// [`candle_nn::loss::cross_entropy`]. Inside [`crate::record`] it is the loss
 /// the computations work with.
 ///
+/// Softmax and log-softmax subtract each row's maximum, so huge logits give a
+/// finite loss and a Hessian that underflows to zero, never NaN; a loss that
+/// still overflows is refused by the computations ([`Error::NonFinite`]).
+///
 /// # Errors
-/// [`Error::InvalidTargets`] if the logits are not a float `[N, C]`, or the
-/// targets are not integer class indices `[N]` in `0..C`; [`Error::EmptyBatch`]
-/// if `N = 0`.
+/// [`Error::InvalidTargets`] if the logits are not a float `[N, C]` with
+/// `C ≥ 2` (with one class the loss is identically zero), or the targets are
+/// not integer class indices `[N]` in `0..C`; [`Error::EmptyBatch`] if `N = 0`.
 pub fn cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
     let invalid = |reason: String| Error::InvalidTargets {
         loss: "cross_entropy",
         reason,
     };
     let (n, c) = match logits.dims() {
-        &[n, c] if logits.dtype().is_float() => (n, c),
+        &[n, c] if logits.dtype().is_float() && c >= 2 => (n, c),
         _ => {
             return Err(invalid(format!(
-                "logits must be a float tensor [N, C], got {:?} {:?}",
+                "logits must be a float tensor [N, C] with C ≥ 2 classes, got {:?} {:?}",
                 logits.dtype(),
                 logits.dims()
             )))

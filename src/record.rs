@@ -160,6 +160,10 @@ pub(crate) fn tape_of(grads: &GradStore) -> Option<Arc<Tape>> {
 ///
 /// It dereferences to the loss [`Tensor`], so it goes wherever a loss goes:
 /// `loss.backward()`, `optimizer.backward_step(&loss)`, `loss.to_scalar()`.
+///
+/// `Recorded` is `Send` and `Sync`: it holds tensors and a reference-counted
+/// tape, so it can move to or be shared with another thread and be computed on
+/// there; the recording scope of [`record`] itself is per thread.
 #[derive(Debug)]
 pub struct Recorded {
     loss: Tensor,

@@ -30,6 +30,9 @@ use crate::record::Recorded;
 /// `G_K = Σ_k λ_k e_k e_kᵀ`.
 ///
 /// The step is returned, not applied; [`crate::DampedNewton`] applies it.
+/// All-zero gradients give an exactly zero step (no error); a step with NaN
+/// or ±∞ is refused ([`Error::NonFinite`]). `Send` and `Sync`, like every
+/// computation.
 #[derive(Debug, Clone, Default)]
 pub struct DirectionalDampedNewtonComputation {
     options: Options,
@@ -59,6 +62,7 @@ impl DirectionalDampedNewtonComputation {
     /// # Errors
     /// As [`crate::DirectionalDerivativesComputation::compute`], plus damping
     /// errors ([`Error::DampingLength`], [`Error::DampingValue`],
+    /// [`Error::InvalidDamping`] (also for `δ_⊥ ≤ 0`),
     /// [`Error::NoComplementDamping`]) and [`Error::NonFinite`] for the step.
     pub fn compute(&mut self, recorded: &Recorded, groups: &[ParamGroup]) -> Result<()> {
         crate::backward(recorded, groups, &mut [self])
@@ -152,11 +156,16 @@ fn newton_step(
         lambdas: &d.lambdas,
     })?;
     let delta_perp = if complement {
-        Some(
-            damping
-                .complement()
-                .ok_or_else(|| Error::NoComplementDamping(format!("{damping:?}")))?,
-        )
+        let dp = damping
+            .complement()
+            .ok_or_else(|| Error::NoComplementDamping(format!("{damping:?}")))?;
+        // +∞ turns the complement step off
+        if dp.is_nan() || dp <= 0.0 {
+            return Err(Error::InvalidDamping(format!(
+                "δ_⊥ = {dp} for the complement step of {damping:?}; it must be > 0"
+            )));
+        }
+        Some(dp)
     } else {
         None
     };

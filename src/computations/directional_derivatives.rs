@@ -23,7 +23,9 @@ use crate::record::Recorded;
 /// with the per-sample GGN `G_n = J_nᵀ H_n J_n`, so `mean_n λ[n,k] = λ_k` and,
 /// without `subsampling_grad`, `mean_n γ[n,k] = e_kᵀ ∇L`. Columns follow the
 /// criterion's order; the sign of each `e_k` (hence of `γ[:,k]`) is arbitrary.
-/// Kept eigenvalues must be positive ([`crate::Error::NonPositiveEigenvalue`]).
+/// Kept eigenvalues must be positive ([`crate::Error::NonPositiveEigenvalue`],
+/// also for a zero or a negative round-off eigenvalue); all-zero gradients
+/// give `γ = 0`, no error. `Send` and `Sync`, like every computation.
 ///
 /// Unlike the reference, `mc_samples_ggn` takes any `M ≥ 1`, and no per-sample
 /// factor `V` is formed for linear layers.

@@ -27,10 +27,13 @@ pub type Eigenpairs = (Tensor, Vec<Tensor>);
 /// `[t.get(k) for t in evecs]`. Eigenvalues keep the criterion's order. The
 /// criterion sees all `C_eff·N_g` eigenvalues; for the exact cross-entropy
 /// factor `N_g` of them are exactly zero (its Hessian is singular) and are not
-/// computed: a kept one comes back as a zero vector.
+/// computed: a kept one comes back as a zero vector. A repeated eigenvalue's
+/// eigenvectors are an orthonormal basis of its eigenspace (which basis is the
+/// eigensolver's choice, the same on every run on the same input); a kept
+/// negative round-off eigenvalue's vector is `V ẽ_k` normalized by its norm.
 /// Directions with `|λ_k| < warn_small_eigvals` are numerically unstable; a
 /// warning goes to the `log` crate (0 disables it). Options as
-/// [`crate::EigvalshComputation`].
+/// [`crate::EigvalshComputation`]; `Send` and `Sync` like it.
 ///
 /// ```
 /// # use candle_core::{DType, Device, Module, Tensor};

@@ -23,6 +23,15 @@ use crate::record::Recorded;
 /// `M ≥ 1`: Monte-Carlo factor with `M` columns per sample; see [`Self::seed`]),
 /// `verbose`.
 ///
+/// Eigenvalues come back as the symmetric eigensolver gives them, not
+/// clamped: the `N_g` zeros the exact cross-entropy factor leaves out are
+/// exact, while the (numerically) zero eigenvalues of a singular Gram matrix
+/// may be slightly negative, within about `C·N_g·ε·λ_max` (`ε` of the model's
+/// dtype); criteria see these values as they are.
+///
+/// A computation holds only its options and results (tensors), so it is
+/// `Send` and `Sync`; each `compute` runs on the calling thread.
+///
 /// ```
 /// # use candle_core::{DType, Device, Module, Tensor};
 /// # use candle_nn::{VarBuilder, VarMap};

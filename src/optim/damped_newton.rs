@@ -157,7 +157,12 @@ pub struct StepReport {
 /// `step(&grads)` finds the [`Recorded`] loss the gradients came from (keep
 /// it alive until the step); errors from the trait methods are
 /// [`candle_core::Error::Wrapped`] around a [`crate::Error`]. A step that would
-/// not be finite is refused and leaves the parameters as they were.
+/// not be finite, or would leave a parameter non-finite (one that already is
+/// NaN or ±∞), is refused and leaves the parameters as they were.
+///
+/// `DampedNewton` is `Send` and `Sync`: two optimizers on two threads train
+/// independently (and bit-identically to running one after the other); the
+/// recording scope of [`crate::record`] is per thread.
 #[derive(Debug, Clone)]
 pub struct DampedNewton {
     vars: Vec<Var>,
@@ -279,7 +284,9 @@ impl DampedNewton {
         let mut updates = Vec::new();
         for (group, step) in groups.iter().zip(&runner.steps) {
             for (var, s) in group.params().iter().zip(&step.step) {
-                updates.push((var, (var.as_tensor() + (s * lr)?)?));
+                let value = (var.as_tensor() + (s * lr)?)?;
+                check_finite(&value)?;
+                updates.push((var, value));
             }
         }
         for (var, value) in updates {
@@ -325,6 +332,22 @@ impl DampedNewton {
                 layers.into_iter().map(|(_, vars)| group(vars)).collect()
             }
         }
+    }
+}
+
+/// # Errors
+/// [`Error::NonFinite`] if `value` (a parameter after the step) holds NaN or ±∞.
+fn check_finite(value: &Tensor) -> Result<()> {
+    let values = value
+        .flatten_all()?
+        .to_dtype(DType::F64)?
+        .to_vec1::<f64>()?;
+    match values.into_iter().find(|v| !v.is_finite()) {
+        Some(value) => Err(Error::NonFinite {
+            what: "a parameter after the step",
+            value,
+        }),
+        None => Ok(()),
     }
 }
 

@@ -100,7 +100,8 @@ impl Damping {
         }
     }
 
-    /// Sets `δ_⊥` for the complement step.
+    /// Sets `δ_⊥ > 0` for the complement step (`+∞` turns it off; a complement
+    /// step with `δ_⊥ ≤ 0` or NaN is refused with [`Error::InvalidDamping`]).
     pub fn with_complement(mut self, delta: f64) -> Self {
         self.complement = Some(delta);
         self
@@ -132,14 +133,22 @@ impl Damping {
     /// `δ_k` for every kept direction, checked.
     ///
     /// # Errors
-    /// [`Error::DampingLength`], [`Error::DampingValue`].
+    /// [`Error::InvalidDamping`] for bootstrap or Levenberg–Marquardt settings
+    /// that cannot work, [`Error::DampingLength`], [`Error::DampingValue`].
     pub(crate) fn deltas(&self, input: &DampingInput<'_>) -> Result<Vec<f64>> {
         let k = input.evals.len();
         let deltas = match &self.kind {
             Kind::Constant(d) => vec![*d; k],
             Kind::Custom(f) => f(input),
-            Kind::Bootstrap(b) => b.deltas(input)?,
-            Kind::LevenbergMarquardt(lm) => vec![lock(lm).delta; k],
+            Kind::Bootstrap(b) => {
+                b.check()?;
+                b.deltas(input)?
+            }
+            Kind::LevenbergMarquardt(lm) => {
+                let lm = lock(lm);
+                lm.check()?;
+                vec![lm.delta; k]
+            }
         };
         if deltas.len() != k {
             return Err(Error::DampingLength {
@@ -209,6 +218,22 @@ impl Default for Bootstrap {
 }
 
 impl Bootstrap {
+    /// # Errors
+    /// [`Error::InvalidDamping`] for an empty grid, no resamples, or a
+    /// percentile outside `[0, 100]`.
+    fn check(&self) -> Result<()> {
+        let fault = if self.grid.is_empty() {
+            "the grid is empty".to_string()
+        } else if self.resamples == 0 {
+            "resamples is 0".to_string()
+        } else if !(0.0..=100.0).contains(&self.percentile) {
+            format!("percentile {} is not in [0, 100]", self.percentile)
+        } else {
+            return Ok(());
+        };
+        Err(Error::InvalidDamping(format!("Bootstrap: {fault}")))
+    }
+
     fn deltas(&self, input: &DampingInput<'_>) -> Result<Vec<f64>> {
         let columns = |t: &Tensor| -> Result<Vec<Vec<f64>>> {
             Ok(t.t()?.to_dtype(DType::F64)?.to_vec2::<f64>()?)
@@ -298,6 +323,21 @@ impl LevenbergMarquardt {
             delta,
             ..Self::default()
         }
+    }
+
+    /// # Errors
+    /// [`Error::InvalidDamping`] unless `0 ≤ min ≤ max` and both factors are
+    /// finite and positive (NaN fails every comparison).
+    fn check(&self) -> Result<()> {
+        let factors_ok = [self.increase, self.decrease]
+            .iter()
+            .all(|f| f.is_finite() && *f > 0.0);
+        if 0.0 <= self.min && self.min <= self.max && factors_ok {
+            return Ok(());
+        }
+        Err(Error::InvalidDamping(format!(
+            "LevenbergMarquardt needs 0 ≤ min ≤ max and finite positive factors, got {self:?}"
+        )))
     }
 
     fn observe(&mut self, actual: f64, predicted: f64) {

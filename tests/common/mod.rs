@@ -1,5 +1,10 @@
-//! Shared test helpers: models rebuilt from fixture specs, comparisons.
+//! Shared test helpers: models rebuilt from fixture specs, comparisons, the
+//! explicit GGN (`brute_force`), random nets (`arch`) and proptest settings.
 #![allow(dead_code)]
+
+pub mod arch;
+pub mod brute_force;
+pub mod proptest_config;
 
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Module, Tensor, Var, D};

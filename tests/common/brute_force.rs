@@ -1,0 +1,461 @@
+//! The explicit GGN of tiny f64 nets and the comparison of every computation
+//! with it.
+//!
+//! The GGN is built from per-sample, per-output Jacobian rows (one candle
+//! backward each) and the closed-form loss Hessian:
+//! `G_S = (1/|S|) Σ_{n∈S} J_nᵀ H_n J_n`, `H_n = diag(p_n) − p_n p_nᵀ` (cross-entropy)
+//! or `(2/C) I` (MSE, mean over N·C). Per-sample gradients come from one
+//! backward of each sample's unreduced loss.
+//!
+//! # Tolerances
+//!
+//! Both sides compute in f64 (unit roundoff `u = 2⁻⁵³ ≈ 1.1e-16`). Their sums
+//! run over at most `D·C·N ≤ SIZE²` products (asserted), so with the usual
+//! probabilistic bound rounding errors grow like `u·SIZE` relative to the
+//! largest eigenvalue `λ_max`. Eigenvectors `e_k = V ẽ_k / √λ_k`, slopes and
+//! the steps divide by `√λ_k` or `λ_k`, which amplifies that by at most
+//! `λ_max/λ_k ≤ KAPPA`: directions below `λ_max/KAPPA` are not compared (the
+//! Newton checks keep only directions above it). Hence [`RTOL`] `= u·SIZE·KAPPA`,
+//! relative to the largest value compared.
+
+use anyhow::{ensure, Result};
+use candle_core::{Device, Tensor, Var, D};
+use candle_nn::VarMap;
+use faer::linalg::solvers::Solve;
+use faer::{Mat, Side};
+use vivit::{
+    Criterion, Damping, DirectionalDampedNewtonComputation, DirectionalDerivativesComputation,
+    EighComputation, EigvalshComputation, ParamGroup,
+};
+
+use super::{assert_close, to_f64};
+
+/// Bound on `√(D·C·N)` of the problems compared.
+pub const SIZE: f64 = 1e3;
+/// Largest `λ_max/λ_k` of a compared direction.
+pub const KAPPA: f64 = 1e4;
+/// `u·SIZE·KAPPA` ≈ 1.1e-9 (see the module docs).
+pub const RTOL: f64 = f64::EPSILON / 2.0 * SIZE * KAPPA;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Loss {
+    CrossEntropy,
+    Mse,
+}
+
+pub type Forward = Box<dyn Fn() -> candle_core::Result<Tensor>>;
+
+/// A net (its forward pass on a fixed batch), its loss and its targets.
+pub struct Problem {
+    pub varmap: VarMap,
+    pub forward: Forward,
+    /// The same function for the Jacobians, where candle's gradient of a
+    /// tracked layer's own op is wrong (conv1d kernels in candle 0.10.2).
+    pub jacobian_forward: Option<Forward>,
+    pub loss: Loss,
+    pub targets: Tensor,
+}
+
+/// Deterministic inputs `sin((i + 1)(seed + 0.37))` of `shape`.
+pub fn input(shape: &[usize], seed: u64) -> Result<Tensor> {
+    let count: usize = shape.iter().product();
+    let data: Vec<f64> = (0..count)
+        .map(|i| ((i as f64 + 1.0) * (seed as f64 + 0.37)).sin())
+        .collect();
+    Ok(Tensor::from_vec(data, shape, &Device::Cpu)?)
+}
+
+impl Problem {
+    /// Targets from `seed`: classes `(7n + seed) mod C`, or regression values.
+    pub fn new(
+        varmap: VarMap,
+        forward: impl Fn() -> candle_core::Result<Tensor> + 'static,
+        loss: Loss,
+        seed: u64,
+    ) -> Result<Self> {
+        let out = forward()?;
+        let (n, c) = out.dims2()?;
+        let targets = match loss {
+            Loss::CrossEntropy => {
+                let t: Vec<u32> = (0..n)
+                    .map(|i| ((i as u64 * 7 + seed) % c as u64) as u32)
+                    .collect();
+                Tensor::new(t.as_slice(), &Device::Cpu)?
+            }
+            Loss::Mse => input(&[n, c], seed + 1000)?,
+        };
+        Ok(Self {
+            varmap,
+            forward: Box::new(forward),
+            jacobian_forward: None,
+            loss,
+            targets,
+        })
+    }
+
+    /// Parameters in a stable order (sorted by VarMap name).
+    pub fn params(&self) -> Vec<(String, Var)> {
+        let data = self.varmap.data().lock().expect("varmap lock");
+        let mut named: Vec<(String, Var)> =
+            data.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        named.sort_by(|a, b| a.0.cmp(&b.0));
+        named
+    }
+
+    pub fn batch_size(&self) -> Result<usize> {
+        Ok(self.targets.dim(0)?)
+    }
+
+    pub fn record(&self) -> Result<vivit::Recorded> {
+        Ok(vivit::record(|| {
+            let out = (self.forward)()?;
+            match self.loss {
+                Loss::CrossEntropy => vivit::loss::cross_entropy(&out, &self.targets),
+                Loss::Mse => vivit::loss::mse(&out, &self.targets),
+            }
+        })?)
+    }
+
+    /// The explicit GGN block of `params` on the samples `samples`, row-major `D×D`.
+    pub fn ggn(&self, params: &[Var], samples: &[usize]) -> Result<(Vec<f64>, usize)> {
+        let out = match &self.jacobian_forward {
+            Some(forward) => forward()?,
+            None => (self.forward)()?,
+        };
+        let (n, c) = out.dims2()?;
+        let d: usize = params.iter().map(|p| p.elem_count()).sum();
+        ensure!(
+            (d * c * n) as f64 <= SIZE * SIZE,
+            "D·C·N = {} exceeds the size the tolerances assume",
+            d * c * n
+        );
+        let mut g = vec![0f64; d * d];
+        for &n in samples {
+            let mut jac = Vec::with_capacity(c); // rows J_n[c, :]
+            for k in 0..c {
+                let grads = out
+                    .narrow(0, n, 1)?
+                    .narrow(1, k, 1)?
+                    .sum_all()?
+                    .backward()?;
+                jac.push(flatten_grads(&grads, params)?);
+            }
+            let h = self.loss_hessian(&out.narrow(0, n, 1)?)?;
+            for (a, row_a) in jac.iter().enumerate() {
+                for (b, row_b) in jac.iter().enumerate() {
+                    let w = h[a][b] / samples.len() as f64;
+                    if w == 0.0 {
+                        continue;
+                    }
+                    for i in 0..d {
+                        let wi = w * row_a[i];
+                        for j in 0..d {
+                            g[i * d + j] += wi * row_b[j];
+                        }
+                    }
+                }
+            }
+        }
+        Ok((g, d))
+    }
+
+    /// `∇²_f ℓ` of one sample's output `f` `[1, C]`.
+    fn loss_hessian(&self, f: &Tensor) -> Result<Vec<Vec<f64>>> {
+        let c = f.dim(1)?;
+        Ok(match self.loss {
+            Loss::CrossEntropy => {
+                let p = to_f64(&candle_nn::ops::softmax(f, D::Minus1)?)?;
+                (0..c)
+                    .map(|i| {
+                        (0..c)
+                            .map(|j| f64::from(u8::from(i == j)) * p[i] - p[i] * p[j])
+                            .collect()
+                    })
+                    .collect()
+            }
+            Loss::Mse => (0..c)
+                .map(|i| {
+                    (0..c)
+                        .map(|j| if i == j { 2.0 / c as f64 } else { 0.0 })
+                        .collect()
+                })
+                .collect(),
+        })
+    }
+
+    /// Per-sample gradients `∇_θ ℓ_n` of the unreduced losses, flattened over `params`.
+    pub fn sample_gradients(&self, params: &[Var], samples: &[usize]) -> Result<Vec<Vec<f64>>> {
+        let out = (self.forward)()?;
+        let (_, c) = out.dims2()?;
+        samples
+            .iter()
+            .map(|&n| {
+                let f = out.narrow(0, n, 1)?;
+                let y = self.targets.narrow(0, n, 1)?;
+                let loss = match self.loss {
+                    Loss::CrossEntropy => candle_nn::loss::cross_entropy(&f, &y)?,
+                    Loss::Mse => ((f - y)?.sqr()?.sum_all()? / c as f64)?,
+                };
+                flatten_grads(&loss.backward()?, params)
+            })
+            .collect()
+    }
+
+    /// Names and variables of the parameters at `indices`.
+    fn group_params(&self, indices: &[usize]) -> (Vec<String>, Vec<Var>) {
+        let named = self.params();
+        indices.iter().map(|&i| named[i].clone()).unzip()
+    }
+}
+
+/// The gradients of `params` in `grads`, flattened and concatenated (zero where absent).
+fn flatten_grads(grads: &candle_core::backprop::GradStore, params: &[Var]) -> Result<Vec<f64>> {
+    let mut row = Vec::new();
+    for p in params {
+        match grads.get(p.as_tensor()) {
+            Some(gp) => row.extend(to_f64(gp)?),
+            None => row.extend(std::iter::repeat_n(0.0, p.elem_count())),
+        }
+    }
+    Ok(row)
+}
+
+/// Eigenvalues (ascending) of the symmetric row-major `g` `[d, d]`.
+fn eigenvalues(g: &[f64], d: usize) -> Vec<f64> {
+    let m = Mat::from_fn(d, d, |i, j| g[i * d + j]);
+    let evd = m.self_adjoint_eigen(Side::Lower).expect("eigen");
+    let s = evd.S().column_vector();
+    (0..d).map(|i| s[i]).collect()
+}
+
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+fn mat_vec(m: &[f64], v: &[f64]) -> Vec<f64> {
+    m.chunks(v.len()).map(|row| dot(row, v)).collect()
+}
+
+/// Kept eigenvector `k` flattened over the group's parameters.
+fn flat_evec(evecs: &[Tensor], k: usize) -> Result<Vec<f64>> {
+    Ok(evecs
+        .iter()
+        .map(|t| to_f64(&t.get(k)?))
+        .collect::<Result<Vec<_>>>()?
+        .concat())
+}
+
+/// `‖G e − λ e‖∞ ≤ RTOL·λ_max` and, over `e`, `eᵢ·eⱼ = δᵢⱼ`.
+fn assert_eigenvectors(what: &str, g: &[f64], evals: &[f64], e: &[Vec<f64>], lmax: f64) {
+    for (i, ei) in e.iter().enumerate() {
+        let resid = mat_vec(g, ei)
+            .iter()
+            .zip(ei)
+            .map(|(a, b)| (a - evals[i] * b).abs())
+            .fold(0.0, f64::max);
+        assert!(
+            resid <= RTOL * lmax,
+            "{what}: ‖G e − λ e‖∞ = {resid:e} for k = {i}"
+        );
+        for (j, ej) in e.iter().enumerate() {
+            let want = if i == j { 1.0 } else { 0.0 };
+            let got = dot(ei, ej);
+            assert!((got - want).abs() <= RTOL, "{what}: e_{i}·e_{j} = {got}");
+        }
+    }
+}
+
+/// The `k` largest eigenvalues among those above `λ_max / KAPPA`.
+pub fn well_conditioned_top_k(k: usize) -> Criterion {
+    Criterion::custom(move |evals| {
+        let max = evals.iter().fold(0.0f64, |m, &l| m.max(l));
+        let above: Vec<usize> = (0..evals.len())
+            .filter(|&i| evals[i] > max / KAPPA)
+            .collect();
+        above[above.len().saturating_sub(k)..].to_vec()
+    })
+}
+
+/// Eigvalsh and Eigh (top-k) against the explicit GGN block of each group
+/// (indices into [`Problem::params`]).
+pub fn check_eigen(
+    problem: &Problem,
+    groups: &[Vec<usize>],
+    subsampling: Option<Vec<usize>>,
+    top_k: usize,
+) -> Result<()> {
+    let loss = problem.record()?;
+    let samples = subsampling
+        .clone()
+        .unwrap_or_else(|| (0..problem.batch_size().unwrap_or(0)).collect());
+    let param_groups: Vec<ParamGroup> = groups
+        .iter()
+        .map(|g| ParamGroup::new(problem.group_params(g).1).criterion(Criterion::top_k(top_k)))
+        .collect();
+    let mut eigvalsh = EigvalshComputation::new();
+    let mut eigh = EighComputation::new().warn_small_eigvals(0.0);
+    if let Some(s) = &subsampling {
+        eigvalsh = eigvalsh.subsampling(s.clone());
+        eigh = eigh.subsampling(s.clone());
+    }
+    vivit::backward(&loss, &param_groups, &mut [&mut eigvalsh, &mut eigh])?;
+
+    for (group, ids) in param_groups.iter().zip(groups) {
+        let names = problem.group_params(ids).0;
+        let (g, d) = problem.ggn(group.params(), &samples)?;
+        let mut exact = eigenvalues(&g, d);
+        exact.reverse(); // descending
+        let mut ours = to_f64(&eigvalsh.result(group)?)?;
+        ours.reverse();
+        let lmax = exact[0].max(0.0);
+        let m = exact.len().min(ours.len());
+        let what = format!("eigvalsh {names:?}");
+        assert_close(&what, &ours[..m], &exact[..m], RTOL);
+        for tail in ours[m..].iter().chain(&exact[m..]) {
+            assert!(
+                tail.abs() <= RTOL * lmax,
+                "{what}: eigenvalue {tail} beyond the rank"
+            );
+        }
+        // G (D×D) and the Gram matrix (C·N square) share their non-zero
+        // eigenvalues; the larger has zeros in addition
+        exact.resize(exact.len().max(ours.len()), 0.0);
+
+        let (evals, evecs) = eigh.result(group)?;
+        let evals = to_f64(&evals)?;
+        let k = evals.len();
+        assert_eq!(k, top_k.min(ours.len()));
+        let expected: Vec<f64> = exact[..k].iter().rev().copied().collect();
+        assert_close(&format!("eigh evals {names:?}"), &evals, &expected, RTOL);
+        // directions of (numerically) zero curvature are not unique
+        let stable: Vec<usize> = (0..k).filter(|&i| evals[i] > lmax / KAPPA).collect();
+        let flat: Vec<Vec<f64>> = stable
+            .iter()
+            .map(|&i| flat_evec(&evecs, i))
+            .collect::<Result<_>>()?;
+        let stable_evals: Vec<f64> = stable.iter().map(|&i| evals[i]).collect();
+        assert_eigenvectors(&format!("eigh {names:?}"), &g, &stable_evals, &flat, lmax);
+    }
+    Ok(())
+}
+
+/// γ, λ and damped Newton steps (eigenspace with δ > 0 and δ = 0, and the
+/// complement step) of each group against its explicit GGN, per-sample GGNs
+/// and per-sample gradients, along the top-`k` well-conditioned directions.
+pub fn check_newton(
+    problem: &Problem,
+    groups: &[Vec<usize>],
+    sub_grad: Option<Vec<usize>>,
+    sub_ggn: Option<Vec<usize>>,
+    k: usize,
+) -> Result<()> {
+    let n = problem.batch_size()?;
+    let grad_samples = sub_grad.clone().unwrap_or_else(|| (0..n).collect());
+    let ggn_samples = sub_ggn.clone().unwrap_or_else(|| (0..n).collect());
+    let loss = problem.record()?;
+    let delta = 0.3;
+    let param_groups = |delta: f64| -> Vec<ParamGroup> {
+        groups
+            .iter()
+            .map(|g| {
+                ParamGroup::new(problem.group_params(g).1)
+                    .criterion(well_conditioned_top_k(k))
+                    .damping(Damping::constant(delta))
+            })
+            .collect()
+    };
+    let (damped, undamped) = (param_groups(delta), param_groups(0.0));
+
+    let mut dd = DirectionalDerivativesComputation::new().warn_small_eigvals(0.0);
+    let mut newton = DirectionalDampedNewtonComputation::new().warn_small_eigvals(0.0);
+    let mut eigh = EighComputation::new().warn_small_eigvals(0.0);
+    if let Some(s) = &sub_grad {
+        dd = dd.subsampling_grad(s.clone());
+        newton = newton.subsampling_grad(s.clone());
+    }
+    if let Some(s) = &sub_ggn {
+        dd = dd.subsampling_ggn(s.clone());
+        newton = newton.subsampling_ggn(s.clone());
+        eigh = eigh.subsampling(s.clone());
+    }
+    let mut lm = newton.clone().complement(true);
+    vivit::backward(
+        &loss,
+        &damped,
+        &mut [&mut dd, &mut newton, &mut lm, &mut eigh],
+    )?;
+    let mut newton_zero = newton.clone();
+    newton_zero.compute(&loss, &undamped)?;
+
+    for ((group, group_zero), ids) in damped.iter().zip(&undamped).zip(groups) {
+        let names = problem.group_params(ids).0;
+        let params = group.params();
+        let (g, d) = problem.ggn(params, &ggn_samples)?;
+        let lmax = eigenvalues(&g, d).last().copied().unwrap_or(0.0).max(0.0);
+        let (evals, evecs) = eigh.result(group)?;
+        let evals = to_f64(&evals)?;
+        let e: Vec<Vec<f64>> = (0..evals.len())
+            .map(|i| flat_evec(&evecs, i))
+            .collect::<Result<_>>()?;
+        assert_eigenvectors(&format!("{names:?}"), &g, &evals, &e, lmax);
+        let grads = problem.sample_gradients(params, &grad_samples)?;
+        let g_bar: Vec<f64> = (0..d)
+            .map(|j| grads.iter().map(|gn| gn[j]).sum::<f64>() / grads.len() as f64)
+            .collect();
+
+        // γ[n,k] = e_kᵀ g_n, λ[n,k] = e_kᵀ G_n e_k, mean_n λ[n,k] = λ_k
+        let (gammas, lambdas) = dd.result(group)?;
+        let (gammas, lambdas) = (gammas.to_vec2::<f64>()?, lambdas.to_vec2::<f64>()?);
+        for (row, gn) in gammas.iter().zip(&grads) {
+            let want: Vec<f64> = e.iter().map(|ek| dot(ek, gn)).collect();
+            assert_close(&format!("γ {names:?}"), row, &want, RTOL);
+        }
+        for (row, &n) in lambdas.iter().zip(&ggn_samples) {
+            let (gn, _) = problem.ggn(params, &[n])?;
+            let want: Vec<f64> = e.iter().map(|ek| dot(ek, &mat_vec(&gn, ek))).collect();
+            assert_close(&format!("λ {names:?}"), row, &want, RTOL);
+        }
+        let mean_lambda: Vec<f64> = (0..evals.len())
+            .map(|j| lambdas.iter().map(|r| r[j]).sum::<f64>() / lambdas.len() as f64)
+            .collect();
+        assert_close("mean λ = eigenvalues", &mean_lambda, &evals, RTOL);
+
+        let flat = |steps: Vec<Tensor>| -> Result<Vec<f64>> {
+            Ok(steps
+                .iter()
+                .map(to_f64)
+                .collect::<Result<Vec<_>>>()?
+                .concat())
+        };
+        let combine = |coef: &dyn Fn(usize) -> f64| -> Vec<f64> {
+            (0..d)
+                .map(|j| e.iter().enumerate().map(|(i, ei)| coef(i) * ei[j]).sum())
+                .collect()
+        };
+        let slope: Vec<f64> = e.iter().map(|ek| dot(ek, &g_bar)).collect();
+        // s = Σ_k −(e_kᵀḡ)/(λ_k + δ) e_k
+        let want = combine(&|i| -slope[i] / (mean_lambda[i] + delta));
+        let what = format!("Newton step {names:?}");
+        assert_close(&what, &flat(newton.result(group)?)?, &want, RTOL);
+        // δ = 0: the pseudo-inverse Newton step in the kept eigenspace
+        let want = combine(&|i| -slope[i] / evals[i]);
+        let what = format!("Newton step, δ = 0, {names:?}");
+        assert_close(&what, &flat(newton_zero.result(group_zero)?)?, &want, RTOL);
+
+        // complement: −(G_K + δI)⁻¹ ḡ with G_K = Σ_k λ̄_k e_k e_kᵀ, by a dense solve
+        let mut a = Mat::<f64>::from_fn(d, d, |r, c| if r == c { delta } else { 0.0 });
+        for (i, ei) in e.iter().enumerate() {
+            for r in 0..d {
+                for c in 0..d {
+                    a[(r, c)] += mean_lambda[i] * ei[r] * ei[c];
+                }
+            }
+        }
+        let rhs = Mat::<f64>::from_fn(d, 1, |r, _| -g_bar[r]);
+        let x = a.llt(Side::Lower).expect("positive definite").solve(&rhs);
+        let want: Vec<f64> = (0..d).map(|r| x[(r, 0)]).collect();
+        let what = format!("Levenberg-Marquardt step of the truncated GGN {names:?}");
+        assert_close(&what, &flat(lm.result(group)?)?, &want, RTOL);
+    }
+    Ok(())
+}
