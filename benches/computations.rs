@@ -20,8 +20,8 @@
 //! meant to pay: `mnist_mlp_c100` (`mnist_mlp` with C = 100 outputs, N = 64,
 //! so a 6,336² Gram matrix for the exact cross-entropy factor, f32), the top-10
 //! eigenpairs with `Eigensolver::Partial` (`…/partial`) and `Eigensolver::Full`
-//! (`…/full`). It takes 10 flat samples (criterion's minimum), about five
-//! minutes for the full solver on 2 cores.
+//! (`…/full`). It takes 10 flat samples (criterion's minimum): about 2 minutes
+//! for the partial solver and 8 for the full one on 2 busy cores.
 //!
 //! One measured iteration is what a user pays: `vivit::record` (forward) plus
 //! the computation; the SGD step is forward, backward and update. Bench ids are
