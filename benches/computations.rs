@@ -23,6 +23,13 @@
 //!   "same" padding is one zero row and column at the end (after a ReLU, zeros
 //!   pad like −∞).
 //!
+//! Group `eigh_partial` compares the eigensolvers where the partial one is
+//! meant to pay: `mnist_mlp_c100` (`mnist_mlp` with C = 100 outputs, N = 64,
+//! so a 6,336² Gram matrix for the exact cross-entropy factor, f32), the top-10
+//! eigenpairs with `Eigensolver::Partial` (`…/partial`) and `Eigensolver::Full`
+//! (`…/full`). It takes 10 flat samples (criterion's minimum): about 2 minutes
+//! for the partial solver and 8 for the full one on 2 busy cores.
+//!
 //! One measured iteration is what a user pays: `vivit::record` (forward) plus
 //! the computation; the SGD step is forward, backward and update. Bench ids are
 //! `group/problem` or `group/problem/variant`, e.g. `newton/mnist_mlp/exact`;
@@ -32,6 +39,7 @@
 //! ```text
 //! cargo bench --bench computations                    # everything (~10 min)
 //! cargo bench --bench computations -- newton/digits   # a subset
+//! cargo bench --bench computations -- eigh_partial     # the eigensolvers
 //! ```
 //!
 //! Without criterion, for peak memory (what `compare.py` does) or profiling:
@@ -50,14 +58,14 @@ use std::time::{Duration, Instant};
 
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{Conv2dConfig, Optimizer, VarBuilder, VarMap, SGD};
-use criterion::{BenchmarkId, Criterion};
+use criterion::{BenchmarkId, Criterion, SamplingMode};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::StandardNormal;
 use vivit::nn as vnn;
 use vivit::{
     Computation, DirectionalDampedNewtonComputation, DirectionalDerivativesComputation,
-    EighComputation, EigvalshComputation, ParamGroup,
+    Eigensolver, EighComputation, EigvalshComputation, ParamGroup,
 };
 
 /// Number of classes of all problems.
@@ -71,6 +79,10 @@ const SEED: u64 = 0;
 const ONCE_CALLS: usize = 3;
 /// The problems, in the order benchmarked.
 const PROBLEMS: [&str; 4] = ["digits_mlp", "mnist_mlp", "fmnist_2c2d", "cifar10_3c3d"];
+/// The problem of the `eigh_partial` group: `mnist_mlp` with this many classes.
+const PARTIAL_PROBLEM: &str = "mnist_mlp_c100";
+/// Number of classes of [`PARTIAL_PROBLEM`].
+const PARTIAL_CLASSES: usize = 100;
 
 /// A model with its variables and a fixed mini-batch.
 struct Problem {
@@ -86,7 +98,7 @@ impl Problem {
         let varmap = VarMap::new();
         let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
         let relu = |x: &Tensor| x.relu();
-        let (model, input_shape) = match name {
+        let (model, input_shape, classes) = match name {
             "digits_mlp" => (
                 candle_nn::seq()
                     .add(vnn::linear(64, 128, vb.pp("fc1"))?)
@@ -95,18 +107,26 @@ impl Problem {
                     .add_fn(relu)
                     .add(vnn::linear(64, CLASSES, vb.pp("fc3"))?),
                 vec![128, 64],
+                CLASSES,
             ),
-            "mnist_mlp" => (
-                candle_nn::seq()
-                    .add(vnn::linear(784, 1000, vb.pp("fc1"))?)
-                    .add_fn(relu)
-                    .add(vnn::linear(1000, 500, vb.pp("fc2"))?)
-                    .add_fn(relu)
-                    .add(vnn::linear(500, 100, vb.pp("fc3"))?)
-                    .add_fn(relu)
-                    .add(vnn::linear(100, CLASSES, vb.pp("fc4"))?),
-                vec![64, 784],
-            ),
+            "mnist_mlp" | PARTIAL_PROBLEM => {
+                let classes = match name {
+                    PARTIAL_PROBLEM => PARTIAL_CLASSES,
+                    _ => CLASSES,
+                };
+                (
+                    candle_nn::seq()
+                        .add(vnn::linear(784, 1000, vb.pp("fc1"))?)
+                        .add_fn(relu)
+                        .add(vnn::linear(1000, 500, vb.pp("fc2"))?)
+                        .add_fn(relu)
+                        .add(vnn::linear(500, 100, vb.pp("fc3"))?)
+                        .add_fn(relu)
+                        .add(vnn::linear(100, classes, vb.pp("fc4"))?),
+                    vec![64, 784],
+                    classes,
+                )
+            }
             "fmnist_2c2d" => {
                 let same = Conv2dConfig {
                     padding: 2,
@@ -123,6 +143,7 @@ impl Problem {
                         .add_fn(relu)
                         .add(vnn::linear(1024, CLASSES, vb.pp("fc2"))?),
                     vec![32, 1, 28, 28],
+                    CLASSES,
                 )
             }
             "cifar10_3c3d" => {
@@ -150,6 +171,7 @@ impl Problem {
                         .add_fn(relu)
                         .add(vnn::linear(256, CLASSES, vb.pp("fc3"))?),
                     vec![32, 3, 32, 32],
+                    CLASSES,
                 )
             }
             _ => panic!("unknown problem {name}"),
@@ -158,7 +180,7 @@ impl Problem {
         seed_weights(&varmap, &mut rng)?;
         let inputs = normal(&input_shape, 1.0, &mut rng)?;
         let labels: Vec<u32> = (0..input_shape[0])
-            .map(|_| rng.random_range(0..CLASSES as u32))
+            .map(|_| rng.random_range(0..classes as u32))
             .collect();
         let targets = Tensor::new(labels, &Device::Cpu)?;
         Ok(Self {
@@ -226,6 +248,8 @@ enum Task {
     Eigvalsh,
     /// The 10 leading eigenpairs of the GGN.
     Eigh,
+    /// The 10 leading eigenpairs of the GGN with the given eigensolver.
+    EighWith(Eigensolver),
     /// Directional derivatives along the 10 leading eigenvectors.
     DirectionalDerivatives(Ggn),
     /// The directionally damped Newton step along them.
@@ -242,6 +266,11 @@ const TASKS: [Task; 7] = [
     Task::Newton(Ggn::Exact),
     Task::Newton(Ggn::Mc1),
 ];
+/// The tasks of the `eigh_partial` group.
+const PARTIAL_TASKS: [Task; 2] = [
+    Task::EighWith(Eigensolver::Partial),
+    Task::EighWith(Eigensolver::Full),
+];
 
 impl Task {
     /// The criterion group.
@@ -250,6 +279,7 @@ impl Task {
             Task::SgdStep => "sgd_step",
             Task::Eigvalsh => "eigvalsh",
             Task::Eigh => "eigh",
+            Task::EighWith(_) => "eigh_partial",
             Task::DirectionalDerivatives(_) => "directional_derivatives",
             Task::Newton(_) => "newton",
         }
@@ -261,6 +291,11 @@ impl Task {
             Task::DirectionalDerivatives(ggn) | Task::Newton(ggn) => Some(match ggn {
                 Ggn::Exact => "exact",
                 Ggn::Mc1 => "mc1",
+            }),
+            Task::EighWith(solver) => Some(match solver {
+                Eigensolver::Partial => "partial",
+                Eigensolver::Full => "full",
+                Eigensolver::Auto => "auto",
             }),
             _ => None,
         }
@@ -294,6 +329,9 @@ impl Task {
             Task::SgdStep => return None,
             Task::Eigvalsh => Box::new(EigvalshComputation::new().verbose(verbose)),
             Task::Eigh => Box::new(EighComputation::new().verbose(verbose)),
+            Task::EighWith(solver) => {
+                Box::new(EighComputation::new().eigensolver(solver).verbose(verbose))
+            }
             Task::DirectionalDerivatives(ggn) => Box::new(mc(
                 DirectionalDerivativesComputation::new().verbose(verbose),
                 ggn,
@@ -345,6 +383,19 @@ fn benches(c: &mut Criterion) {
         }
         group.finish();
     }
+    let mut group = c.benchmark_group("eigh_partial");
+    group
+        .sample_size(10)
+        .sampling_mode(SamplingMode::Flat)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(10));
+    let problem = Problem::new(PARTIAL_PROBLEM).expect("the problem builds");
+    for task in PARTIAL_TASKS {
+        group.bench_with_input(task.bench_id(PARTIAL_PROBLEM), &problem, |b, problem| {
+            b.iter(|| task.run(problem, false).expect("the iteration runs"))
+        });
+    }
+    group.finish();
 }
 
 /// The `VIVIT_BENCH_ONCE` mode: [`ONCE_CALLS`] iterations of bench `id`.
@@ -352,6 +403,7 @@ fn once(id: &str) {
     let (task, name) = TASKS
         .iter()
         .flat_map(|&task| PROBLEMS.map(|name| (task, name)))
+        .chain(PARTIAL_TASKS.map(|task| (task, PARTIAL_PROBLEM)))
         .find(|&(task, name)| task.id(name) == id)
         .unwrap_or_else(|| panic!("no bench {id:?}"));
     let verbose = std::env::var_os("VIVIT_BENCH_VERBOSE").is_some_and(|v| v != "0");

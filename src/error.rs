@@ -189,6 +189,14 @@ pub enum Error {
         size: usize,
     },
 
+    /// [`crate::Eigensolver::Partial`] was asked for with a criterion that
+    /// needs the whole spectrum.
+    #[error(
+        "Eigensolver::Partial computes the k largest eigenpairs only, but {0} needs the whole \
+         spectrum; use Criterion::top_k or Criterion::top_k_above, or Eigensolver::Auto or Full"
+    )]
+    PartialEigensolver(String),
+
     /// A computation has no result for the group asked for.
     #[error("no result for group {0:?}: run compute (or vivit::backward) with this group first")]
     NoResult(crate::GroupId),

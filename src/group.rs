@@ -32,24 +32,27 @@ type Select = dyn Fn(&[f64]) -> Vec<usize> + Send + Sync;
 pub struct Criterion {
     name: String,
     select: Arc<Select>,
+    /// `Some(k)`: keeps some of the `k` largest eigenvalues and decides from
+    /// those alone, so the partial eigensolver can serve it.
+    top: Option<usize>,
 }
 
 impl Criterion {
     /// Keeps every direction: `{0, …, n−1}`.
     pub fn all() -> Self {
-        Self::named("all()".into(), |evals| (0..evals.len()).collect())
+        Self::named("all()".into(), None, |evals| (0..evals.len()).collect())
     }
 
     /// Keeps the `k` largest eigenvalues `{n−k, …, n−1}` (all of them if `k ≥ n`).
     pub fn top_k(k: usize) -> Self {
-        Self::named(format!("top_k({k})"), move |evals| {
+        Self::named(format!("top_k({k})"), Some(k), move |evals| {
             (evals.len().saturating_sub(k)..evals.len()).collect()
         })
     }
 
     /// Keeps the eigenvalues strictly above `threshold`: `{i : λ_i > threshold}`.
     pub fn above(threshold: f64) -> Self {
-        Self::named(format!("above({threshold})"), move |evals| {
+        Self::named(format!("above({threshold})"), None, move |evals| {
             (0..evals.len()).filter(|&i| evals[i] > threshold).collect()
         })
     }
@@ -58,22 +61,41 @@ impl Criterion {
     /// (the reference test suite's criterion): directional derivatives and
     /// Newton steps need `λ > 0`.
     pub fn top_k_above(k: usize, threshold: f64) -> Self {
-        Self::named(format!("top_k_above({k}, {threshold})"), move |evals| {
-            let above: Vec<usize> = (0..evals.len()).filter(|&i| evals[i] > threshold).collect();
-            above[above.len().saturating_sub(k)..].to_vec()
-        })
+        Self::named(
+            format!("top_k_above({k}, {threshold})"),
+            Some(k),
+            move |evals| {
+                let above: Vec<usize> =
+                    (0..evals.len()).filter(|&i| evals[i] > threshold).collect();
+                above[above.len().saturating_sub(k)..].to_vec()
+            },
+        )
     }
 
     /// A criterion from a closure `ascending eigenvalues → indices to keep`.
     pub fn custom(select: impl Fn(&[f64]) -> Vec<usize> + Send + Sync + 'static) -> Self {
-        Self::named("custom".into(), select)
+        Self::named("custom".into(), None, select)
     }
 
-    fn named(name: String, select: impl Fn(&[f64]) -> Vec<usize> + Send + Sync + 'static) -> Self {
+    fn named(
+        name: String,
+        top: Option<usize>,
+        select: impl Fn(&[f64]) -> Vec<usize> + Send + Sync + 'static,
+    ) -> Self {
         Self {
             name,
             select: Arc::new(select),
+            top,
         }
+    }
+
+    /// `Some(k)` if the criterion keeps only directions among the `k` largest
+    /// eigenvalues and its choice depends on those `k` values alone
+    /// ([`Self::top_k`], [`Self::top_k_above`]): applied to the `k` largest
+    /// of an ascending spectrum, it keeps the same directions as applied to
+    /// the whole. `None` if it needs the whole spectrum.
+    pub(crate) fn top_bound(&self) -> Option<usize> {
+        self.top
     }
 
     /// Applies the criterion and checks its answer.

@@ -76,6 +76,7 @@ pub use computations::{
 pub use error::{Error, Result};
 pub use extension::{backward, Computation};
 pub use group::{Criterion, GroupId, ParamGroup};
+pub use linalg::Eigensolver;
 pub use optim::{Blocks, DampedNewton, DampedNewtonConfig, Damping};
 pub use record::{record, Recorded};
 

@@ -5,7 +5,9 @@ use std::collections::HashMap;
 use candle_core::{DType, Tensor};
 
 use super::directions::{warn_small, Directional};
-use super::options::{curvature_setters, gradient_setter, lookup, warn_setter, Options};
+use super::options::{
+    curvature_setters, eigensolver_setter, gradient_setter, lookup, warn_setter, Options,
+};
 use crate::error::{Error, Result};
 use crate::extension::{say, Computation, Extension, FactorId};
 use crate::group::{GroupId, ParamGroup};
@@ -49,6 +51,7 @@ impl DirectionalDampedNewtonComputation {
     curvature_setters!(subsampling_ggn, mc_samples_ggn);
     gradient_setter!();
     warn_setter!();
+    eigensolver_setter!();
 
     /// Also steps along the gradient outside the kept eigenspace, `−g_⊥/δ_⊥`,
     /// with `δ_⊥` from the group's damping.
@@ -127,7 +130,7 @@ pub(crate) fn newton_steps(
         .iter()
         .enumerate()
         .map(|(g, group)| {
-            let d = Directional::compute(ext, ggn, grad, g, group, o.verbose)?;
+            let d = Directional::compute(ext, ggn, grad, g, group, o)?;
             warn_small(&d.pairs.evals, o.warn_small_eigvals);
             newton_step(ext, ggn, grad, g, group, &d, complement, o.verbose)
         })

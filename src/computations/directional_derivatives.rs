@@ -6,7 +6,9 @@ use std::collections::HashMap;
 use candle_core::Tensor;
 
 use super::directions::{warn_small, Directional};
-use super::options::{curvature_setters, gradient_setter, lookup, warn_setter, Options};
+use super::options::{
+    curvature_setters, eigensolver_setter, gradient_setter, lookup, warn_setter, Options,
+};
 use crate::error::Result;
 use crate::extension::{Computation, Extension};
 use crate::group::{GroupId, ParamGroup};
@@ -66,6 +68,7 @@ impl DirectionalDerivativesComputation {
     curvature_setters!(subsampling_ggn, mc_samples_ggn);
     gradient_setter!();
     warn_setter!();
+    eigensolver_setter!();
 
     /// Runs the computation in its own extended backward pass.
     ///
@@ -89,7 +92,7 @@ impl Computation for DirectionalDerivativesComputation {
         let o = &self.options;
         let (ggn, grad) = Directional::factors(ext, o)?;
         for (g, group) in groups.iter().enumerate() {
-            let d = Directional::compute(ext, ggn, grad, g, group, o.verbose)?;
+            let d = Directional::compute(ext, ggn, grad, g, group, o)?;
             warn_small(&d.pairs.evals, o.warn_small_eigvals);
             self.results.insert(group.id(), (d.gammas, d.lambdas));
         }

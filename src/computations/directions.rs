@@ -7,7 +7,7 @@ use super::options::Options;
 use crate::error::{Error, Result};
 use crate::extension::{say, Extension, FactorId};
 use crate::group::ParamGroup;
-use crate::linalg;
+use crate::linalg::{self, Partial};
 
 /// The kept eigenpairs `G̃ ẽ_k = λ_k ẽ_k` of a group's Gram matrix.
 pub(crate) struct GramEigenpairs {
@@ -18,28 +18,63 @@ pub(crate) struct GramEigenpairs {
 }
 
 impl GramEigenpairs {
-    /// Eigendecomposes the group's Gram matrix and applies its criterion.
+    /// Eigendecomposes the group's Gram matrix with the solver of
+    /// `o.eigensolver` and applies its criterion.
+    ///
+    /// The criterion sees all `C·N_g` eigenvalues, with the zeros the factor
+    /// omits. After the partial solver it sees the `k` largest of them, which
+    /// is all that the criteria it serves ([`crate::Criterion::top_k`],
+    /// [`crate::Criterion::top_k_above`]) decide from.
+    ///
+    /// # Errors
+    /// As [`linalg::eigh`], [`crate::Eigensolver`]'s refusal, and the
+    /// criterion's errors.
     pub fn kept(
         ext: &mut Extension<'_>,
         factor: FactorId,
         g: usize,
         group: &ParamGroup,
-        verbose: bool,
+        o: &Options,
     ) -> Result<Self> {
-        let gram = ext.gram(factor, g, verbose)?;
-        say(verbose, || {
-            format!("group {g}: eigendecompose the Gram matrix")
-        });
-        let eig = linalg::eigh(&gram)?;
-        // the criterion sees all C·N_g eigenvalues, with the zeros the factor omits
-        let (all, source) = with_omitted_zeros(&eig.evals, ext.omitted_zeros(factor));
-        let keep = group.criterion_ref().select(&all)?;
-        say(verbose, || {
+        let gram = ext.gram(factor, g, o.verbose)?;
+        let size = gram.dim(0)?;
+        let criterion = group.criterion_ref();
+        let partial = match o.eigensolver.partial_k(size, criterion)? {
+            Some(k) => match linalg::eigh_top(&gram, k)? {
+                Partial::Converged(eig, work) => {
+                    say(o.verbose, || {
+                        format!("group {g}: partial eigensolver (block Lanczos), top {k}: {work}")
+                    });
+                    Some(eig)
+                }
+                Partial::Unconverged(work) => {
+                    log::warn!(
+                        "the partial eigensolver did not converge on the {size}×{size} Gram \
+                         matrix after {work}; the full one runs instead"
+                    );
+                    None
+                }
+            },
+            None => None,
+        };
+        let eig = match partial {
+            Some(eig) => eig,
+            None => {
+                let eig = linalg::eigh(&gram)?;
+                say(o.verbose, || {
+                    format!("group {g}: full eigensolver (faer), all {size} eigenpairs")
+                });
+                eig
+            }
+        };
+        let zeros = ext.omitted_zeros(factor);
+        let (all, source) = with_omitted_zeros(&eig.evals, zeros);
+        let keep = criterion.select(&all)?;
+        say(o.verbose, || {
             format!(
-                "group {g}: criterion {:?} keeps {} of {} directions",
-                group.criterion_ref(),
+                "group {g}: criterion {criterion:?} keeps {} of {} directions",
                 keep.len(),
-                all.len()
+                size + zeros
             )
         });
         // an omitted zero's Gram vector is null: V ẽ = 0 (zero column here)
@@ -49,7 +84,8 @@ impl GramEigenpairs {
             .map(|&i| source[i].unwrap_or(n) as u32)
             .collect();
         let index = Tensor::new(index.as_slice(), gram.device())?;
-        let padded = Tensor::cat(&[&eig.evecs, &eig.evecs.narrow(1, 0, 1)?.zeros_like()?], 1)?;
+        let null = Tensor::zeros((size, 1), eig.evecs.dtype(), eig.evecs.device())?;
+        let padded = Tensor::cat(&[&eig.evecs, &null], 1)?;
         Ok(Self {
             evals: keep.iter().map(|&i| all[i]).collect(),
             gram_evecs: padded.index_select(&index, 1)?.t()?.contiguous()?,
@@ -130,13 +166,15 @@ impl Directional {
         grad: FactorId,
         g: usize,
         group: &ParamGroup,
-        verbose: bool,
+        o: &Options,
     ) -> Result<Self> {
-        let pairs = GramEigenpairs::kept(ext, ggn, g, group, verbose)?;
+        let pairs = GramEigenpairs::kept(ext, ggn, g, group, o)?;
         if let Some((index, &value)) = pairs.evals.iter().enumerate().find(|(_, &l)| l <= 0.0) {
             return Err(Error::NonPositiveEigenvalue { index, value });
         }
-        say(verbose, || format!("group {g}: compute gammas and lambdas"));
+        say(o.verbose, || {
+            format!("group {g}: compute gammas and lambdas")
+        });
         let inv_sqrt: Vec<f64> = pairs.evals.iter().map(|l| 1.0 / l.sqrt()).collect();
         let inv_sqrt = pairs.row(&inv_sqrt)?;
         let vt_g = ext.cross_gram(ggn, grad, g)?; // [C·N_g, N_grad]

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use candle_core::Tensor;
 
 use super::directions::{warn_small, GramEigenpairs};
-use super::options::{curvature_setters, lookup, warn_setter, Options};
+use super::options::{curvature_setters, eigensolver_setter, lookup, warn_setter, Options};
 use crate::error::Result;
 use crate::extension::{Computation, Extension};
 use crate::group::{GroupId, ParamGroup};
@@ -71,6 +71,7 @@ impl EighComputation {
 
     curvature_setters!(subsampling, mc_samples);
     warn_setter!();
+    eigensolver_setter!();
 
     /// Runs the computation in its own extended backward pass.
     ///
@@ -100,7 +101,7 @@ impl Computation for EighComputation {
             o.verbose,
         )?;
         for (g, group) in groups.iter().enumerate() {
-            let pairs = GramEigenpairs::kept(ext, factor, g, group, o.verbose)?;
+            let pairs = GramEigenpairs::kept(ext, factor, g, group, o)?;
             warn_small(&pairs.evals, o.warn_small_eigvals);
             let evecs = pairs.parameter_evecs(ext, factor, g)?;
             self.results

@@ -12,4 +12,4 @@ pub(crate) use damped_newton::{newton_steps, NewtonStep};
 pub use directional_derivatives::DirectionalDerivativesComputation;
 pub use eigh::{Eigenpairs, EighComputation};
 pub use eigvalsh::EigvalshComputation;
-pub(crate) use options::{curvature_setters, gradient_setter, Options};
+pub(crate) use options::{curvature_setters, eigensolver_setter, gradient_setter, Options};

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 
 use crate::error::{Error, Result};
 use crate::group::{GroupId, ParamGroup};
+use crate::linalg::Eigensolver;
 
 /// The result stored for `group`, or [`Error::NoResult`].
 pub(crate) fn lookup<T: Clone>(results: &HashMap<GroupId, T>, group: &ParamGroup) -> Result<T> {
@@ -26,6 +27,8 @@ pub(crate) struct Options {
     pub seed: Option<u64>,
     pub verbose: bool,
     pub warn_small_eigvals: f64,
+    /// The eigensolver of the kept eigenpairs.
+    pub eigensolver: Eigensolver,
 }
 
 impl Default for Options {
@@ -37,6 +40,7 @@ impl Default for Options {
             seed: None,
             verbose: false,
             warn_small_eigvals: 1e-4,
+            eigensolver: Eigensolver::Auto,
         }
     }
 }
@@ -98,4 +102,18 @@ macro_rules! gradient_setter {
     };
 }
 
-pub(crate) use {curvature_setters, gradient_setter, warn_setter};
+/// The `eigensolver` setter.
+macro_rules! eigensolver_setter {
+    () => {
+        /// Chooses the eigensolver of the kept eigenpairs (default
+        /// [`crate::Eigensolver::Auto`]): the full one, or the partial one
+        /// for the `k` largest eigenpairs of a `top_k`-type criterion, which
+        /// pays for a large Gram matrix and a small `k`.
+        pub fn eigensolver(mut self, eigensolver: crate::Eigensolver) -> Self {
+            self.options.eigensolver = eigensolver;
+            self
+        }
+    };
+}
+
+pub(crate) use {curvature_setters, eigensolver_setter, gradient_setter, warn_setter};

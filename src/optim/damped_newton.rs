@@ -5,7 +5,9 @@ use candle_core::{DType, Tensor, TensorId, Var};
 use candle_nn::optim::Optimizer;
 use candle_nn::VarMap;
 
-use crate::computations::{curvature_setters, gradient_setter, newton_steps, NewtonStep, Options};
+use crate::computations::{
+    curvature_setters, eigensolver_setter, gradient_setter, newton_steps, NewtonStep, Options,
+};
 use crate::error::{Error, Result};
 use crate::extension::{backward_tape, Computation, Extension};
 use crate::group::{Criterion, ParamGroup};
@@ -104,6 +106,7 @@ impl DampedNewtonConfig {
 
     curvature_setters!(subsampling_ggn, mc_samples);
     gradient_setter!();
+    eigensolver_setter!();
 }
 
 /// What a step did.

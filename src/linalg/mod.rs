@@ -1,0 +1,359 @@
+//! Symmetric eigendecomposition of Gram matrices, with its guards: the full
+//! one (faer) and a partial one for the few largest eigenpairs ([`lanczos`]).
+
+mod lanczos;
+
+use std::fmt;
+
+use candle_core::{DType, Device, Tensor, WithDType};
+use faer::traits::RealField;
+use faer::{MatRef, Side};
+
+use crate::error::{Error, Result};
+use crate::group::Criterion;
+
+/// Eigenpairs of a symmetric matrix: `A = U diag(λ) Uᵀ`, `λ` ascending.
+#[derive(Debug)]
+pub(crate) struct SymEig {
+    /// Eigenvalues, ascending.
+    pub evals: Vec<f64>,
+    /// Eigenvectors as columns `[n, n]` (`[n, k]` from [`eigh_top`]), in the
+    /// input's dtype and device.
+    pub evecs: Tensor,
+}
+
+/// Which symmetric eigensolver computes the kept eigenpairs of a group's Gram
+/// matrix `G̃` `[n, n]` (`n = C_eff·N_g`).
+///
+/// The full solver (faer's dense `self_adjoint_eigen`, `O(n³)`) computes all
+/// `n` eigenpairs. The partial solver (thick-restart block Lanczos with full
+/// reorthogonalization, in f64 on a copy of `G̃`) computes only the `k`
+/// largest, to
+///
+/// ```text
+/// G̃ x_i = θ_i x_i + r_i,   ‖r_i‖ ≤ tol · ‖G̃‖,   i = n−k+1, …, n,
+/// tol = max(ε, 16 √n ε_64)   (ε of the Gram's dtype; the second term is the
+///                             rounding floor of the f64 products G̃ Z),
+/// ```
+///
+/// with products of `G̃` and `n × b` blocks, `b = max(k, 32)`, `O(n² b)` each.
+/// It needs a criterion that keeps some of the `k` largest eigenvalues and
+/// decides from them alone, [`Criterion::top_k`]`(k)` or
+/// [`Criterion::top_k_above`]`(k, x)`, which then keep exactly what they keep
+/// from the whole spectrum (the exact cross-entropy factor's omitted zeros
+/// included, also when `k` exceeds the number of positive eigenvalues).
+///
+/// A residual `r` bounds the error of an eigenvalue by `min(‖r‖, ‖r‖²/δ)` and
+/// the angle of its eigenvector by `‖r‖/δ` (`δ` the gap to the rest of the
+/// spectrum), so the two solvers agree to the rounding level; for an f32 Gram
+/// the partial solver is the more accurate one. Eigenvectors of (nearly)
+/// repeated eigenvalues are some orthonormal basis of their eigenspace with
+/// either solver, and signs are arbitrary. Same input, same bits: the start
+/// block comes from a fixed seed. If the partial solver has not converged
+/// after `max(⌈n/b⌉, 50)` products (`⌈n/b⌉` of them cost about what the full
+/// solver does), a warning goes to `log` and the full solver runs instead.
+///
+/// # When the partial solver pays
+///
+/// Seconds for the top-`k` eigenpairs of the leading `n × n` blocks of the
+/// `mnist_mlp_c100` Gram matrix (see `benches/computations.rs`), f32, release
+/// build, on 2 cores shared with other builds (so the ratios, measured in the
+/// same run, mean more than the seconds): the full solver, and the partial
+/// solver with its f64 copy (speed-up).
+///
+/// | n | full | k = 1 | k = 10 | k = 20 | k = 50 | k = 100 |
+/// |---|---|---|---|---|---|---|
+/// | 500 | 0.05 | 0.03 (1.7×) | 0.07 (0.7×) | | 0.16 (0.3×)¹ | 0.28 (0.2×) |
+/// | 1000 | 0.23 | 0.07 (3.0×) | 0.09 (2.4×) | 0.09 (1.5×)² | 0.53 (0.4×) | 1.2 (0.2×)¹ |
+/// | 1500 | 0.70 | 0.08 (8.8×) | 0.19 (3.7×) | | 0.46 (1.5×) | 1.6 (0.4×) |
+/// | 2000 | 1.6 | 0.40 (4.0×) | 0.32 (4.9×) | | 0.68 (2.4×) | 2.6 (0.6×) |
+/// | 2500 | 1.8 | | | | 1.0 (1.8×) | |
+/// | 3000 | 4.5 | | 1.1 (4.0×) | | | 5.5 (0.8×) |
+/// | 6336 | 51 | | 2.5 (21×) | | | 13.6 (3.8×) |
+///
+/// ¹ Not converged within the budget (the full solver then runs as well).
+/// ² Against a full solve of 0.13 s in the same run.
+///
+/// [`Eigensolver::Auto`] therefore takes the partial solver for `n ≥ 1000`
+/// and `k ≤ n/50`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Eigensolver {
+    /// The partial solver when the criterion bounds `k`, `n ≥ 1000` and
+    /// `k ≤ n/50`; the full one otherwise.
+    #[default]
+    Auto,
+    /// Always the full solver.
+    Full,
+    /// Always the partial solver; a criterion that needs the whole spectrum
+    /// ([`Criterion::all`], [`Criterion::above`], [`Criterion::custom`]) is
+    /// refused with [`Error::PartialEigensolver`].
+    Partial,
+}
+
+/// [`Eigensolver::Auto`] runs the partial solver from this Gram size on.
+const AUTO_MIN_SIZE: usize = 1000;
+/// … and for `k ≤ n / AUTO_SIZE_PER_PAIR`.
+const AUTO_SIZE_PER_PAIR: usize = 50;
+
+impl Eigensolver {
+    /// The `k` of the partial solver for an `n × n` Gram matrix and
+    /// `criterion`, or `None` for the full solver.
+    ///
+    /// # Errors
+    /// [`Error::PartialEigensolver`] for [`Eigensolver::Partial`] with a
+    /// criterion that needs the full spectrum.
+    pub(crate) fn partial_k(self, n: usize, criterion: &Criterion) -> Result<Option<usize>> {
+        let top = criterion.top_bound();
+        Ok(match (self, top) {
+            (Eigensolver::Partial, None) => {
+                return Err(Error::PartialEigensolver(format!("{criterion:?}")))
+            }
+            (Eigensolver::Full, _) | (Eigensolver::Auto, None) => None,
+            (Eigensolver::Partial, Some(k)) => Some(k.min(n)),
+            (Eigensolver::Auto, Some(k)) => {
+                (n >= AUTO_MIN_SIZE && k.saturating_mul(AUTO_SIZE_PER_PAIR) <= n).then_some(k)
+            }
+        })
+    }
+}
+
+/// Eigenvalues of the symmetric `a` `[n, n]` and `zeros` more zeros, ascending,
+/// as a tensor of `a`'s dtype.
+///
+/// # Errors
+/// [`Error::NonFinite`] if `a` holds NaN or ±∞; [`Error::EigenSolver`].
+pub(crate) fn eigvalsh(a: &Tensor, zeros: usize) -> Result<Tensor> {
+    let mut evals = match a.dtype() {
+        DType::F32 => solve::<f32>(a, false)?.0,
+        DType::F64 => solve::<f64>(a, false)?.0,
+        other => return Err(Error::UnsupportedDType(other)),
+    };
+    evals.extend(std::iter::repeat_n(0.0, zeros));
+    evals.sort_by(f64::total_cmp);
+    Ok(Tensor::new(evals.as_slice(), a.device())?.to_dtype(a.dtype())?)
+}
+
+/// Eigenvalues (ascending) and eigenvectors of the symmetric `a` `[n, n]`.
+///
+/// # Errors
+/// As [`eigvalsh`].
+pub(crate) fn eigh(a: &Tensor) -> Result<SymEig> {
+    let (evals, evecs) = match a.dtype() {
+        DType::F32 => solve::<f32>(a, true)?,
+        DType::F64 => solve::<f64>(a, true)?,
+        other => return Err(Error::UnsupportedDType(other)),
+    };
+    Ok(SymEig {
+        evals,
+        evecs: evecs
+            .expect("asked for eigenvectors")
+            .to_device(a.device())?,
+    })
+}
+
+/// The outcome of the partial solver.
+#[derive(Debug)]
+pub(crate) enum Partial {
+    /// The `k` largest eigenpairs (ascending, eigenvectors `[n, k]`).
+    Converged(SymEig, Work),
+    /// No convergence within the budget: use [`eigh`].
+    Unconverged(Work),
+}
+
+/// The work of a partial solve, for `verbose`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Work(lanczos::Stats);
+
+impl fmt::Display for Work {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = self.0;
+        write!(
+            f,
+            "{} products with {}-column blocks, {} restarts",
+            s.products, s.block, s.restarts
+        )
+    }
+}
+
+/// The `k` largest eigenpairs of the symmetric `a` `[n, n]` (all `n` if
+/// `k ≥ n`), by [`lanczos`] in f64; see [`Eigensolver`] for the tolerance.
+///
+/// # Errors
+/// As [`eigvalsh`].
+pub(crate) fn eigh_top(a: &Tensor, k: usize) -> Result<Partial> {
+    match a.dtype() {
+        DType::F32 => solve_top::<f32>(a, k, f64::from(f32::EPSILON)),
+        DType::F64 => solve_top::<f64>(a, k, f64::EPSILON),
+        other => Err(Error::UnsupportedDType(other)),
+    }
+}
+
+/// The residual tolerance `max(ε, 16 √n ε_64)` of an `n × n` matrix whose
+/// dtype has machine epsilon `eps`: products in f64 carry rounding errors of
+/// about `√n ε_64 ‖G‖`, below which no residual can be certified.
+fn tolerance(eps: f64, n: usize) -> f64 {
+    eps.max(16.0 * (n as f64).sqrt() * f64::EPSILON)
+}
+
+fn solve_top<T: WithDType>(a: &Tensor, k: usize, eps: f64) -> Result<Partial> {
+    let n = a.dim(0)?;
+    // row-major `a` read column-major is `aᵀ`: its upper triangle is the
+    // lower triangle of `a`, the one the full solver reads
+    let entries: Vec<f64> = finite_entries::<T>(a)?.iter().map(|v| v.to_f64()).collect();
+    let upper = MatRef::from_column_major_slice(&entries, n, n);
+    Ok(match lanczos::top_eigenpairs(upper, k, tolerance(eps, n)) {
+        Ok(top) => {
+            let cols = top.evecs.ncols();
+            let flat: Vec<T> = (0..n * cols)
+                .map(|i| T::from_f64(top.evecs[(i / cols, i % cols)]))
+                .collect();
+            let evecs = Tensor::from_vec(flat, (n, cols), &Device::Cpu)?;
+            Partial::Converged(
+                SymEig {
+                    evals: top.evals,
+                    evecs: evecs.to_device(a.device())?,
+                },
+                Work(top.stats),
+            )
+        }
+        Err(stats) => Partial::Unconverged(Work(stats)),
+    })
+}
+
+/// The entries of `a`, row-major, on the host.
+///
+/// # Errors
+/// [`Error::NonFinite`] if one is NaN or ±∞.
+fn finite_entries<T: WithDType>(a: &Tensor) -> Result<Vec<T>> {
+    let data = a.flatten_all()?.to_vec1::<T>()?;
+    if let Some(bad) = data.iter().map(|v| v.to_f64()).find(|v| !v.is_finite()) {
+        return Err(Error::NonFinite {
+            what: "the Gram matrix",
+            value: bad,
+        });
+    }
+    Ok(data)
+}
+
+fn solve<T: RealField + WithDType>(
+    a: &Tensor,
+    vectors: bool,
+) -> Result<(Vec<f64>, Option<Tensor>)> {
+    let n = a.dim(0)?;
+    let data = finite_entries::<T>(a)?;
+    let mat = MatRef::from_row_major_slice(&data, n, n);
+    let failed = |_| Error::EigenSolver { size: n };
+    if !vectors {
+        let evals = mat.self_adjoint_eigenvalues(Side::Lower).map_err(failed)?;
+        return Ok((evals.iter().map(|v| v.to_f64()).collect(), None));
+    }
+    let evd = mat.self_adjoint_eigen(Side::Lower).map_err(failed)?;
+    let s = evd.S().column_vector();
+    let evals = (0..n).map(|i| s[i].to_f64()).collect();
+    let u = evd.U();
+    let flat: Vec<T> = (0..n * n).map(|k| u[(k / n, k % n)]).collect();
+    Ok((evals, Some(Tensor::from_vec(flat, (n, n), &Device::Cpu)?)))
+}
+
+#[cfg(test)]
+mod tests {
+    use faer::Mat;
+
+    use super::lanczos::tests::{agrees_with_full, residuals, with_spectrum};
+    use super::*;
+
+    /// `g` as a row-major tensor of `dtype`, and the matrix that tensor holds
+    /// (rounded to `dtype`) back in f64.
+    fn as_tensor(g: &Mat<f64>, dtype: DType) -> (Tensor, Mat<f64>) {
+        let n = g.nrows();
+        let flat: Vec<f64> = (0..n * n).map(|i| g[(i / n, i % n)]).collect();
+        let t = Tensor::from_vec(flat, (n, n), &Device::Cpu)
+            .and_then(|t| t.to_dtype(dtype))
+            .expect("a tensor");
+        let back = t
+            .to_dtype(DType::F64)
+            .and_then(|t| t.flatten_all())
+            .and_then(|t| t.to_vec1::<f64>())
+            .expect("its values");
+        (t, Mat::from_fn(n, n, |i, j| back[i * n + j]))
+    }
+
+    fn converged(t: &Tensor, k: usize) -> SymEig {
+        match eigh_top(t, k).expect("no error") {
+            Partial::Converged(eig, _) => eig,
+            Partial::Unconverged(work) => panic!("no convergence after {work}"),
+        }
+    }
+
+    fn columns(evecs: &Tensor) -> Mat<f64> {
+        let rows = evecs
+            .to_dtype(DType::F64)
+            .and_then(|t| t.to_vec2::<f64>())
+            .expect("eigenvectors");
+        Mat::from_fn(rows.len(), rows[0].len(), |i, j| rows[i][j])
+    }
+
+    #[test]
+    fn f32_and_f64_grams_against_the_f64_decomposition() {
+        let n = 300;
+        let mut spectrum: Vec<f64> = (0..n).map(|i| 0.95f64.powi((n - i) as i32)).collect();
+        spectrum[..3].copy_from_slice(&[-1e-9, 0.0, 0.0]);
+        spectrum[n - 2] = spectrum[n - 1];
+        let g = with_spectrum(&spectrum, 11);
+        for (dtype, eps) in [
+            (DType::F32, f64::from(f32::EPSILON)),
+            (DType::F64, f64::EPSILON),
+        ] {
+            let (t, rounded) = as_tensor(&g, dtype);
+            let eig = converged(&t, 10);
+            assert_eq!(eig.evecs.dims(), &[n, 10]);
+            assert_eq!(eig.evecs.dtype(), dtype);
+            let x = columns(&eig.evecs);
+            // the solver's bound, the eigenvectors' rounding to the dtype
+            // (‖(G − θ) δx‖ ≤ ‖G‖ ε/2) and the check's f64 products
+            let norm = rounded.norm_l2();
+            let bound =
+                (tolerance(eps, n) + eps / 2.0 + 2.0 * (n as f64).sqrt() * f64::EPSILON) * norm;
+            for r in residuals(rounded.as_ref(), &eig.evals, x.as_ref()) {
+                assert!(r <= bound, "{dtype:?}: residual {r:e} > {bound:e}");
+            }
+            agrees_with_full(rounded.as_ref(), &eig.evals, x.as_ref());
+        }
+    }
+
+    #[test]
+    fn reads_the_lower_triangle_like_the_full_solver() {
+        let n = 60;
+        let g = with_spectrum(&(0..n).map(|i| i as f64).collect::<Vec<_>>(), 12);
+        // garbage above the diagonal of the row-major tensor
+        let skewed = Mat::from_fn(n, n, |i, j| if i < j { 1e3 } else { g[(i, j)] });
+        let (t, _) = as_tensor(&skewed, DType::F64);
+        let top = converged(&t, 4).evals;
+        let full = eigh(&t).expect("full").evals;
+        for (a, b) in top.iter().zip(&full[n - 4..]) {
+            assert!((a - b).abs() <= 2.0 * tolerance(f64::EPSILON, n) * full[n - 1]);
+        }
+    }
+
+    #[test]
+    fn refuses_non_finite_grams() {
+        let t = Tensor::new(&[[1f32, f32::NAN], [f32::NAN, 1.0]], &Device::Cpu).expect("tensor");
+        assert!(matches!(eigh_top(&t, 1), Err(Error::NonFinite { .. })));
+    }
+
+    #[test]
+    fn auto_picks_the_partial_solver_for_few_pairs_of_a_large_gram() {
+        let (top10, all) = (Criterion::top_k_above(10, 0.0), Criterion::all());
+        let k = |solver: Eigensolver, n, c: &Criterion| solver.partial_k(n, c).expect("allowed");
+        assert_eq!(k(Eigensolver::Auto, 999, &top10), None);
+        assert_eq!(k(Eigensolver::Auto, 1000, &top10), Some(10));
+        assert_eq!(k(Eigensolver::Auto, 2000, &Criterion::top_k(41)), None);
+        assert_eq!(k(Eigensolver::Auto, 6400, &all), None);
+        assert_eq!(k(Eigensolver::Full, 6400, &top10), None);
+        assert_eq!(k(Eigensolver::Partial, 5, &top10), Some(5));
+        assert!(matches!(
+            Eigensolver::Partial.partial_k(100, &Criterion::above(0.1)),
+            Err(Error::PartialEigensolver(name)) if name == "Criterion::above(0.1)"
+        ));
+    }
+}
