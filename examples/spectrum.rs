@@ -66,6 +66,7 @@ fn main() -> Result<()> {
         title: &format!("Top {TOP} GGN eigenvalues while SGD (lr = {LR}) trains the digits MLP"),
         x_label: "step",
         y_label: "eigenvalue (log scale)",
+        log_x: false,
         log_y: true,
         y_max: None,
     };

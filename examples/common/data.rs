@@ -15,7 +15,8 @@ pub const TRAIN: usize = 1500;
 /// The seed of the one shuffle that decides the split.
 const SPLIT_SEED: u64 = 0;
 
-/// Images `[n, 64]` (f32, scaled to `[0, 1]`) and labels `[n]` (u32).
+/// Images `[n, 64]` (f32, scaled to `[0, 1]`; other inputs `[n, features]` where
+/// an example makes its own) and labels `[n]` (u32).
 #[derive(Debug, Clone)]
 pub struct Split {
     pub images: Tensor,

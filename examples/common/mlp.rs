@@ -1,4 +1,5 @@
-//! The classifier of all examples: a 64-128-64-10 ReLU MLP of tracked layers.
+//! The classifier of the examples: a ReLU MLP of tracked layers, 64-128-64-10 for
+//! the digits unless other widths are asked for.
 
 use std::cell::RefCell;
 
@@ -13,7 +14,7 @@ use vivit::Recorded;
 
 use super::data::Split;
 
-/// Layer widths, input to output.
+/// Layer widths of the digits MLP, input to output.
 const WIDTHS: [usize; 4] = [64, 128, 64, 10];
 
 /// The MLP, its variables, and the mini-batch of the last recorded loss (so
@@ -25,15 +26,21 @@ pub struct Mlp {
 }
 
 impl Mlp {
-    /// The MLP with PyTorch's default initialization, `U(−1/√fan_in, 1/√fan_in)`
-    /// for weights and biases, drawn from `seed` (candle's CPU generator
-    /// cannot be seeded, so the variables are overwritten after creation).
+    /// The digits MLP (64-128-64-10), initialized as [`Mlp::with_widths`].
     pub fn new(seed: u64, dev: &Device) -> Result<Self> {
+        Self::with_widths(&WIDTHS, seed, dev)
+    }
+
+    /// An MLP of the layer `widths` (input to output, ReLU between layers) with
+    /// PyTorch's default initialization, `U(−1/√fan_in, 1/√fan_in)` for weights
+    /// and biases, drawn from `seed` (candle's CPU generator cannot be seeded,
+    /// so the variables are overwritten after creation).
+    pub fn with_widths(widths: &[usize], seed: u64, dev: &Device) -> Result<Self> {
         let varmap = VarMap::new();
         let vb = VarBuilder::from_varmap(&varmap, DType::F32, dev);
         let mut rng = StdRng::seed_from_u64(seed);
         let mut layers = Vec::new();
-        for (i, w) in WIDTHS.windows(2).enumerate() {
+        for (i, w) in widths.windows(2).enumerate() {
             let name = format!("fc{}", i + 1);
             let layer = vnn::linear(w[0], w[1], vb.pp(&name))?;
             let bound = 1.0 / (w[0] as f32).sqrt();
@@ -74,7 +81,7 @@ impl Mlp {
         &self.varmap
     }
 
-    /// Logits `[n, 10]` of images `[n, 64]`.
+    /// Logits `[n, out]` of inputs `[n, in]` (`[n, 10]` of images `[n, 64]` for the digits).
     pub fn logits(&self, images: &Tensor) -> candle_core::Result<Tensor> {
         let mut x = images.clone();
         for (i, layer) in self.layers.iter().enumerate() {

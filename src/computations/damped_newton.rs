@@ -239,6 +239,7 @@ fn newton_step(
             });
         }
     }
+    say(verbose, || format!("group {g}: step done"));
     Ok(NewtonStep {
         step,
         gamma_bar,

@@ -1,0 +1,540 @@
+//! Where the time of a damped Newton step goes, and how it grows with the batch
+//! size `N` and the number of classes `C`.
+//!
+//! ```sh
+//! cargo run --release --example scaling            # the full sweeps, a few minutes
+//! cargo run --release --example scaling -- --quick # a small subset, for a try
+//! ```
+//!
+//! The model has the architecture of the benchmarks' `mnist_mlp` (Linear
+//! 784-1000-500-100-C with ReLU, f32 on the CPU), initialized as in the other
+//! examples (PyTorch's default, fixed seed), on random inputs and labels;
+//! cross-entropy with its exact GGN, one
+//! parameter group of all parameters, a top-10 criterion and constant damping
+//! δ = 1; the computation is `DirectionalDampedNewtonComputation` with the
+//! complement step, which is what `DampedNewton`'s default configuration runs
+//! each step. Two sweeps: `N ∈ {16, 32, 64, 128, 256}` at `C = 10`, and
+//! `C ∈ {10, 20, 50, 100}` at `N = 64`; the Gram matrix is `(C−1)·N` square.
+//!
+//! Each configuration runs in a child process (this executable again, with
+//! `VIVIT_SCALING_CONFIG=N,C`): one warm-up (skipped for Gram matrices above
+//! 4000 rows, where a run takes a minute), then 3 measured runs with the
+//! computation's `verbose` output on. The stages come from those timestamped
+//! stderr lines, named by the message that opens them:
+//!
+//! | stage | from | to |
+//! |---|---|---|
+//! | forward | `vivit::record` (timed here) | |
+//! | factor backprop | `backpropagate …` | `factor backpropagated` (GGN and gradient factors) |
+//! | Gram formation | `factor backpropagated` | `Gram matrix …` |
+//! | eigendecomposition | `eigendecompose …` | `compute gammas and lambdas` (includes picking the kept vectors) |
+//! | γ/λ | `compute gammas and lambdas` | `damped Newton step …` |
+//! | step | `damped Newton step …` | `step done` |
+//! | other | start of the pass, and `step done` to `vivit::backward`'s return | |
+//!
+//! Each stage's figure is its median over the 3 runs. The table (milliseconds)
+//! is printed and written to `docs/scaling.csv`, the figure to
+//! `docs/scaling.png`: each stage's share of the time, stacked, against `N`
+//! and against `C` (log scale), with the total time above each stack (a
+//! stack of times on a log axis would misdraw the shares); `--quick` writes
+//! `target/plots/scaling.{csv,png}` instead, leaving `docs/` alone.
+
+mod common;
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{bail, ensure, Context, Result};
+use candle_core::{Device, Tensor};
+use common::data::Split;
+use common::mlp::Mlp;
+use common::plot::{self, Chart, Note, Panel, Series};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use vivit::{Criterion, Damping, DirectionalDampedNewtonComputation, ParamGroup};
+
+/// Names the configuration a child process measures, as `N,C`.
+const CONFIG_VAR: &str = "VIVIT_SCALING_CONFIG";
+/// Prefix of the child's own stderr lines (the library's start with `[vivit`).
+const MARK: &str = "[scaling]";
+/// Measured runs per configuration, after one warm-up.
+const RUNS: usize = 3;
+/// Gram sides above which the warm-up is skipped: a run takes a minute
+/// there, and what a warm-up absorbs (thread start-up, first allocations)
+/// takes milliseconds.
+const WARM_UP_UP_TO: usize = 4000;
+/// Seed of the weights and of the data.
+const SEED: u64 = 0;
+/// Input and hidden widths of mnist_mlp; the output width is `C`.
+const HIDDEN: [usize; 4] = [784, 1000, 500, 100];
+/// Directions the criterion keeps.
+const TOP_K: usize = 10;
+/// `C` of the sweep over `N`, and `N` of the sweep over `C`.
+const FIXED_C: usize = 10;
+const FIXED_N: usize = 64;
+const SWEEP_N: [usize; 5] = [16, 32, 64, 128, 256];
+const SWEEP_C: [usize; 4] = [10, 20, 50, 100];
+const QUICK_N: [usize; 3] = [16, 32, 64];
+const QUICK_C: [usize; 2] = [10, 20];
+
+/// The stages, in the order they run (and are stacked).
+const STAGES: [&str; 7] = [
+    "forward",
+    "factor backprop",
+    "Gram formation",
+    "eigendecomposition",
+    "γ/λ",
+    "step",
+    "other",
+];
+/// Indices into [`STAGES`].
+const FORWARD: usize = 0;
+const OTHER: usize = STAGES.len() - 1;
+
+/// One measured configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Config {
+    n: usize,
+    c: usize,
+}
+
+impl Config {
+    /// `N,C`, the value of [`CONFIG_VAR`].
+    fn to_var(self) -> String {
+        format!("{},{}", self.n, self.c)
+    }
+
+    fn from_var(value: &str) -> Result<Self> {
+        let parse = |s: Option<&str>| -> Result<usize> {
+            let s = s.with_context(|| format!("{CONFIG_VAR}={value:?} is not `N,C`"))?;
+            let v: usize = s
+                .trim()
+                .parse()
+                .with_context(|| format!("{CONFIG_VAR}={value:?}: {s:?} is not a count"))?;
+            ensure!(v >= 2, "{CONFIG_VAR}={value:?}: N and C must be at least 2");
+            Ok(v)
+        };
+        let mut parts = value.split(',');
+        let config = Self {
+            n: parse(parts.next())?,
+            c: parse(parts.next())?,
+        };
+        ensure!(
+            parts.next().is_none(),
+            "{CONFIG_VAR}={value:?} is not `N,C`"
+        );
+        Ok(config)
+    }
+
+    /// The side of the Gram matrix, `(C−1)·N`.
+    fn gram_size(self) -> usize {
+        (self.c - 1) * self.n
+    }
+}
+
+fn main() -> Result<()> {
+    match std::env::var(CONFIG_VAR) {
+        Ok(value) => child(Config::from_var(&value)?),
+        Err(_) => parent(),
+    }
+}
+
+// ---- the child: measure one configuration --------------------------------
+
+/// Builds the problem, runs it once unmeasured (up to [`WARM_UP_UP_TO`]),
+/// then [`RUNS`] times with the
+/// verbose output on, each run opened by a `[scaling] run` line and closed by
+/// one with the forward and backward milliseconds.
+fn child(config: Config) -> Result<()> {
+    let mut widths = HIDDEN.to_vec();
+    widths.push(config.c);
+    let mlp = Mlp::with_widths(&widths, SEED, &Device::Cpu)?;
+    let batch = random_batch(config)?;
+    if config.gram_size() <= WARM_UP_UP_TO {
+        run_once(&mlp, &batch, false)?;
+    }
+    for run in 0..RUNS {
+        eprintln!("{MARK} run {run}");
+        let (forward, backward) = run_once(&mlp, &batch, true)?;
+        eprintln!("{MARK} forward {forward:.3} ms, backward {backward:.3} ms");
+    }
+    Ok(())
+}
+
+/// `N` standard-normal inputs with labels uniform over the `C` classes.
+fn random_batch(config: Config) -> Result<Split> {
+    let mut rng = StdRng::seed_from_u64(SEED);
+    let inputs: Vec<f32> = (0..config.n * HIDDEN[0])
+        .map(|_| rng.sample(rand_distr::StandardNormal))
+        .collect();
+    let labels: Vec<u32> = (0..config.n)
+        .map(|_| rng.random_range(0..config.c as u32))
+        .collect();
+    Ok(Split {
+        images: Tensor::from_vec(inputs, (config.n, HIDDEN[0]), &Device::Cpu)?,
+        labels: Tensor::from_vec(labels, config.n, &Device::Cpu)?,
+    })
+}
+
+/// One forward pass and damped Newton step; their milliseconds.
+fn run_once(mlp: &Mlp, batch: &Split, verbose: bool) -> Result<(f64, f64)> {
+    let groups = [ParamGroup::new(mlp.vars())
+        .criterion(Criterion::top_k(TOP_K))
+        .damping(Damping::constant(1.0))];
+    let mut newton = DirectionalDampedNewtonComputation::new()
+        .complement(true)
+        .verbose(verbose);
+    let start = Instant::now();
+    let loss = mlp.record_loss(batch)?;
+    let forward = start.elapsed().as_secs_f64() * 1e3;
+    let start = Instant::now();
+    vivit::backward(&loss, &groups, &mut [&mut newton])?;
+    let backward = start.elapsed().as_secs_f64() * 1e3;
+    Ok((forward, backward))
+}
+
+// ---- the parent: run the children, tabulate, plot ------------------------
+
+/// Milliseconds per stage ([`STAGES`]) of one configuration.
+type Stages = [f64; STAGES.len()];
+
+fn parent() -> Result<()> {
+    let quick = quick_flag()?;
+    let (sweep_n, sweep_c) = if quick {
+        (&QUICK_N[..], &QUICK_C[..])
+    } else {
+        (&SWEEP_N[..], &SWEEP_C[..])
+    };
+    let mut configs: Vec<Config> = sweep_n.iter().map(|&n| Config { n, c: FIXED_C }).collect();
+    for &c in sweep_c {
+        let config = Config { n: FIXED_N, c };
+        if !configs.contains(&config) {
+            configs.push(config);
+        }
+    }
+    let exe = std::env::current_exe().context("finding this executable")?;
+    let mut results = Vec::new();
+    for config in configs {
+        eprintln!(
+            "measuring N = {}, C = {} (Gram {2}×{2}) …",
+            config.n,
+            config.c,
+            config.gram_size()
+        );
+        let started = Instant::now();
+        let stages = measure(&exe, config)?;
+        eprintln!("  done in {:.1} s", started.elapsed().as_secs_f64());
+        results.push((config, stages));
+    }
+    let table = table(&results);
+    print!("{table}");
+    let (csv, png) = output_paths(quick)?;
+    std::fs::write(&csv, csv_text(&results))
+        .with_context(|| format!("writing {}", csv.display()))?;
+    figure(&png, &results, sweep_n, sweep_c)?;
+    println!("table: {}\nfigure: {}", csv.display(), png.display());
+    Ok(())
+}
+
+/// Whether `--quick` was given (the only argument there is).
+fn quick_flag() -> Result<bool> {
+    let mut quick = false;
+    for arg in std::env::args().skip(1) {
+        match arg.as_str() {
+            "--quick" => quick = true,
+            other => bail!("unknown argument {other:?}; usage: scaling [--quick]"),
+        }
+    }
+    Ok(quick)
+}
+
+/// `docs/scaling.{csv,png}`, or under `target/plots/` for a quick run.
+fn output_paths(quick: bool) -> Result<(PathBuf, PathBuf)> {
+    let png = if quick {
+        plot::output_path("scaling")?
+    } else {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs");
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        dir.join("scaling.png")
+    };
+    Ok((png.with_extension("csv"), png))
+}
+
+/// Runs the child for `config` and returns its median stage times.
+fn measure(exe: &Path, config: Config) -> Result<Stages> {
+    let output = Command::new(exe)
+        .env(CONFIG_VAR, config.to_var())
+        .output()
+        .with_context(|| format!("running {}", exe.display()))?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    ensure!(
+        output.status.success(),
+        "the run for N = {}, C = {} failed ({}):\n{stderr}",
+        config.n,
+        config.c,
+        output.status
+    );
+    let runs = parse_runs(&stderr)?;
+    ensure!(
+        runs.len() == RUNS,
+        "expected {RUNS} runs in the child's output, found {}:\n{stderr}",
+        runs.len()
+    );
+    Ok(medians(&runs))
+}
+
+/// The stage times of each run in a child's stderr.
+fn parse_runs(stderr: &str) -> Result<Vec<Stages>> {
+    let mut runs = Vec::new();
+    let mut events: Vec<(f64, &str)> = Vec::new();
+    for line in stderr.lines() {
+        if let Some(rest) = line.strip_prefix(MARK) {
+            let rest = rest.trim();
+            if rest.starts_with("run ") {
+                events.clear();
+            } else {
+                let (forward, backward) = parse_totals(rest)?;
+                runs.push(stages(forward, &events, backward)?);
+            }
+        } else if let Some(event) = parse_verbose(line)? {
+            events.push(event);
+        }
+    }
+    Ok(runs)
+}
+
+/// `forward F ms, backward B ms` → `(F, B)`.
+fn parse_totals(line: &str) -> Result<(f64, f64)> {
+    let number = |field: &str, name: &str| -> Result<f64> {
+        let value = field
+            .trim()
+            .strip_prefix(name)
+            .and_then(|v| v.trim().strip_suffix("ms"))
+            .with_context(|| format!("unexpected line {line:?}"))?;
+        value
+            .trim()
+            .parse()
+            .with_context(|| format!("unexpected line {line:?}"))
+    };
+    let (forward, backward) = line
+        .split_once(',')
+        .with_context(|| format!("unexpected line {line:?}"))?;
+    Ok((number(forward, "forward")?, number(backward, "backward")?))
+}
+
+/// A verbose line, `[vivit   12.3 ms] message` → `(12.3, message)`; other
+/// lines (warnings, say) → `None`.
+fn parse_verbose(line: &str) -> Result<Option<(f64, &str)>> {
+    let Some(rest) = line.strip_prefix("[vivit") else {
+        return Ok(None);
+    };
+    let (ms, message) = rest
+        .split_once("ms]")
+        .with_context(|| format!("unexpected verbose line {line:?}"))?;
+    let ms = ms
+        .trim()
+        .parse()
+        .with_context(|| format!("unexpected verbose line {line:?}"))?;
+    Ok(Some((ms, message.trim())))
+}
+
+/// The stage a verbose message opens (see the table at the top).
+fn stage_of(message: &str) -> Result<usize> {
+    let stage = if message.starts_with("backpropagate ") {
+        "factor backprop"
+    } else if message == "factor backpropagated" || message.contains(": Gram matrix ") {
+        "Gram formation"
+    } else if message.ends_with(": eigendecompose the Gram matrix")
+        || message.contains(": criterion ")
+    {
+        "eigendecomposition"
+    } else if message.ends_with(": compute gammas and lambdas") {
+        "γ/λ"
+    } else if message.contains(": damped Newton step ") {
+        "step"
+    } else if message.ends_with(": step done") {
+        "other"
+    } else {
+        bail!("verbose message {message:?} opens no known stage: update `stage_of`")
+    };
+    Ok(STAGES
+        .iter()
+        .position(|&s| s == stage)
+        .expect("stage_of names stages of STAGES"))
+}
+
+/// One run's stage times: each stretch between two verbose `events` (and
+/// from the last to the end of the pass, `backward` ms) goes to the stage its
+/// opening message names; the stretch before the first event is "other".
+fn stages(forward: f64, events: &[(f64, &str)], backward: f64) -> Result<Stages> {
+    let mut times = [0.0; STAGES.len()];
+    times[FORWARD] = forward;
+    let mut opened = (0.0, OTHER);
+    for &(ms, message) in events {
+        times[opened.1] += ms - opened.0;
+        opened = (ms, stage_of(message)?);
+    }
+    times[opened.1] += (backward - opened.0).max(0.0);
+    Ok(times)
+}
+
+/// The median of each stage over `runs` (not empty).
+fn medians(runs: &[Stages]) -> Stages {
+    std::array::from_fn(|stage| {
+        let mut values: Vec<f64> = runs.iter().map(|r| r[stage]).collect();
+        values.sort_by(f64::total_cmp);
+        values[values.len() / 2]
+    })
+}
+
+/// The results as a markdown table, milliseconds.
+fn table(results: &[(Config, Stages)]) -> String {
+    let names: Vec<&str> = STAGES.iter().copied().chain(["total"]).collect();
+    let widths: Vec<usize> = names.iter().map(|n| n.chars().count().max(6)).collect();
+    let mut out = String::from("|   N |   C | Gram |");
+    for (name, width) in names.iter().zip(&widths) {
+        let _ = write!(out, " {name:>width$} |");
+    }
+    out.push_str("\n|----:|----:|-----:|");
+    for width in &widths {
+        let _ = write!(out, "{}:|", "-".repeat(width + 1));
+    }
+    out.push('\n');
+    for (config, stages) in results {
+        let _ = write!(
+            out,
+            "| {:>3} | {:>3} | {:>4} |",
+            config.n,
+            config.c,
+            config.gram_size()
+        );
+        for (ms, width) in stages.iter().copied().chain([total(stages)]).zip(&widths) {
+            let _ = write!(out, " {:>width$} |", format_ms(ms));
+        }
+        out.push('\n');
+    }
+    out.push_str("(milliseconds, each stage the median of 3 runs, total their sum; Gram: the side (C−1)·N of the Gram matrix)\n");
+    out
+}
+
+/// Milliseconds with three significant digits or more.
+fn format_ms(ms: f64) -> String {
+    match ms {
+        ms if ms < 10.0 => format!("{ms:.2}"),
+        ms if ms < 100.0 => format!("{ms:.1}"),
+        ms => format!("{ms:.0}"),
+    }
+}
+
+/// The results as CSV, milliseconds.
+fn csv_text(results: &[(Config, Stages)]) -> String {
+    let mut out = String::from("n,c,gram_size");
+    for stage in STAGES {
+        let _ = write!(out, ",{}_ms", csv_name(stage));
+    }
+    out.push_str(",total_ms\n");
+    for (config, stages) in results {
+        let _ = write!(out, "{},{},{}", config.n, config.c, config.gram_size());
+        for ms in stages.iter().copied().chain([total(stages)]) {
+            let _ = write!(out, ",{ms:.3}");
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// A stage name as a CSV column: ASCII, snake case.
+fn csv_name(stage: &str) -> String {
+    stage
+        .replace("γ/λ", "gamma_lambda")
+        .replace(' ', "_")
+        .to_lowercase()
+}
+
+/// Two panels of stacked stage shares, against `N` at `C = FIXED_C` and
+/// against `C` at `N = FIXED_N`, the total time above each stack.
+fn figure(
+    path: &Path,
+    results: &[(Config, Stages)],
+    sweep_n: &[usize],
+    sweep_c: &[usize],
+) -> Result<()> {
+    let (by_n, totals_n) = shares(results, sweep_n, |n| Config { n, c: FIXED_C });
+    let (by_c, totals_c) = shares(results, sweep_c, |c| Config { n: FIXED_N, c });
+    let title_n = format!("mnist_mlp, C = {FIXED_C}: share of each stage, total on top");
+    let title_c = format!("mnist_mlp, N = {FIXED_N}: share of each stage, total on top");
+    let chart = |title, x_label| Chart {
+        title,
+        x_label,
+        y_label: "share of the time (%)",
+        log_x: true,
+        log_y: false,
+        y_max: Some(110.0), // room for the totals
+    };
+    let chart_n = chart(&title_n, "batch size N (log scale)");
+    let chart_c = chart(&title_c, "classes C (log scale)");
+    let panels = [
+        Panel {
+            chart: &chart_n,
+            series: &by_n,
+            notes: &totals_n,
+        },
+        Panel {
+            chart: &chart_c,
+            series: &by_c,
+            notes: &totals_c,
+        },
+    ];
+    plot::stacked_panels(path, &panels)
+}
+
+/// Along one sweep (`config` makes the configuration of each swept value):
+/// the share of each stage in percent, one series per stage, and the total
+/// time as a note above each stack.
+fn shares(
+    results: &[(Config, Stages)],
+    sweep: &[usize],
+    config: impl Fn(usize) -> Config,
+) -> (Vec<Series>, Vec<Note>) {
+    let points: Vec<(f64, &Stages)> = sweep
+        .iter()
+        .filter_map(|&x| {
+            let wanted = config(x);
+            let (_, stages) = results.iter().find(|(c, _)| *c == wanted)?;
+            Some((x as f64, stages))
+        })
+        .collect();
+    let series = STAGES
+        .iter()
+        .enumerate()
+        .map(|(stage, name)| Series {
+            name: name.to_string(),
+            points: points
+                .iter()
+                .map(|&(x, s)| (x, 100.0 * s[stage] / total(s)))
+                .collect(),
+            reference: false,
+        })
+        .collect();
+    let notes = points
+        .iter()
+        .map(|&(x, s)| ((x, 101.0), format_total(total(s))))
+        .collect();
+    (series, notes)
+}
+
+/// The sum of the stage times.
+fn total(stages: &Stages) -> f64 {
+    stages.iter().sum()
+}
+
+/// `51 ms`, `4.5 s`.
+fn format_total(ms: f64) -> String {
+    if ms < 1e3 {
+        format!("{ms:.0} ms")
+    } else {
+        format!("{:.1} s", ms / 1e3)
+    }
+}
