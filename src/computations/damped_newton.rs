@@ -8,7 +8,7 @@ use super::directions::{warn_small, Directional};
 use super::options::{
     curvature_setters, eigensolver_setter, gradient_setter, lookup, warn_setter, Options,
 };
-use crate::error::{Error, Result};
+use crate::error::{check_finite, Error, Result};
 use crate::extension::{say, Computation, Extension, FactorId};
 use crate::group::{GroupId, ParamGroup};
 use crate::optim::DampingInput;
@@ -226,18 +226,7 @@ fn newton_step(
         complement_decrease = perp_sq / dp;
     }
     for s in &step {
-        let bad = s
-            .flatten_all()?
-            .to_dtype(DType::F64)?
-            .to_vec1::<f64>()?
-            .into_iter()
-            .find(|v| !v.is_finite());
-        if let Some(value) = bad {
-            return Err(Error::NonFinite {
-                what: "the damped Newton step",
-                value,
-            });
-        }
+        check_finite(s, "the damped Newton step")?;
     }
     say(verbose, || format!("group {g}: step done"));
     Ok(NewtonStep {

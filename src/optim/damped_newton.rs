@@ -8,7 +8,7 @@ use candle_nn::VarMap;
 use crate::computations::{
     curvature_setters, eigensolver_setter, gradient_setter, newton_steps, NewtonStep, Options,
 };
-use crate::error::{Error, Result};
+use crate::error::{check_finite, Error, Result};
 use crate::extension::{backward_tape, Computation, Extension};
 use crate::group::{Criterion, ParamGroup};
 use crate::optim::Damping;
@@ -288,7 +288,7 @@ impl DampedNewton {
         for (group, step) in groups.iter().zip(&runner.steps) {
             for (var, s) in group.params().iter().zip(&step.step) {
                 let value = (var.as_tensor() + (s * lr)?)?;
-                check_finite(&value)?;
+                check_finite(&value, "a parameter after the step")?;
                 updates.push((var, value));
             }
         }
@@ -335,22 +335,6 @@ impl DampedNewton {
                 layers.into_iter().map(|(_, vars)| group(vars)).collect()
             }
         }
-    }
-}
-
-/// # Errors
-/// [`Error::NonFinite`] if `value` (a parameter after the step) holds NaN or ±∞.
-fn check_finite(value: &Tensor) -> Result<()> {
-    let values = value
-        .flatten_all()?
-        .to_dtype(DType::F64)?
-        .to_vec1::<f64>()?;
-    match values.into_iter().find(|v| !v.is_finite()) {
-        Some(value) => Err(Error::NonFinite {
-            what: "a parameter after the step",
-            value,
-        }),
-        None => Ok(()),
     }
 }
 
