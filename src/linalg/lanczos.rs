@@ -34,12 +34,14 @@
 //! - `G` is dense, so the products `G Z` are the cost. Blocks make them gemm and
 //!   read `G` once per `b` vectors (at `n = 6400` an f64 `G` is 328 MB, so one
 //!   product is bound by memory bandwidth and a block is nearly as cheap as a
-//!   vector). They read only the upper triangle (two triangular products), so
-//!   no symmetrized copy is needed.
+//!   vector). The caller mirrors the triangle the full solver reads, so that
+//!   each product is one parallel gemm; the small products (projections,
+//!   Ritz vectors) run on one thread.
 //! - A block of `b ≥ k` columns finds eigenvalues of multiplicity up to `b`
 //!   (degenerate top eigenvalues), which one-vector Krylov methods cannot.
 //! - Full reorthogonalization (two block classical Gram–Schmidt passes, then
-//!   two within the block, `O(n m b)`, small next to the `O(n² b)` product)
+//!   a Householder QR of the block, `O(n m b)`, small next to the `O(n² b)`
+//!   product)
 //!   keeps `Q` orthonormal to working precision: no spurious copies of
 //!   converged Ritz values.
 //! - The explicit Rayleigh–Ritz step on the stored `W` works for any
@@ -53,8 +55,7 @@
 //! so the same matrix gives bit-identical results.
 
 use faer::linalg::matmul::matmul;
-use faer::linalg::matmul::triangular::{self, BlockStructure};
-use faer::{Accum, Col, Mat, MatMut, MatRef, Par, Side};
+use faer::{Accum, Col, Mat, MatRef, Par, Side};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::StandardNormal;
@@ -98,16 +99,14 @@ pub(crate) struct Stats {
     pub restarts: usize,
 }
 
-/// The `k` largest eigenpairs of the symmetric `G` `[n, n]` whose upper
-/// triangle (diagonal included) `upper` holds (`k` is clipped to `n`), with
-/// residuals `‖G x − θ x‖ ≤ tol · max|θ|`. The strictly lower triangle of
-/// `upper` is not read.
+/// The `k` largest eigenpairs of the symmetric `g` `[n, n]` (`k` is clipped to
+/// `n`), with residuals `‖G x − θ x‖ ≤ tol · max|θ|`.
 ///
 /// Gives up with `Err` (and its statistics) after `max(⌈n/b⌉, 50)` products
 /// (`⌈n/b⌉` products are `2n³` flops, about what the dense solver costs), or
 /// if the projected eigenproblem fails.
-pub(crate) fn top_eigenpairs(upper: MatRef<'_, f64>, k: usize, tol: f64) -> Result<TopEig, Stats> {
-    let n = upper.nrows();
+pub(crate) fn top_eigenpairs(g: MatRef<'_, f64>, k: usize, tol: f64) -> Result<TopEig, Stats> {
+    let n = g.nrows();
     let k = k.min(n);
     let block = k.max(MIN_BLOCK).min(n);
     let cap = (k + BASIS_BLOCKS * block).min(n);
@@ -136,7 +135,14 @@ pub(crate) fn top_eigenpairs(upper: MatRef<'_, f64>, k: usize, tol: f64) -> Resu
     loop {
         let b = block.min(cap - m);
         append_orthonormal(&mut q, m, next.subcols(0, b), &mut rng);
-        symmetric_product(w.subcols_mut(m, b), upper, q.subcols(m, b), par);
+        matmul(
+            w.subcols_mut(m, b),
+            Accum::Replace,
+            g,
+            q.subcols(m, b),
+            1.0,
+            par,
+        );
         stats.products += 1;
         matmul(
             h.submatrix_mut(m, 0, b, m + b),
@@ -156,8 +162,8 @@ pub(crate) fn top_eigenpairs(upper: MatRef<'_, f64>, k: usize, tol: f64) -> Resu
         let theta: Vec<f64> = (0..m).map(|i| ritz.S().column_vector()[i]).collect();
         let norm = theta[0].abs().max(theta[m - 1].abs());
         let wanted = ritz.U().subcols(m - k, k);
-        let x = basis * wanted;
-        let gx = images * wanted;
+        let x = mul(basis, wanted);
+        let gx = mul(images, wanted);
         let converged = (0..k).all(|i| {
             let r = gx.col(i) - x.col(i) * theta[m - k + i];
             r.norm_l2() <= tol * norm
@@ -177,12 +183,12 @@ pub(crate) fn top_eigenpairs(upper: MatRef<'_, f64>, k: usize, tol: f64) -> Resu
         if m + block > cap && cap < n {
             // orthogonal to everything the restart drops, then restart thick:
             // Q ← Q Y, W ← W Y, H ← Yᵀ H Y (= diag θ up to rounding)
-            next = &next - basis * (basis.transpose() * &next);
+            next = project_out(next.as_ref(), basis);
             let kept = ritz.U().subcols(m - keep, keep);
-            let (qy, wy) = (basis * kept, images * kept);
+            let (qy, wy) = (mul(basis, kept), mul(images, kept));
             let lower = h.submatrix(0, 0, m, m);
             let full = Mat::from_fn(m, m, |i, j| lower[(i.max(j), i.min(j))]);
-            let hy = kept.transpose() * (&full * kept);
+            let hy = mul(kept.transpose(), mul(full.as_ref(), kept).as_ref());
             q.subcols_mut(0, keep).copy_from(&qy);
             w.subcols_mut(0, keep).copy_from(&wy);
             h.submatrix_mut(0, 0, keep, keep).copy_from(&hy);
@@ -192,68 +198,59 @@ pub(crate) fn top_eigenpairs(upper: MatRef<'_, f64>, k: usize, tol: f64) -> Resu
     }
 }
 
-/// `G Z` into `dst` for the symmetric `G = U + (U − diag U)ᵀ` whose upper
-/// triangle `U` is `upper`: two triangular products, which together read `U`
-/// once.
-fn symmetric_product(
-    mut dst: MatMut<'_, f64>,
-    upper: MatRef<'_, f64>,
-    z: MatRef<'_, f64>,
-    par: Par,
-) {
-    let full = BlockStructure::Rectangular;
-    triangular::matmul(
-        dst.as_mut(),
-        full,
-        Accum::Replace,
-        upper,
-        BlockStructure::TriangularUpper,
-        z,
-        full,
-        1.0,
-        par,
-    );
-    triangular::matmul(
-        dst,
-        full,
-        Accum::Add,
-        upper.transpose(),
-        BlockStructure::StrictTriangularLower,
-        z,
-        full,
-        1.0,
-        par,
-    );
-}
-
 /// Writes the columns of `z` `[n, b]`, made orthonormal to the orthonormal
 /// `q[:, ..m]` and to each other, into `q[:, m..m+b]`.
 ///
-/// Two block Gram–Schmidt passes against `q[:, ..m]` (gemm), then two against
-/// the new columns before each one. Where a pass cancels more than a factor
-/// `DGKS`, the orthogonality a pass achieves relative to the column's norm
-/// is gone, so that column is redone by [`orthonormal_part`] against all
-/// columns.
+/// Two block Gram–Schmidt passes against `q[:, ..m]` (gemm), then a
+/// Householder QR of the block, `Z'' = Q R` (orthonormal to rounding). Where a
+/// pass cancels more than a factor `DGKS` (the second one against `q[:, ..m]`,
+/// or the block's own, `|R_jj| < DGKS ‖z''_j‖`), the column is numerically in
+/// the span of the others, and it and the columns after it are redone one by
+/// one by [`orthonormal_part`] against all columns.
 fn append_orthonormal(q: &mut Mat<f64>, m: usize, z: MatRef<'_, f64>, rng: &mut StdRng) {
     let basis = q.subcols(0, m);
-    let once = z - basis * (basis.transpose() * z);
-    let twice = &once - basis * (basis.transpose() * &once);
+    let once = project_out(z, basis);
+    let twice = project_out(once.as_ref(), basis);
+    let qr = twice.qr();
+    let (thin, r) = (qr.compute_thin_Q(), qr.thin_R());
+    let mut clean = true;
     for j in 0..z.ncols() {
-        let fresh = q.subcols(m, j);
-        let v = twice.col(j);
-        let v1 = v - fresh * (fresh.transpose() * v);
-        let norm = v1.norm_l2();
-        let clean =
-            norm > 0.0 && v.norm_l2() >= DGKS * once.col(j).norm_l2() && norm >= DGKS * v.norm_l2();
+        let norm = twice.col(j).norm_l2();
+        clean = clean
+            && r[(j, j)] != 0.0
+            && norm >= DGKS * once.col(j).norm_l2()
+            && r[(j, j)].abs() >= DGKS * norm;
         let column = if clean {
-            let v2 = &v1 - fresh * (fresh.transpose() * &v1);
-            let norm = v2.norm_l2();
-            v2 * (1.0 / norm)
+            thin.col(j).to_owned()
         } else {
-            orthonormal_part(q.subcols(0, m + j), v1, rng)
+            orthonormal_part(q.subcols(0, m + j), twice.col(j).to_owned(), rng)
         };
         q.col_mut(m + j).copy_from(&column);
     }
+}
+
+/// `a b` on one thread: the products besides `G Q` are too small for the
+/// thread pool's wake-up latency.
+fn mul(a: MatRef<'_, f64>, b: MatRef<'_, f64>) -> Mat<f64> {
+    let mut out = Mat::zeros(a.nrows(), b.ncols());
+    matmul(out.as_mut(), Accum::Replace, a, b, 1.0, Par::Seq);
+    out
+}
+
+/// `v − B (Bᵀ v)` for the orthonormal columns `B` of `basis` (one classical
+/// Gram–Schmidt pass), on one thread.
+fn project_out(v: MatRef<'_, f64>, basis: MatRef<'_, f64>) -> Mat<f64> {
+    let mut out = v.to_owned();
+    let coefficients = mul(basis.transpose(), v);
+    matmul(
+        out.as_mut(),
+        Accum::Add,
+        basis,
+        coefficients.as_ref(),
+        -1.0,
+        Par::Seq,
+    );
+    out
 }
 
 /// `v` orthogonalized against the orthonormal columns of `basis` (two
@@ -263,11 +260,11 @@ fn append_orthonormal(q: &mut Mat<f64>, m: usize, z: MatRef<'_, f64>, rng: &mut 
 /// takes its place.
 fn orthonormal_part(basis: MatRef<'_, f64>, mut v: Col<f64>, rng: &mut StdRng) -> Col<f64> {
     loop {
-        let once = &v - basis * (basis.transpose() * &v);
-        let twice = &once - basis * (basis.transpose() * &once);
+        let once = project_out(v.as_mat(), basis);
+        let twice = project_out(once.as_ref(), basis);
         let norm = twice.norm_l2();
         if norm > 0.0 && norm >= DGKS * once.norm_l2() {
-            return twice * (1.0 / norm);
+            return twice.col(0) * (1.0 / norm);
         }
         v = Col::from_fn(basis.nrows(), |_| rng.sample(StandardNormal));
     }

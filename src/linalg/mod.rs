@@ -197,11 +197,16 @@ fn tolerance(eps: f64, n: usize) -> f64 {
 
 fn solve_top<T: WithDType>(a: &Tensor, k: usize, eps: f64) -> Result<Partial> {
     let n = a.dim(0)?;
-    // row-major `a` read column-major is `aᵀ`: its upper triangle is the
-    // lower triangle of `a`, the one the full solver reads
-    let entries: Vec<f64> = finite_entries::<T>(a)?.iter().map(|v| v.to_f64()).collect();
-    let upper = MatRef::from_column_major_slice(&entries, n, n);
-    Ok(match lanczos::top_eigenpairs(upper, k, tolerance(eps, n)) {
+    // row-major `a` read column-major is `aᵀ`; its upper triangle is the lower
+    // triangle of `a`, the one the full solver reads: mirror it
+    let mut entries: Vec<f64> = finite_entries::<T>(a)?.iter().map(|v| v.to_f64()).collect();
+    for j in 0..n {
+        for i in j + 1..n {
+            entries[j * n + i] = entries[i * n + j];
+        }
+    }
+    let g = MatRef::from_column_major_slice(&entries, n, n);
+    Ok(match lanczos::top_eigenpairs(g, k, tolerance(eps, n)) {
         Ok(top) => {
             let cols = top.evecs.ncols();
             let flat: Vec<T> = (0..n * cols)
