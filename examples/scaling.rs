@@ -27,7 +27,7 @@
 //! | forward | `vivit::record` (timed here) | |
 //! | factor backprop | `backpropagate …` | `factor backpropagated` (GGN and gradient factors) |
 //! | Gram formation | `factor backpropagated` | `Gram matrix …` |
-//! | eigendecomposition | `eigendecompose …` | `compute gammas and lambdas` (includes picking the kept vectors) |
+//! | eigendecomposition | `Gram matrix …` | `compute gammas and lambdas` (through `… eigensolver …`; includes picking the kept vectors) |
 //! | γ/λ | `compute gammas and lambdas` | `damped Newton step …` |
 //! | step | `damped Newton step …` | `step done` |
 //! | other | start of the pass, and `step done` to `vivit::backward`'s return | |
@@ -344,9 +344,10 @@ fn parse_verbose(line: &str) -> Result<Option<(f64, &str)>> {
 fn stage_of(message: &str) -> Result<usize> {
     let stage = if message.starts_with("backpropagate ") {
         "factor backprop"
-    } else if message == "factor backpropagated" || message.contains(": Gram matrix ") {
+    } else if message == "factor backpropagated" {
         "Gram formation"
-    } else if message.ends_with(": eigendecompose the Gram matrix")
+    } else if message.contains(": Gram matrix ")
+        || message.contains(" eigensolver ")
         || message.contains(": criterion ")
     {
         "eigendecomposition"
