@@ -8,7 +8,6 @@
 use candle_core::{DType, Tensor};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
-use rayon::prelude::*;
 
 use super::layer::LayerFactor;
 use crate::error::{Error, Result};
@@ -126,37 +125,33 @@ pub(crate) fn backprop(
     };
     let c_eff = factor.dim(0)?;
 
-    // per_column[c][layer][call] = rows of J_zᵀ Z_c at that call's output;
-    // the passes are independent, and candle's elementwise backward ops are
-    // single-threaded, so columns run in parallel
-    let per_column = (0..c_eff)
-        .into_par_iter()
-        .map(|c| -> Result<Vec<Vec<Tensor>>> {
-            let column = factor.get(c)?;
-            let seed = match &rows {
-                Some(rows) => output.zeros_like()?.index_add(rows, &column, 0)?,
-                None => column,
-            };
-            let grads = factor_pass(|| (output * seed)?.sum_all()?.backward())?;
-            layers
-                .iter()
-                .zip(needed)
-                .map(|(layer, &needed)| {
-                    if !needed {
-                        return Ok(Vec::new());
-                    }
-                    layer
-                        .calls
-                        .iter()
-                        .map(|call| match grads.get(call.probe.as_tensor()) {
-                            Some(g) => select(g),
-                            None => select(&call.probe.zeros_like()?),
-                        })
-                        .collect()
-                })
-                .collect()
-        })
-        .collect::<Result<Vec<_>>>()?;
+    // column[layer][call] = rows of J_zᵀ Z_c at that call's output
+    let column = |c: usize| -> Result<Vec<Vec<Tensor>>> {
+        let column = factor.get(c)?;
+        let seed = match &rows {
+            Some(rows) => output.zeros_like()?.index_add(rows, &column, 0)?,
+            None => column,
+        };
+        let grads = factor_pass(|| (output * seed)?.sum_all()?.backward())?;
+        layers
+            .iter()
+            .zip(needed)
+            .map(|(layer, &needed)| {
+                if !needed {
+                    return Ok(Vec::new());
+                }
+                layer
+                    .calls
+                    .iter()
+                    .map(|call| match grads.get(call.probe.as_tensor()) {
+                        Some(g) => select(g),
+                        None => select(&call.probe.zeros_like()?),
+                    })
+                    .collect()
+            })
+            .collect()
+    };
+    let per_column = in_parallel(c_eff, column)?;
     // signals[layer][call][column]
     let mut signals: Vec<Vec<Vec<Tensor>>> = layers
         .iter()
@@ -194,6 +189,42 @@ pub(crate) fn backprop(
         })
         .collect::<Result<_>>()?;
     Ok(Backpropagated { layers, basis })
+}
+
+/// `[f(0), …, f(count − 1)]`, computed on up to one thread per core.
+///
+/// The factor passes are independent, and candle's elementwise backward ops
+/// are single-threaded, so columns run in parallel. The threads are scoped
+/// threads, not rayon tasks: a rayon worker waiting inside a pass could steal
+/// an unrelated job (a user's own `backward()`) and run it under
+/// [`factor_pass`], which would drop that job's weight gradients.
+fn in_parallel<T: Send>(count: usize, f: impl Fn(usize) -> Result<T> + Sync) -> Result<Vec<T>> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .min(count)
+        .max(1);
+    let f = &f;
+    let mut done: Vec<(usize, Result<T>)> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|t| {
+                scope.spawn(move || {
+                    (t..count)
+                        .step_by(threads)
+                        .map(|i| (i, f(i)))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| {
+                w.join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect()
+    });
+    done.sort_by_key(|(i, _)| *i);
+    done.into_iter().map(|(_, r)| r).collect()
 }
 
 /// `(A [N, I, T], B [C, N, O, T])` of one layer call from its (subsampled)

@@ -80,7 +80,10 @@ impl CustomOp2 for Layer {
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        Ok((self.grad_x(x, weight, grad)?, self.grad_w(weight, grad)?))
+        Ok((
+            self.grad_x(x, weight, grad)?,
+            self.parameter_grad(|| self.weight_transpose(weight, grad))?,
+        ))
     }
 }
 
@@ -109,19 +112,17 @@ impl CustomOp3 for Layer {
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let grad_b = if FACTOR_PASS.with(Cell::get) {
-            None
-        } else {
+        let grad_b = self.parameter_grad(|| {
             // sum over every axis but the output channels
             let g = match self.kind {
                 Kind::Linear => grad.reshape(((), bias.elem_count()))?,
                 Kind::Conv { .. } => grad.flatten_from(2)?.sum(2)?,
             };
-            Some(g.sum(0)?)
-        };
+            g.sum(0)
+        })?;
         Ok((
             self.grad_x(x, weight, grad)?,
-            self.grad_w(weight, grad)?,
+            self.parameter_grad(|| self.weight_transpose(weight, grad))?,
             grad_b,
         ))
     }
@@ -152,12 +153,12 @@ impl Layer {
         }
     }
 
-    /// `J_Wᵀ g` unless a factor pass runs.
-    fn grad_w(&self, weight: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+    /// A parameter's gradient `grad()`, unless a factor pass runs.
+    fn parameter_grad(&self, grad: impl FnOnce() -> Result<Tensor>) -> Result<Option<Tensor>> {
         if FACTOR_PASS.with(Cell::get) {
             Ok(None)
         } else {
-            self.weight_transpose(weight, grad).map(Some)
+            grad().map(Some)
         }
     }
 
