@@ -6,9 +6,9 @@
 //! layer call remembers its input and adds a zero "probe" variable to its
 //! output, and the tracked loss notes its id, its kind and its targets. A
 //! backward pass of `⟨f, Z⟩` from the model output then yields, at each probe,
-//! the per-sample signal `∂⟨f, Z⟩/∂z_l` for any seed `Z`; inside
-//! [`crate::nn::factor_pass`] the tracked layers skip their weight gradients,
-//! so such a pass costs the input-Jacobian products only. That is how the
+//! the per-sample signal `∂⟨f, Z⟩/∂z_l` for any seed `Z`; during such a
+//! factor pass ([`FactorPasses::run`]) the tracked layers skip their parameter
+//! gradients, so it costs the input-Jacobian products only. That is how the
 //! loss-Hessian factor reaches every layer output (see [`crate::extension`]).
 //! The returned loss is an ordinary Candle loss: its backward gives the usual
 //! weight gradients.
@@ -18,6 +18,7 @@
 
 use std::cell::RefCell;
 use std::ops::Deref;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use candle_core::backprop::GradStore;
@@ -71,6 +72,41 @@ pub(crate) struct LossRecord {
 struct Scope {
     layers: Vec<LayerRecord>,
     losses: Vec<LossRecord>,
+    passes: FactorPasses,
+}
+
+/// How many factor passes run on a recorded graph; while any does, its
+/// tracked layers skip their parameter gradients (shared by the layers' ops
+/// and the tape).
+#[derive(Debug, Default, Clone)]
+pub(crate) struct FactorPasses(Arc<AtomicUsize>);
+
+impl FactorPasses {
+    /// Whether a factor pass runs on this graph.
+    pub fn running(&self) -> bool {
+        self.0.load(Ordering::Acquire) > 0
+    }
+
+    /// Runs the backward pass `f` as a factor pass: tracked layers of this
+    /// graph compute no parameter gradient meanwhile (also in a backward of
+    /// the same recorded loss that another thread runs at the same time).
+    pub fn run<R>(&self, f: impl FnOnce() -> R) -> R {
+        /// Ends the pass, also on panic.
+        struct End<'a>(&'a AtomicUsize);
+        impl Drop for End<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+        self.0.fetch_add(1, Ordering::AcqRel);
+        let _end = End(&self.0);
+        f()
+    }
+}
+
+/// The factor-pass counter of the recording scope open on this thread.
+pub(crate) fn factor_passes() -> Option<FactorPasses> {
+    SCOPE.with(|s| s.borrow().as_ref().map(|s| s.passes.clone()))
 }
 
 thread_local! {
@@ -135,6 +171,8 @@ pub(crate) struct Tape {
     pub loss: LossRecord,
     /// The loss value, detached.
     pub value: Tensor,
+    /// Factor passes running on the graph (see [`FactorPasses`]).
+    pub passes: FactorPasses,
     /// Zero variable added to the returned loss: its gradient in a `GradStore`
     /// tells that the store came from this tape's loss.
     probe: Var,
@@ -237,6 +275,7 @@ where
     let scope = guard.close();
     let loss = loss?;
     let no_loss = scope.losses.is_empty();
+    let passes = scope.passes;
     let Some(loss_record) = scope.losses.into_iter().find(|l| l.loss == loss.id()) else {
         let detail = if no_loss {
             " (no tracked loss was called)"
@@ -253,6 +292,7 @@ where
         layers: scope.layers,
         loss: loss_record,
         value: loss.detach(),
+        passes,
         probe,
     });
     let mut live = live();

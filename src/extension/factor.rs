@@ -2,16 +2,16 @@
 //!
 //! For each of the `C_eff` columns `S[c]` `[N_g, C]` of the loss-Hessian factor
 //! (see [`crate::loss`]), one backward pass of `⟨f, Z_c⟩` through the recorded
-//! graph (a [`factor_pass`]: tracked layers compute no weight gradient) leaves
+//! graph (a factor pass: tracked layers compute no parameter gradient) leaves
 //! `J_{z_l}ᵀ Z_c` at every layer output probe `z_l`, row by row per sample.
 
 use candle_core::{DType, Tensor};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
+use rayon::prelude::*;
 
 use super::layer::LayerFactor;
 use crate::error::{Error, Result};
-use crate::nn::factor_pass;
 use crate::record::{LayerKind, LayerRecord, Tape};
 
 /// The columns backpropagated from the model output.
@@ -132,7 +132,7 @@ pub(crate) fn backprop(
             Some(rows) => output.zeros_like()?.index_add(rows, &column, 0)?,
             None => column,
         };
-        let grads = factor_pass(|| (output * seed)?.sum_all()?.backward())?;
+        let grads = tape.passes.run(|| (output * seed)?.sum_all()?.backward())?;
         layers
             .iter()
             .zip(needed)
@@ -151,7 +151,12 @@ pub(crate) fn backprop(
             })
             .collect()
     };
-    let per_column = in_parallel(c_eff, column)?;
+    // the passes are independent, and candle's elementwise backward ops are
+    // single-threaded, so columns run in parallel
+    let per_column = (0..c_eff)
+        .into_par_iter()
+        .map(column)
+        .collect::<Result<Vec<_>>>()?;
     // signals[layer][call][column]
     let mut signals: Vec<Vec<Vec<Tensor>>> = layers
         .iter()
@@ -189,42 +194,6 @@ pub(crate) fn backprop(
         })
         .collect::<Result<_>>()?;
     Ok(Backpropagated { layers, basis })
-}
-
-/// `[f(0), …, f(count − 1)]`, computed on up to one thread per core.
-///
-/// The factor passes are independent, and candle's elementwise backward ops
-/// are single-threaded, so columns run in parallel. The threads are scoped
-/// threads, not rayon tasks: a rayon worker waiting inside a pass could steal
-/// an unrelated job (a user's own `backward()`) and run it under
-/// [`factor_pass`], which would drop that job's weight gradients.
-fn in_parallel<T: Send>(count: usize, f: impl Fn(usize) -> Result<T> + Sync) -> Result<Vec<T>> {
-    let threads = std::thread::available_parallelism()
-        .map_or(1, usize::from)
-        .min(count)
-        .max(1);
-    let f = &f;
-    let mut done: Vec<(usize, Result<T>)> = std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..threads)
-            .map(|t| {
-                scope.spawn(move || {
-                    (t..count)
-                        .step_by(threads)
-                        .map(|i| (i, f(i)))
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        workers
-            .into_iter()
-            .flat_map(|w| {
-                w.join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-            })
-            .collect()
-    });
-    done.sort_by_key(|(i, _)| *i);
-    done.into_iter().map(|(_, r)| r).collect()
 }
 
 /// `(A [N, I, T], B [C, N, O, T])` of one layer call from its (subsampled)

@@ -14,8 +14,6 @@ mod patches;
 mod pool;
 mod probe;
 
-pub(crate) use probe::factor_pass;
-
 pub use conv::{conv1d, conv1d_no_bias, conv2d, conv2d_no_bias, Conv1d, Conv2d};
 pub use linear::{linear, linear_b, linear_no_bias, Linear};
 pub use pool::max_pool2d;

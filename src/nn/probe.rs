@@ -10,13 +10,13 @@
 //! convolution:  g ↦ (col2im(W_flatᵀ g),  Σ_n g_n patches_nᵀ,  Σ_{n,p} g_{n,:,p})
 //! ```
 //!
-//! The parameter parts are skipped inside [`factor_pass`], the backward passes of
-//! the loss-Hessian factor, which need the input part only (once per column),
+//! The parameter parts are skipped during the factor passes of the recorded
+//! graph ([`FactorPasses`]), the backward passes of the loss-Hessian factor,
+//! which need the input part only (once per column),
 //! and the input part is skipped when `x` carries no graph (the first layer).
 //! Candle's own conv backward would also run `conv_transpose2d`, an order of
 //! magnitude slower than a gather on the CPU.
 
-use std::cell::Cell;
 use std::sync::Arc;
 
 use candle_core::{
@@ -24,24 +24,7 @@ use candle_core::{
 };
 
 use super::patches::{ConvGeometry, Patches};
-
-thread_local! {
-    /// Whether this thread runs a factor backward pass.
-    static FACTOR_PASS: Cell<bool> = const { Cell::new(false) };
-}
-
-/// Runs the backward pass `f` without weight gradients in tracked layers.
-pub(crate) fn factor_pass<R>(f: impl FnOnce() -> R) -> R {
-    /// Restores the flag, also on panic.
-    struct Restore(bool);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            FACTOR_PASS.with(|flag| flag.set(self.0));
-        }
-    }
-    let _restore = Restore(FACTOR_PASS.with(|flag| flag.replace(true)));
-    f()
-}
+use crate::record::FactorPasses;
 
 /// How the layer's output depends on its input.
 enum Kind {
@@ -56,6 +39,8 @@ struct Layer {
     /// What the weight multiplies, detached: `x` or the patches `[N, I·k·k, P]`.
     inputs: Tensor,
     kind: Kind,
+    /// Factor passes running on the recorded graph.
+    passes: FactorPasses,
 }
 
 impl CustomOp2 for Layer {
@@ -155,7 +140,7 @@ impl Layer {
 
     /// A parameter's gradient `grad()`, unless a factor pass runs.
     fn parameter_grad(&self, grad: impl FnOnce() -> Result<Tensor>) -> Result<Option<Tensor>> {
-        if FACTOR_PASS.with(Cell::get) {
+        if self.passes.running() {
             Ok(None)
         } else {
             grad().map(Some)
@@ -204,11 +189,14 @@ impl Layer {
     }
 }
 
-/// Whether the custom op runs here (the CPU, f32 or f64); elsewhere tracked
-/// layers run candle's ops, whose backward gives the same signals (with the
-/// weight gradients computed in every factor pass).
-fn supported(x: &Tensor) -> bool {
-    matches!(x.device(), Device::Cpu) && matches!(x.dtype(), DType::F32 | DType::F64)
+/// The factor-pass counter of the recording scope, if the custom op runs here
+/// (the CPU, f32 or f64); elsewhere tracked layers run candle's ops, whose
+/// backward gives the same signals (with the parameter gradients computed in
+/// every factor pass).
+fn factor_passes(x: &Tensor) -> Option<FactorPasses> {
+    let supported =
+        matches!(x.device(), Device::Cpu) && matches!(x.dtype(), DType::F32 | DType::F64);
+    supported.then(crate::record::factor_passes).flatten()
 }
 
 /// `layer(x, weight[, bias])` as one op.
@@ -227,15 +215,16 @@ pub(crate) fn linear(
     bias: Option<&Tensor>,
     forward: impl Fn(&Tensor, &Tensor, Option<&Tensor>) -> Result<Tensor>,
 ) -> Result<Tensor> {
-    if !supported(x) {
+    let Some(passes) = factor_passes(x) else {
         return forward(x, weight, bias);
-    }
+    };
     let b = bias.map(Tensor::detach);
     let value = forward(&x.detach(), &weight.detach(), b.as_ref())?.contiguous()?;
     let layer = Layer {
         value,
         inputs: x.detach(),
         kind: Kind::Linear,
+        passes,
     };
     apply(x, weight, bias, layer)
 }
@@ -280,11 +269,11 @@ pub(crate) fn conv(
             .reshape(&shape)?;
         Ok((add_channel_bias(y, b)?, a))
     };
-    if !supported(x) {
+    let Some(passes) = factor_passes(x) else {
         // candle's backward through the gather: correct, if slower
         let (y, a) = product(&x4, &w4, bias)?;
         return Ok((y, a.detach()));
-    }
+    };
     let b = bias.map(Tensor::detach);
     let (value, a) = product(&x4.detach(), &w4.detach(), b.as_ref())?;
     let layer = Layer {
@@ -294,6 +283,7 @@ pub(crate) fn conv(
             patches: Arc::new(patches),
             one_d,
         },
+        passes,
     };
     Ok((apply(x, weight, bias, layer)?, a))
 }
