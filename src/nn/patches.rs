@@ -3,6 +3,8 @@
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor, WithDType};
 use rayon::prelude::*;
 
+use super::contiguous;
+
 /// Padding, stride and dilation of a convolution, as `(height, width)` pairs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct ConvGeometry {
@@ -165,12 +167,10 @@ impl CustomOp1 for Col2Im<'_> {
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let Some((start, end)) = layout.contiguous_offsets() else {
-            candle_core::bail!("vivit col2im: non-contiguous columns");
-        };
+        let op = self.name();
         let out = match storage {
-            CpuStorage::F32(v) => CpuStorage::F32(self.run(&v[start..end])),
-            CpuStorage::F64(v) => CpuStorage::F64(self.run(&v[start..end])),
+            CpuStorage::F32(v) => CpuStorage::F32(self.run(contiguous(v, layout, op)?)),
+            CpuStorage::F64(v) => CpuStorage::F64(self.run(contiguous(v, layout, op)?)),
             _ => candle_core::bail!("vivit col2im: f32 or f64 only"),
         };
         let (kh, kw) = self.patches.kernel;

@@ -4,6 +4,11 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp2, Device, Layout, Result, Shap
 use candle_core::{ToUsize2, WithDType};
 use rayon::prelude::*;
 
+use super::contiguous;
+
+/// The op's name, in errors too.
+const OP: &str = "vivit-max-pool2d";
+
 /// Max pooling of `x` `[N, C, H, W]` over `kernel` windows every `stride`
 /// positions (no padding), `[N, C, (H − k_h)/s_h + 1, (W − k_w)/s_w + 1]`:
 ///
@@ -111,14 +116,6 @@ impl MaxPool {
     }
 }
 
-/// The contiguous part of `storage` that `layout` describes.
-fn contiguous<'s, T>(values: &'s [T], layout: &Layout) -> Result<&'s [T]> {
-    match layout.contiguous_offsets() {
-        Some((start, end)) => Ok(&values[start..end]),
-        None => candle_core::bail!("vivit max_pool2d: contiguous input expected"),
-    }
-}
-
 fn plane(layout: &Layout) -> Result<(usize, usize)> {
     let (_, _, h, w) = layout.shape().dims4()?;
     Ok((h, w))
@@ -126,14 +123,14 @@ fn plane(layout: &Layout) -> Result<(usize, usize)> {
 
 impl CustomOp1 for MaxPool {
     fn name(&self) -> &'static str {
-        "vivit-max-pool2d"
+        OP
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
         let hw = plane(layout)?;
         let y = match storage {
-            CpuStorage::F32(v) => CpuStorage::F32(self.forward(contiguous(v, layout)?, hw)),
-            CpuStorage::F64(v) => CpuStorage::F64(self.forward(contiguous(v, layout)?, hw)),
+            CpuStorage::F32(v) => CpuStorage::F32(self.forward(contiguous(v, layout, OP)?, hw)),
+            CpuStorage::F64(v) => CpuStorage::F64(self.forward(contiguous(v, layout, OP)?, hw)),
             _ => candle_core::bail!("vivit max_pool2d: f32 or f64 only"),
         };
         let (n, c, _, _) = layout.shape().dims4()?;
@@ -168,13 +165,13 @@ impl CustomOp2 for MaxPoolBackward {
         let hw = plane(x_layout)?;
         let dx = match (x, grad) {
             (CpuStorage::F32(x), CpuStorage::F32(g)) => CpuStorage::F32(self.0.backward(
-                contiguous(x, x_layout)?,
-                contiguous(g, grad_layout)?,
+                contiguous(x, x_layout, OP)?,
+                contiguous(g, grad_layout, OP)?,
                 hw,
             )),
             (CpuStorage::F64(x), CpuStorage::F64(g)) => CpuStorage::F64(self.0.backward(
-                contiguous(x, x_layout)?,
-                contiguous(g, grad_layout)?,
+                contiguous(x, x_layout, OP)?,
+                contiguous(g, grad_layout, OP)?,
                 hw,
             )),
             _ => candle_core::bail!("vivit max_pool2d: f32 or f64 only"),

@@ -23,6 +23,7 @@ use candle_core::{
     CpuStorage, CustomOp2, CustomOp3, DType, Device, Layout, Result, Shape, Storage, Tensor,
 };
 
+use super::contiguous;
 use super::patches::{ConvGeometry, Patches};
 use crate::record::FactorPasses;
 
@@ -117,13 +118,13 @@ impl Layer {
     /// A copy of the output values.
     fn values(&self) -> Result<(CpuStorage, Shape)> {
         let (storage, layout) = self.value.storage_and_layout();
-        let (Storage::Cpu(storage), Some((start, end))) = (&*storage, layout.contiguous_offsets())
-        else {
-            candle_core::bail!("vivit tracked layer: contiguous CPU values expected");
+        let op = "vivit-tracked-layer";
+        let Storage::Cpu(storage) = &*storage else {
+            candle_core::bail!("{op}: CPU values expected");
         };
         let values = match storage {
-            CpuStorage::F32(v) => CpuStorage::F32(v[start..end].to_vec()),
-            CpuStorage::F64(v) => CpuStorage::F64(v[start..end].to_vec()),
+            CpuStorage::F32(v) => CpuStorage::F32(contiguous(v, layout, op)?.to_vec()),
+            CpuStorage::F64(v) => CpuStorage::F64(contiguous(v, layout, op)?.to_vec()),
             _ => candle_core::bail!("vivit tracked layer: f32 or f64 only"),
         };
         Ok((values, layout.shape().clone()))
