@@ -11,6 +11,7 @@ use super::options::{
 use crate::error::{check_finite, Error, Result};
 use crate::extension::{say, Computation, Extension, FactorId};
 use crate::group::{GroupId, ParamGroup};
+use crate::linalg::matmul;
 use crate::optim::DampingInput;
 use crate::record::Recorded;
 
@@ -198,11 +199,10 @@ fn newton_step(
         .zip(&d.pairs.evals)
         .map(|(a, l)| a / l.sqrt())
         .collect();
-    let v = d
-        .pairs
-        .row(&coefficients)?
-        .unsqueeze(0)?
-        .matmul(&d.pairs.gram_evecs)?;
+    let v = matmul(
+        &d.pairs.row(&coefficients)?.unsqueeze(0)?,
+        &d.pairs.gram_evecs,
+    )?;
     let mut step: Vec<Tensor> = ext
         .apply(ggn, g, &v)?
         .into_iter()

@@ -7,7 +7,7 @@ use super::options::Options;
 use crate::error::{Error, Result};
 use crate::extension::{say, Extension, FactorId};
 use crate::group::ParamGroup;
-use crate::linalg::{self, Partial};
+use crate::linalg::{self, matmul, Partial};
 
 /// The kept eigenpairs `G̃ ẽ_k = λ_k ẽ_k` of a group's Gram matrix.
 pub(crate) struct GramEigenpairs {
@@ -118,7 +118,7 @@ impl GramEigenpairs {
     ) -> Result<Vec<Tensor>> {
         let gram = ext.gram(factor, g, false)?;
         let e = &self.gram_evecs;
-        let sq_norm = (e.matmul(&gram)? * e)?.sum(1)?; // [K]
+        let sq_norm = (matmul(e, &gram)? * e)?.sum(1)?; // [K]
         let inv_norm = sq_norm
             .gt(0.0)?
             .where_cond(&sq_norm.sqrt()?.recip()?, &sq_norm.zeros_like()?)?;
@@ -178,15 +178,13 @@ impl Directional {
         let inv_sqrt: Vec<f64> = pairs.evals.iter().map(|l| 1.0 / l.sqrt()).collect();
         let inv_sqrt = pairs.row(&inv_sqrt)?;
         let vt_g = ext.cross_gram(ggn, grad, g)?; // [C·N_g, N_grad]
-        let gammas = pairs
-            .gram_evecs
-            .matmul(&vt_g)?
+        let gammas = matmul(&pairs.gram_evecs, &vt_g)?
             .t()?
             .broadcast_mul(&inv_sqrt)?;
         let gram = ext.gram(ggn, g, false)?;
         let n_g = ext.factor_samples(ggn);
         let k = pairs.evals.len();
-        let w = gram.matmul(&pairs.gram_evecs.t()?)?; // [C·N_g, K]
+        let w = matmul(&gram, &pairs.gram_evecs.t()?)?; // [C·N_g, K]
         let lambdas = w
             .reshape((w.dim(0)? / n_g, n_g, k))?
             .sqr()?

@@ -20,6 +20,7 @@ use std::sync::OnceLock;
 use candle_core::{Result, Shape, Tensor};
 
 use super::symmetric::gram;
+use crate::linalg::matmul;
 
 /// Which parameter of a layer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,15 +75,12 @@ impl LayerFactor {
             let bb = if same {
                 gram(&b)?
             } else {
-                b.matmul(&other.b.reshape((c2 * n2, o))?.t()?)?
+                matmul(&b, &other.b.reshape((c2 * n2, o))?.t()?)?
             };
             if !has(Role::Weight) {
                 return Ok(bb);
             }
-            let mut aa = self
-                .a
-                .reshape((n, i))?
-                .matmul(&other.a.reshape((n2, i))?.t()?)?;
+            let mut aa = matmul(&self.a.reshape((n, i))?, &other.a.reshape((n2, i))?.t()?)?;
             if has(Role::Bias) {
                 aa = (aa + 1.0)?;
             }
@@ -94,11 +92,11 @@ impl LayerFactor {
         let mut sum: Option<Tensor> = None;
         for &role in roles {
             let block = match role {
-                Role::Bias => self.bias_factor()?.matmul(&other.bias_factor()?.t()?)?,
+                Role::Bias => matmul(&self.bias_factor()?, &other.bias_factor()?.t()?)?,
                 Role::Weight => if same {
                     gram(self.weight_factor()?)?
                 } else {
-                    self.weight_factor()?.matmul(&other.weight_factor()?.t()?)?
+                    matmul(self.weight_factor()?, &other.weight_factor()?.t()?)?
                 }
                 .reshape((n, c, n2, c2))?
                 .permute((1, 0, 3, 2))?
@@ -126,13 +124,12 @@ impl LayerFactor {
             return Ok(v);
         }
         let (c, n, t, o, i) = self.dims()?;
-        let v = self
+        let b = self
             .b
             .transpose(0, 1)?
             .contiguous()?
-            .reshape((n, c * o, t))?
-            .matmul(&self.a.transpose(1, 2)?)?
-            .reshape((n * c, o * i))?;
+            .reshape((n, c * o, t))?;
+        let v = matmul(&b, &self.a.transpose(1, 2)?)?.reshape((n * c, o * i))?;
         Ok(self.weight_factor.get_or_init(|| v))
     }
 
@@ -150,10 +147,7 @@ impl LayerFactor {
         if role == Role::Weight && t > 1 {
             // [K, C·N] → sample-major [K, N·C]
             let e = e.reshape((k, c, n))?.transpose(1, 2)?.contiguous()?;
-            return e
-                .reshape((k, n * c))?
-                .matmul(self.weight_factor()?)?
-                .reshape(shape);
+            return matmul(&e.reshape((k, n * c))?, self.weight_factor()?)?.reshape(shape);
         }
         let e = e.reshape((k, c, n))?.permute((2, 0, 1))?.contiguous()?;
         let b = self
@@ -161,7 +155,7 @@ impl LayerFactor {
             .transpose(0, 1)?
             .contiguous()?
             .reshape((n, c, o * t))?;
-        let w = e.matmul(&b)?.reshape((n, k, o, t))?;
+        let w = matmul(&e, &b)?.reshape((n, k, o, t))?;
         match role {
             Role::Bias => w.sum(3)?.sum(0),
             Role::Weight => {
@@ -170,7 +164,7 @@ impl LayerFactor {
                     .contiguous()?
                     .reshape((k * o, n * t))?;
                 let a = self.a.transpose(1, 2)?.contiguous()?.reshape((n * t, i))?;
-                w.matmul(&a)?.reshape(shape)
+                matmul(&w, &a)?.reshape(shape)
             }
         }
     }

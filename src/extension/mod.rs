@@ -17,6 +17,7 @@ use candle_core::{DType, Tensor};
 
 use crate::error::{Error, Result};
 use crate::group::ParamGroup;
+use crate::linalg::matmul;
 use crate::record::{Recorded, Tape};
 use factor::{backprop, check_dtype, Backpropagated, Columns, FactorSpec, TrackedLayer};
 use layer::{LayerFactor, Role};
@@ -246,8 +247,7 @@ impl<'a> Extension<'a> {
         let k = e.dim(0)?;
         // ẽ[k, :, n] = U_n ẽ'[k, :, n]
         let e = e.reshape((k, c_eff, n))?.permute((2, 1, 0))?.contiguous()?; // [N, C_eff, K]
-        Ok(basis
-            .matmul(&e)? // [N, C, K]
+        Ok(matmul(basis, &e)? // [N, C, K]
             .permute((2, 1, 0))?
             .contiguous()?
             .reshape((k, c * n))?)

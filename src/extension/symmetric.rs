@@ -2,6 +2,8 @@
 
 use candle_core::{Result, Tensor};
 
+use crate::linalg::matmul;
+
 /// Below this many rows, `V Vᵀ` is one product.
 const DIRECT: usize = 192;
 /// Below this many columns too: for short rows the copies of the halving cost
@@ -20,11 +22,11 @@ const HALVE_MIN_COLUMNS: usize = 1024;
 pub(crate) fn gram(v: &Tensor) -> Result<Tensor> {
     let (m, k) = v.dims2()?;
     if m < DIRECT || k < HALVE_MIN_COLUMNS {
-        return v.matmul(&v.t()?);
+        return matmul(v, &v.t()?);
     }
     let half = m / 2;
     let (top, bottom) = (v.narrow(0, 0, half)?, v.narrow(0, half, m - half)?);
-    let cross = bottom.matmul(&top.t()?)?; // [m − half, half]
+    let cross = matmul(&bottom, &top.t()?)?; // [m − half, half]
     let upper = Tensor::cat(&[gram(&top)?, cross.t()?], 1)?;
     let lower = Tensor::cat(&[cross, gram(&bottom)?], 1)?;
     Tensor::cat(&[upper, lower], 0)

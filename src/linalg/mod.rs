@@ -1,7 +1,10 @@
 //! Symmetric eigendecomposition of Gram matrices, with its guards: the full
 //! one (faer) and a partial one for the few largest eigenpairs ([`lanczos`]).
 
+mod gemm;
 mod lanczos;
+
+pub(crate) use gemm::matmul;
 
 use std::fmt;
 

@@ -25,6 +25,7 @@ use candle_core::{
 
 use super::contiguous;
 use super::patches::{ConvGeometry, Patches};
+use crate::linalg::matmul;
 use crate::record::FactorPasses;
 
 /// How the layer's output depends on its input.
@@ -151,7 +152,7 @@ impl Layer {
     /// `J_xᵀ g`.
     fn input_transpose(&self, weight: &Tensor, grad: &Tensor) -> Result<Tensor> {
         match &self.kind {
-            Kind::Linear => grad.broadcast_matmul(&weight.detach()),
+            Kind::Linear => matmul(grad, &weight.detach()),
             Kind::Conv { patches, one_d } => {
                 // one gemm W_flatᵀ [I·k·k, O] × g [O, N·P], then col2im
                 let (n, o) = (grad.dim(0)?, grad.dim(1)?);
@@ -161,7 +162,7 @@ impl Layer {
                     .contiguous()?
                     .reshape((o, ()))?;
                 let w = weight.detach().reshape((o, ()))?;
-                let x = patches.scatter(&w.t()?.matmul(&g)?, n)?;
+                let x = patches.scatter(&matmul(&w.t()?, &g)?, n)?;
                 if *one_d {
                     x.squeeze(2)
                 } else {
@@ -177,12 +178,12 @@ impl Layer {
             Kind::Linear => {
                 let (o, i) = weight.dims2()?;
                 let g = grad.reshape(((), o))?;
-                g.t()?.matmul(&self.inputs.reshape(((), i))?)
+                matmul(&g.t()?, &self.inputs.reshape(((), i))?)
             }
             Kind::Conv { .. } => {
                 let (n, o) = (grad.dim(0)?, grad.dim(1)?);
                 let g = grad.reshape((n, o, ()))?;
-                g.matmul(&self.inputs.transpose(1, 2)?)?
+                matmul(&g, &self.inputs.transpose(1, 2)?)?
                     .sum(0)?
                     .reshape(weight.shape())
             }
@@ -264,10 +265,7 @@ pub(crate) fn conv(
     // y[n, :, p] = W_flat · patches[n, :, p] + b
     let product = |x4: &Tensor, w4: &Tensor, b: Option<&Tensor>| -> Result<(Tensor, Tensor)> {
         let a = patches.gather(x4)?;
-        let y = w4
-            .reshape((1, o, i * kh * kw))?
-            .broadcast_matmul(&a)?
-            .reshape(&shape)?;
+        let y = matmul(&w4.reshape((1, o, i * kh * kw))?, &a)?.reshape(&shape)?;
         Ok((add_channel_bias(y, b)?, a))
     };
     let Some(passes) = factor_passes(x) else {
