@@ -7,7 +7,7 @@ use candle_core::Tensor;
 use super::directions::{warn_small, GramEigenpairs};
 use super::options::{curvature_setters, eigensolver_setter, lookup, warn_setter, Options};
 use crate::error::Result;
-use crate::extension::{Computation, Extension};
+use crate::extension::{say, Computation, Extension};
 use crate::group::{GroupId, ParamGroup};
 use crate::record::Recorded;
 
@@ -104,6 +104,12 @@ impl Computation for EighComputation {
             let pairs = GramEigenpairs::kept(ext, factor, g, group, o)?;
             warn_small(&pairs.evals, o.warn_small_eigvals);
             let evecs = pairs.parameter_evecs(ext, factor, g)?;
+            say(o.verbose, || {
+                format!(
+                    "group {g}: {} eigenvectors in parameter space",
+                    pairs.evals.len()
+                )
+            });
             self.results
                 .insert(group.id(), (pairs.evals_tensor()?, evecs));
         }

@@ -55,24 +55,35 @@
 //! so the same matrix gives bit-identical results.
 
 use faer::linalg::matmul::matmul;
-use faer::{Accum, Col, Mat, MatRef, Par, Side};
+use faer::{Accum, Col, Mat, MatRef, Par};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::StandardNormal;
 
+use super::small::{self_adjoint_eigen, thin_qr};
+
 /// Seed of the start block and of replacement columns.
 const SEED: u64 = 0x5eed_1a2c_2052;
-/// Smallest block size `b`. On the 6,336² `mnist_mlp_c100` Gram (top 10) a
-/// product took about 38 ms at `b = 10` and 47 ms at `b = 32` (one read of the
-/// 321 MB `G` dominates), and convergence took 18 products at `b = 10`, 13 at
-/// 16 and 10 at 32; from `b = 48` on the products cost more than they save.
+/// Smallest block size `b` from [`PRODUCT_BOUND`] rows on. On the 6,336²
+/// `mnist_mlp_c100` Gram (top 10) a product took about 38 ms at `b = 10` and
+/// 47 ms at `b = 32` (one read of the 321 MB `G` dominates), and convergence
+/// took 18 products at `b = 10`, 13 at 16 and 10 at 32; from `b = 48` on the
+/// products cost more than they save.
 const MIN_BLOCK: usize = 32;
+/// Below [`PRODUCT_BOUND`] rows the orthogonalization and the Rayleigh–Ritz
+/// steps cost more than the products, and small blocks are cheaper: top 10
+/// of `n × n` matrices with eigenvalues `10⁻³ · 1.01ⁱ` took 30 / 62 / 170 ms
+/// (`n` = 576 / 1152 / 2304) with `b = 10` against 72 / 118 / 240 ms with
+/// `b = 32`.
+const MIN_BLOCK_SMALL: usize = 8;
+/// The Gram size from which the products dominate (an f64 `G` of 134 MB).
+const PRODUCT_BOUND: usize = 4096;
 /// `m_max = k + BASIS_BLOCKS · b`: with 4, the same products as with 6 but
 /// half the Rayleigh–Ritz work; with 3, more restarts.
 const BASIS_BLOCKS: usize = 4;
-/// Fewest products before giving up (where `⌈n/b⌉` is smaller, the full
-/// solver is cheap, so the attempt costs little).
-const MIN_BUDGET: usize = 50;
+/// Fewest columns `G z` before giving up, `50` blocks of 32 (where `n` is
+/// smaller, the full solver is cheap, so the attempt costs little).
+const MIN_BUDGET_COLUMNS: usize = 1600;
 /// A column whose norm drops below this fraction in its second Gram–Schmidt
 /// pass lies in the span of the basis (Daniel–Gragg–Kaufman–Stewart).
 const DGKS: f64 = std::f64::consts::FRAC_1_SQRT_2;
@@ -102,16 +113,22 @@ pub(crate) struct Stats {
 /// The `k` largest eigenpairs of the symmetric `g` `[n, n]` (`k` is clipped to
 /// `n`), with residuals `‖G x − θ x‖ ≤ tol · max|θ|`.
 ///
-/// Gives up with `Err` (and its statistics) after `max(⌈n/b⌉, 50)` products
+/// Blocks have `b = max(k, 8)` columns, `max(k, 32)` from 4096 rows on.
+/// Gives up with `Err` (and its statistics) after `⌈max(n, 1600)/b⌉` products
 /// (`⌈n/b⌉` products are `2n³` flops, about what the dense solver costs), or
 /// if the projected eigenproblem fails.
 pub(crate) fn top_eigenpairs(g: MatRef<'_, f64>, k: usize, tol: f64) -> Result<TopEig, Stats> {
     let n = g.nrows();
     let k = k.min(n);
-    let block = k.max(MIN_BLOCK).min(n);
+    let min_block = if n >= PRODUCT_BOUND {
+        MIN_BLOCK
+    } else {
+        MIN_BLOCK_SMALL
+    };
+    let block = k.max(min_block).min(n);
     let cap = (k + BASIS_BLOCKS * block).min(n);
     let keep = k + block;
-    let budget = n.div_ceil(block).max(MIN_BUDGET);
+    let budget = n.max(MIN_BUDGET_COLUMNS).div_ceil(block);
     let mut stats = Stats {
         block,
         products: 0,
@@ -155,13 +172,9 @@ pub(crate) fn top_eigenpairs(g: MatRef<'_, f64>, k: usize, tol: f64) -> Result<T
         m += b;
 
         let (basis, images) = (q.subcols(0, m), w.subcols(0, m));
-        let ritz = h
-            .submatrix(0, 0, m, m)
-            .self_adjoint_eigen(Side::Lower)
-            .map_err(|_| stats)?;
-        let theta: Vec<f64> = (0..m).map(|i| ritz.S().column_vector()[i]).collect();
+        let (theta, y) = self_adjoint_eigen(h.submatrix(0, 0, m, m)).map_err(|_| stats)?;
         let norm = theta[0].abs().max(theta[m - 1].abs());
-        let wanted = ritz.U().subcols(m - k, k);
+        let wanted = y.subcols(m - k, k);
         let x = mul(basis, wanted);
         let gx = mul(images, wanted);
         let converged = (0..k).all(|i| {
@@ -184,7 +197,7 @@ pub(crate) fn top_eigenpairs(g: MatRef<'_, f64>, k: usize, tol: f64) -> Result<T
             // orthogonal to everything the restart drops, then restart thick:
             // Q ← Q Y, W ← W Y, H ← Yᵀ H Y (= diag θ up to rounding)
             next = project_out(next.as_ref(), basis);
-            let kept = ritz.U().subcols(m - keep, keep);
+            let kept = y.subcols(m - keep, keep);
             let (qy, wy) = (mul(basis, kept), mul(images, kept));
             let lower = h.submatrix(0, 0, m, m);
             let full = Mat::from_fn(m, m, |i, j| lower[(i.max(j), i.min(j))]);
@@ -211,8 +224,7 @@ fn append_orthonormal(q: &mut Mat<f64>, m: usize, z: MatRef<'_, f64>, rng: &mut 
     let basis = q.subcols(0, m);
     let once = project_out(z, basis);
     let twice = project_out(once.as_ref(), basis);
-    let qr = twice.qr();
-    let (thin, r) = (qr.compute_thin_Q(), qr.thin_R());
+    let (thin, r) = thin_qr(twice.as_ref());
     let mut clean = true;
     for j in 0..z.ncols() {
         let norm = twice.col(j).norm_l2();
@@ -280,6 +292,7 @@ pub(super) mod tests {
     //! errors of the two solvers add up.
 
     use super::*;
+    use faer::Side;
 
     /// `U diag(spectrum) Uᵀ` with `U` the Q factor of a Gaussian matrix.
     pub(in crate::linalg) fn with_spectrum(spectrum: &[f64], seed: u64) -> Mat<f64> {
