@@ -20,6 +20,7 @@ use std::sync::OnceLock;
 use candle_core::{Result, Shape, Tensor};
 
 use super::symmetric::gram;
+use super::tiled::tiled_product;
 use crate::linalg::matmul;
 
 /// Which parameter of a layer.
@@ -57,15 +58,21 @@ impl LayerFactor {
         Ok((c, n, t, o, self.a.dim(1)?))
     }
 
-    /// The block `Σ_{p∈roles} V_pᵀ U_p` `[C·N, C'·N']` of some parameters of
-    /// this layer, for this layer's factor `V` and another factor `U` of the
-    /// same layer (`U = V` gives its Gram block).
+    /// `S + Σ_{p∈roles} V_pᵀ U_p` `[C·N, C'·N']`: the block of some parameters
+    /// of this layer, for this layer's factor `V` and another factor `U` of the
+    /// same layer (`U = V` gives its Gram block), added to the blocks `sum` of
+    /// other layers.
     ///
     /// With `T = 1`, weight and bias share `B B'ᵀ`:
     /// `(B B'ᵀ) ⊙ (A A'ᵀ + 1)` tiled over columns (`+ 1` with the bias,
     /// `A A'ᵀ` without), `O(C C' N N' O + N N' I)`; otherwise the weight factors
     /// are formed once, `[N·C, O·I]`, and multiplied.
-    pub fn cross_gram(&self, other: &LayerFactor, roles: &[Role]) -> Result<Tensor> {
+    pub fn cross_gram(
+        &self,
+        other: &LayerFactor,
+        roles: &[Role],
+        sum: Option<Tensor>,
+    ) -> Result<Tensor> {
         let (c, n, t, o, i) = self.dims()?;
         let (c2, n2, _, _, _) = other.dims()?;
         let has = |role: Role| roles.contains(&role);
@@ -78,18 +85,18 @@ impl LayerFactor {
                 matmul(&b, &other.b.reshape((c2 * n2, o))?.t()?)?
             };
             if !has(Role::Weight) {
-                return Ok(bb);
+                return match sum {
+                    Some(sum) => sum + bb,
+                    None => Ok(bb),
+                };
             }
             let mut aa = matmul(&self.a.reshape((n, i))?, &other.a.reshape((n2, i))?.t()?)?;
             if has(Role::Bias) {
                 aa = (aa + 1.0)?;
             }
-            return bb
-                .reshape((c, n, c2, n2))?
-                .broadcast_mul(&aa.reshape((1, n, 1, n2))?)?
-                .reshape((c * n, c2 * n2));
+            return tiled_product(&bb, &aa, sum.as_ref());
         }
-        let mut sum: Option<Tensor> = None;
+        let mut sum = sum;
         for &role in roles {
             let block = match role {
                 Role::Bias => matmul(&self.bias_factor()?, &other.bias_factor()?.t()?)?,

@@ -9,6 +9,7 @@
 mod factor;
 mod layer;
 mod symmetric;
+mod tiled;
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -294,13 +295,8 @@ impl<'a> Extension<'a> {
         }
         let mut sum: Option<Tensor> = None;
         for (m, roles) in &layers {
-            let block = self
-                .layer_factor(left, *m)
-                .cross_gram(self.layer_factor(right, *m), roles)?;
-            sum = Some(match sum {
-                Some(sum) => (sum + block)?,
-                None => block,
-            });
+            let (v, u) = (self.layer_factor(left, *m), self.layer_factor(right, *m));
+            sum = Some(v.cross_gram(u, roles, sum)?);
         }
         let gram = sum.expect("groups are checked to be non-empty");
         self.grams.insert(key, gram.clone());
