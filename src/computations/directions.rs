@@ -15,6 +15,8 @@ pub(crate) struct GramEigenpairs {
     pub evals: Vec<f64>,
     /// `ẽ_k` as rows `[K, C·N_g]`.
     pub gram_evecs: Tensor,
+    /// `G̃ ẽ_k` as rows `[K, C·N_g]` (`λ_k ẽ_k` up to the solver's residual).
+    pub gram_images: Tensor,
 }
 
 impl GramEigenpairs {
@@ -36,30 +38,37 @@ impl GramEigenpairs {
         group: &ParamGroup,
         o: &Options,
     ) -> Result<Self> {
-        let gram = ext.gram(factor, g, o.verbose)?;
-        let size = gram.dim(0)?;
+        let size = ext.gram_size(factor);
         let criterion = group.criterion_ref();
         let partial = match o.eigensolver.partial_k(size, criterion)? {
-            Some(k) => match linalg::eigh_top(&gram, k)? {
-                Partial::Converged(eig, work) => {
-                    say(o.verbose, || {
-                        format!("group {g}: partial eigensolver (block Lanczos), top {k}: {work}")
-                    });
-                    Some(eig)
+            Some(k) => {
+                let operator = ext.gram_operator(factor, g)?;
+                let (dtype, device) = ext.dtype_device();
+                match linalg::eigh_top(size, k, dtype, &device, |z| operator.apply(z))? {
+                    Partial::Converged(eig, work) => {
+                        say(o.verbose, || {
+                            format!(
+                                "group {g}: partial eigensolver (block Lanczos) on Gram \
+                                 products ({size}×{size}), top {k}: {work}"
+                            )
+                        });
+                        Some(eig)
+                    }
+                    Partial::Unconverged(work) => {
+                        log::warn!(
+                            "the partial eigensolver did not converge on the {size}×{size} \
+                             Gram matrix after {work}; the full one runs instead"
+                        );
+                        None
+                    }
                 }
-                Partial::Unconverged(work) => {
-                    log::warn!(
-                        "the partial eigensolver did not converge on the {size}×{size} Gram \
-                         matrix after {work}; the full one runs instead"
-                    );
-                    None
-                }
-            },
+            }
             None => None,
         };
         let eig = match partial {
             Some(eig) => eig,
             None => {
+                let gram = ext.gram(factor, g, o.verbose)?;
                 let eig = linalg::eigh(&gram)?;
                 say(o.verbose, || {
                     format!("group {g}: full eigensolver (faer), all {size} eigenpairs")
@@ -83,12 +92,22 @@ impl GramEigenpairs {
             .iter()
             .map(|&i| source[i].unwrap_or(n) as u32)
             .collect();
-        let index = Tensor::new(index.as_slice(), gram.device())?;
-        let null = Tensor::zeros((size, 1), eig.evecs.dtype(), eig.evecs.device())?;
-        let padded = Tensor::cat(&[&eig.evecs, &null], 1)?;
+        let index = Tensor::new(index.as_slice(), eig.evecs.device())?;
+        let kept = |columns: &Tensor| -> Result<Tensor> {
+            let null = Tensor::zeros((size, 1), columns.dtype(), columns.device())?;
+            let padded = Tensor::cat(&[columns, &null], 1)?;
+            Ok(padded.index_select(&index, 1)?.t()?.contiguous()?)
+        };
+        let gram_evecs = kept(&eig.evecs)?;
+        let gram_images = match &eig.images {
+            Some(images) => kept(images)?,
+            // G̃ is symmetric: ẽ_kᵀ G̃ = (G̃ ẽ_k)ᵀ
+            None => matmul(&gram_evecs, &ext.gram(factor, g, false)?)?,
+        };
         Ok(Self {
             evals: keep.iter().map(|&i| all[i]).collect(),
-            gram_evecs: padded.index_select(&index, 1)?.t()?.contiguous()?,
+            gram_evecs,
+            gram_images,
         })
     }
 
@@ -116,9 +135,8 @@ impl GramEigenpairs {
         factor: FactorId,
         g: usize,
     ) -> Result<Vec<Tensor>> {
-        let gram = ext.gram(factor, g, false)?;
         let e = &self.gram_evecs;
-        let sq_norm = (matmul(e, &gram)? * e)?.sum(1)?; // [K]
+        let sq_norm = (&self.gram_images * e)?.sum(1)?; // [K]
         let inv_norm = sq_norm
             .gt(0.0)?
             .where_cond(&sq_norm.sqrt()?.recip()?, &sq_norm.zeros_like()?)?;
@@ -181,10 +199,9 @@ impl Directional {
         let gammas = matmul(&pairs.gram_evecs, &vt_g)?
             .t()?
             .broadcast_mul(&inv_sqrt)?;
-        let gram = ext.gram(ggn, g, false)?;
         let n_g = ext.factor_samples(ggn);
         let k = pairs.evals.len();
-        let w = matmul(&gram, &pairs.gram_evecs.t()?)?; // [C·N_g, K]
+        let w = pairs.gram_images.t()?; // [C·N_g, K]
         let lambdas = w
             .reshape((w.dim(0)? / n_g, n_g, k))?
             .sqr()?

@@ -79,6 +79,8 @@ impl<'t> TrackedLayer<'t> {
 /// A backpropagated factor: per-layer algebra and the loss factor's basis.
 #[derive(Debug)]
 pub(crate) struct Backpropagated {
+    /// Columns `C_eff` of the loss-Hessian factor (per sample).
+    pub columns: usize,
     /// The factor of each layer marked as needed.
     pub layers: Vec<Option<LayerFactor>>,
     /// `U` `[N_g, C, C_eff]` when the loss factor has fewer columns than the
@@ -193,7 +195,11 @@ pub(crate) fn backprop(
             )))
         })
         .collect::<Result<_>>()?;
-    Ok(Backpropagated { layers, basis })
+    Ok(Backpropagated {
+        columns: c_eff,
+        layers,
+        basis,
+    })
 }
 
 /// `(A [N, I, T], B [C, N, O, T])` of one layer call from its (subsampled)

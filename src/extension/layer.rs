@@ -118,6 +118,15 @@ impl LayerFactor {
         sum.ok_or_else(|| candle_core::Error::Msg("cross_gram of no parameter".into()))
     }
 
+    /// `(A [N, I], B [C, N, O])` of a layer applied once per sample (`T = 1`).
+    pub fn per_sample(&self) -> Result<Option<(Tensor, Tensor)>> {
+        let (c, n, t, o, i) = self.dims()?;
+        if t != 1 {
+            return Ok(None);
+        }
+        Ok(Some((self.a.reshape((n, i))?, self.b.reshape((c, n, o))?)))
+    }
+
     /// `V_b` `[C·N, O]`: `V_b[c,n] = Σ_t B[c,n,:,t]`.
     fn bias_factor(&self) -> Result<Tensor> {
         let (c, n, _, o, _) = self.dims()?;

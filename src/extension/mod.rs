@@ -8,6 +8,7 @@
 
 mod factor;
 mod layer;
+mod operator;
 mod symmetric;
 mod tiled;
 
@@ -22,6 +23,7 @@ use crate::linalg::matmul;
 use crate::record::{Recorded, Tape};
 use factor::{backprop, check_dtype, Backpropagated, Columns, FactorSpec, TrackedLayer};
 use layer::{LayerFactor, Role};
+pub(crate) use operator::GramOperator;
 
 /// A computation that runs inside an extended backward pass.
 ///
@@ -285,7 +287,19 @@ impl<'a> Extension<'a> {
         if let Some(gram) = self.grams.get(&key) {
             return Ok(gram.clone());
         }
-        // the group's parameters layer by layer, so weight and bias share work
+        let mut sum: Option<Tensor> = None;
+        for (m, roles) in self.group_layers(group) {
+            let (v, u) = (self.layer_factor(left, m), self.layer_factor(right, m));
+            sum = Some(v.cross_gram(u, &roles, sum)?);
+        }
+        let gram = sum.expect("groups are checked to be non-empty");
+        self.grams.insert(key, gram.clone());
+        Ok(gram)
+    }
+
+    /// The group's parameters layer by layer (a member of the layer and the
+    /// roles of the group's parameters in it), so weight and bias share work.
+    fn group_layers(&self, group: usize) -> Vec<(Member, Vec<Role>)> {
         let mut layers: Vec<(Member, Vec<Role>)> = Vec::new();
         for &m in &self.members[group] {
             match layers.iter_mut().find(|(first, _)| first.layer == m.layer) {
@@ -293,14 +307,30 @@ impl<'a> Extension<'a> {
                 None => layers.push((m, vec![m.role])),
             }
         }
-        let mut sum: Option<Tensor> = None;
-        for (m, roles) in &layers {
-            let (v, u) = (self.layer_factor(left, *m), self.layer_factor(right, *m));
-            sum = Some(v.cross_gram(u, roles, sum)?);
-        }
-        let gram = sum.expect("groups are checked to be non-empty");
-        self.grams.insert(key, gram.clone());
-        Ok(gram)
+        layers
+    }
+
+    /// The model's dtype and device.
+    pub(crate) fn dtype_device(&self) -> (DType, candle_core::Device) {
+        let output = &self.tape.loss.output;
+        (output.dtype(), output.device().clone())
+    }
+
+    /// The number of rows `C_eff·N_g` of the Gram matrices of `factor`.
+    pub(crate) fn gram_size(&self, factor: FactorId) -> usize {
+        self.factors[factor.0].1.columns * self.factor_samples(factor)
+    }
+
+    /// The group's Gram matrix of `factor` as an operator (never formed for
+    /// layers applied once per sample).
+    pub(crate) fn gram_operator(&self, factor: FactorId, group: usize) -> Result<GramOperator> {
+        let layers: Vec<(&LayerFactor, Vec<Role>)> = self
+            .group_layers(group)
+            .into_iter()
+            .map(|(m, roles)| (self.layer_factor(factor, m), roles))
+            .collect();
+        let columns = self.factors[factor.0].1.columns;
+        GramOperator::new(&layers, columns, self.factor_samples(factor))
     }
 
     /// `V_p · e` for every parameter `p` of the group, `e` `[K, C·N_g]`: `[K, *p.shape]` each.

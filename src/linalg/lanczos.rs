@@ -1,5 +1,5 @@
-//! The `k` largest eigenpairs of a dense symmetric matrix: thick-restart block
-//! Lanczos with full reorthogonalization.
+//! The `k` largest eigenpairs of a symmetric matrix given by its products:
+//! thick-restart block Lanczos with full reorthogonalization.
 //!
 //! # Method
 //!
@@ -31,12 +31,11 @@
 //!
 //! # Why this method
 //!
-//! - `G` is dense, so the products `G Z` are the cost. Blocks make them gemm and
-//!   read `G` once per `b` vectors (at `n = 6400` an f64 `G` is 328 MB, so one
+//! - The products `G Z` are the cost. Blocks make them gemm: a dense `G` is
+//!   read once per `b` vectors (at `n = 6400` an f64 `G` is 328 MB, so one
 //!   product is bound by memory bandwidth and a block is nearly as cheap as a
-//!   vector). The caller mirrors the triangle the full solver reads, so that
-//!   each product is one parallel gemm; the small products (projections,
-//!   Ritz vectors) run on one thread.
+//!   vector), and the caller's structured products batch over the block. The
+//!   small products (projections, Ritz vectors) run on one thread.
 //! - A block of `b ≥ k` columns finds eigenvalues of multiplicity up to `b`
 //!   (degenerate top eigenvalues), which one-vector Krylov methods cannot.
 //! - Full reorthogonalization (two block classical Gram–Schmidt passes, then
@@ -95,6 +94,8 @@ pub(crate) struct TopEig {
     pub evals: Vec<f64>,
     /// The Ritz vectors as columns `[n, k]`.
     pub evecs: Mat<f64>,
+    /// Their images `G x_i` `[n, k]`.
+    pub images: Mat<f64>,
     /// What the solver did.
     pub stats: Stats,
 }
@@ -110,15 +111,20 @@ pub(crate) struct Stats {
     pub restarts: usize,
 }
 
-/// The `k` largest eigenpairs of the symmetric `g` `[n, n]` (`k` is clipped to
-/// `n`), with residuals `‖G x − θ x‖ ≤ tol · max|θ|`.
+/// The `k` largest eigenpairs of the symmetric `G` `[n, n]` (`k` is clipped to
+/// `n`), with residuals `‖G x − θ x‖ ≤ tol · max|θ|`, from the products
+/// `product(Z) = G Z` with `n × b` blocks `Z` (its errors end the solve).
 ///
 /// Blocks have `b = max(k, 8)` columns, `max(k, 32)` from 4096 rows on.
 /// Gives up with `Err` (and its statistics) after `⌈max(n, 1600)/b⌉` products
 /// (`⌈n/b⌉` products are `2n³` flops, about what the dense solver costs), or
 /// if the projected eigenproblem fails.
-pub(crate) fn top_eigenpairs(g: MatRef<'_, f64>, k: usize, tol: f64) -> Result<TopEig, Stats> {
-    let n = g.nrows();
+pub(crate) fn top_eigenpairs<E>(
+    n: usize,
+    k: usize,
+    tol: f64,
+    mut product: impl FnMut(MatRef<'_, f64>) -> Result<Mat<f64>, E>,
+) -> Result<Result<TopEig, Stats>, E> {
     let k = k.min(n);
     let min_block = if n >= PRODUCT_BOUND {
         MIN_BLOCK
@@ -135,14 +141,14 @@ pub(crate) fn top_eigenpairs(g: MatRef<'_, f64>, k: usize, tol: f64) -> Result<T
         restarts: 0,
     };
     if k == 0 {
-        return Ok(TopEig {
+        return Ok(Ok(TopEig {
             evals: Vec::new(),
             evecs: Mat::zeros(n, 0),
+            images: Mat::zeros(n, 0),
             stats,
-        });
+        }));
     }
     let mut rng = StdRng::seed_from_u64(SEED);
-    let par = faer::get_global_parallelism();
     let mut q = Mat::<f64>::zeros(n, cap);
     let mut w = Mat::<f64>::zeros(n, cap);
     // H = Qᵀ W, lower triangle
@@ -152,14 +158,7 @@ pub(crate) fn top_eigenpairs(g: MatRef<'_, f64>, k: usize, tol: f64) -> Result<T
     loop {
         let b = block.min(cap - m);
         append_orthonormal(&mut q, m, next.subcols(0, b), &mut rng);
-        matmul(
-            w.subcols_mut(m, b),
-            Accum::Replace,
-            g,
-            q.subcols(m, b),
-            1.0,
-            par,
-        );
+        w.subcols_mut(m, b).copy_from(product(q.subcols(m, b))?);
         stats.products += 1;
         matmul(
             h.submatrix_mut(m, 0, b, m + b),
@@ -167,12 +166,14 @@ pub(crate) fn top_eigenpairs(g: MatRef<'_, f64>, k: usize, tol: f64) -> Result<T
             w.subcols(m, b).transpose(),
             q.subcols(0, m + b),
             1.0,
-            par,
+            Par::Seq,
         );
         m += b;
 
         let (basis, images) = (q.subcols(0, m), w.subcols(0, m));
-        let (theta, y) = self_adjoint_eigen(h.submatrix(0, 0, m, m)).map_err(|_| stats)?;
+        let Ok((theta, y)) = self_adjoint_eigen(h.submatrix(0, 0, m, m)) else {
+            return Ok(Err(stats));
+        };
         let norm = theta[0].abs().max(theta[m - 1].abs());
         let wanted = y.subcols(m - k, k);
         let x = mul(basis, wanted);
@@ -182,14 +183,15 @@ pub(crate) fn top_eigenpairs(g: MatRef<'_, f64>, k: usize, tol: f64) -> Result<T
             r.norm_l2() <= tol * norm
         });
         if converged || m == n {
-            return Ok(TopEig {
+            return Ok(Ok(TopEig {
                 evals: theta[m - k..].to_vec(),
                 evecs: x,
+                images: gx,
                 stats,
-            });
+            }));
         }
         if stats.products >= budget {
-            return Err(stats);
+            return Ok(Err(stats));
         }
         // the next Krylov block: G times the newest block
         next = images.subcols(m - b, b).to_owned();
@@ -294,6 +296,19 @@ pub(super) mod tests {
     use super::*;
     use faer::Side;
 
+    /// The solver with the products of a dense `g`.
+    pub(in crate::linalg) fn dense(
+        g: MatRef<'_, f64>,
+        k: usize,
+        tol: f64,
+    ) -> Result<TopEig, Stats> {
+        let product = |z: MatRef<'_, f64>| Ok::<_, std::convert::Infallible>(g * z);
+        match top_eigenpairs(g.nrows(), k, tol, product) {
+            Ok(result) => result,
+            Err(never) => match never {},
+        }
+    }
+
     /// `U diag(spectrum) Uᵀ` with `U` the Q factor of a Gaussian matrix.
     pub(in crate::linalg) fn with_spectrum(spectrum: &[f64], seed: u64) -> Mat<f64> {
         let n = spectrum.len();
@@ -372,7 +387,7 @@ pub(super) mod tests {
     fn check(g: &Mat<f64>, k: usize) {
         let n = g.nrows();
         let tol = 16.0 * (n as f64).sqrt() * f64::EPSILON;
-        let top = top_eigenpairs(g.as_ref(), k, tol).expect("converges");
+        let top = dense(g.as_ref(), k, tol).expect("converges");
         let k = k.min(n);
         assert_eq!(top.evals.len(), k);
         assert!(top.evals.windows(2).all(|w| w[0] <= w[1]), "ascending");
@@ -432,25 +447,19 @@ pub(super) mod tests {
     #[test]
     fn degenerate_inputs() {
         // the zero matrix: every vector is an eigenvector
-        let top = top_eigenpairs(Mat::<f64>::zeros(50, 50).as_ref(), 3, 1e-14).expect("converges");
+        let top = dense(Mat::<f64>::zeros(50, 50).as_ref(), 3, 1e-14).expect("converges");
         assert_eq!(top.evals, vec![0.0; 3]);
         // k = 0, and k ≥ n (clipped to n)
         let g = gram_of_rank(20, 4, 4);
-        assert_eq!(
-            top_eigenpairs(g.as_ref(), 0, 1e-14)
-                .expect("trivial")
-                .evals
-                .len(),
-            0
-        );
+        assert_eq!(dense(g.as_ref(), 0, 1e-14).expect("trivial").evals.len(), 0);
         check(&g, 25);
     }
 
     #[test]
     fn bit_identical_on_the_same_input() {
         let g = gram_of_rank(600, 300, 5);
-        let a = top_eigenpairs(g.as_ref(), 10, 1e-13).expect("converges");
-        let b = top_eigenpairs(g.as_ref(), 10, 1e-13).expect("converges");
+        let a = dense(g.as_ref(), 10, 1e-13).expect("converges");
+        let b = dense(g.as_ref(), 10, 1e-13).expect("converges");
         assert_eq!(a.evals, b.evals);
         assert!((0..600)
             .all(|i| (0..10).all(|j| a.evecs[(i, j)].to_bits() == b.evecs[(i, j)].to_bits())));

@@ -11,7 +11,7 @@ use std::fmt;
 
 use candle_core::{DType, Device, Tensor, WithDType};
 use faer::traits::RealField;
-use faer::{MatRef, Side};
+use faer::{Mat, MatRef, Side};
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
@@ -25,15 +25,22 @@ pub(crate) struct SymEig {
     /// Eigenvectors as columns `[n, n]` (`[n, k]` from [`eigh_top`]), in the
     /// input's dtype and device.
     pub evecs: Tensor,
+    /// `G̃ x_i` as columns `[n, k]`, where the solver had them ([`eigh_top`]).
+    pub images: Option<Tensor>,
 }
 
 /// Which symmetric eigensolver computes the kept eigenpairs of a group's Gram
 /// matrix `G̃` `[n, n]` (`n = C_eff·N_g`).
 ///
-/// The full solver (faer's dense `self_adjoint_eigen`, `O(n³)`) computes all
-/// `n` eigenpairs. The partial solver (thick-restart block Lanczos with full
-/// reorthogonalization, in f64 on a copy of `G̃`) computes only the `k`
-/// largest, to
+/// The full solver (faer's dense `self_adjoint_eigen`, `O(n³)`, on the formed
+/// `G̃`) computes all `n` eigenpairs. The partial solver (thick-restart block
+/// Lanczos with full reorthogonalization, in f64) computes only the `k`
+/// largest, from products `G̃ Z` that never form `G̃` for layers applied once
+/// per sample: such a layer (inputs `a_n`, output signals `b_{cn}`) gives
+/// `(G̃_l z)[c,n] = b_{cn} · Σ_{n'} K_{nn'} Σ_{c'} z[c',n'] b_{c'n'}` with
+/// `K = A Aᵀ + 1`, `O(C N O + N² O)` per vector; convolutions and layers
+/// applied at several positions contribute their formed Gram blocks. It
+/// finds them to
 ///
 /// ```text
 /// G̃ x_i = θ_i x_i + r_i,   ‖r_i‖ ≤ tol · ‖G̃‖,   i = n−k+1, …, n,
@@ -41,8 +48,10 @@ pub(crate) struct SymEig {
 ///                             rounding floor of the f64 products G̃ Z),
 /// ```
 ///
-/// with products of `G̃` and `n × b` blocks, `O(n² b)` each (`b = max(k, 8)`,
-/// `max(k, 32)` from `n = 4096` on, where reading `G̃` dominates a product).
+/// with blocks of `b = max(k, 8)` vectors (`max(k, 32)` from `n = 4096` on).
+/// The products run on f64 copies of the layer factors (exact copies of an
+/// f32 model's), so the residuals are those of the model's Gram matrix, not
+/// of an f32 rounding of it.
 /// It needs a criterion that keeps some of the `k` largest eigenvalues and
 /// decides from them alone, [`Criterion::top_k`]`(k)` or
 /// [`Criterion::top_k_above`]`(k, x)`, which then keep exactly what they keep
@@ -61,30 +70,18 @@ pub(crate) struct SymEig {
 ///
 /// # When the partial solver pays
 ///
-/// Seconds for the top-`k` eigenpairs of the leading `n × n` blocks of the
-/// `mnist_mlp_c100` Gram matrix (see `benches/computations.rs`), f32, release
-/// build, on 2 cores shared with other builds (so the ratios, measured in the
-/// same run, mean more than the seconds): the full solver, and the partial
-/// solver with its f64 copy (speed-up).
+/// Seconds for an [`crate::EighComputation`] (top 10, exact GGN, f32, forward
+/// pass included) on this project's 2-core machine (`benches/computations.rs`):
 ///
-/// | n | full | k = 1 | k = 10 | k = 20 | k = 50 | k = 100 |
-/// |---|---|---|---|---|---|---|
-/// | 500 | 0.05 | 0.03 (1.7×) | 0.07 (0.7×) | | 0.16 (0.3×)¹ | 0.28 (0.2×) |
-/// | 1000 | 0.23 | 0.07 (3.0×) | 0.09 (2.4×) | 0.09 (1.5×)² | 0.53 (0.4×) | 1.2 (0.2×)¹ |
-/// | 1500 | 0.70 | 0.08 (8.8×) | 0.19 (3.7×) | | 0.46 (1.5×) | 1.6 (0.4×) |
-/// | 2000 | 1.6 | 0.40 (4.0×) | 0.32 (4.9×) | | 0.68 (2.4×) | 2.6 (0.6×) |
-/// | 2500 | 1.8 | | | | 1.0 (1.8×) | |
-/// | 3000 | 4.5 | | 1.1 (4.0×) | | | 5.5 (0.8×) |
-/// | 6336 | 51 | | 2.5 (21×) | | | 13.6 (3.8×) |
+/// | problem | `n` | full | partial |
+/// |---|---|---|---|
+/// | mnist_mlp with 100 classes, N = 64 | 6336 | 16.4 (1.2 to form `G̃`, 14.9 to decompose it) | 0.92–1.08 |
 ///
-/// ¹ Not converged within the budget (the full solver then runs as well).
-/// ² Against a full solve of 0.13 s in the same run.
-///
-/// The table was measured with 32-column blocks throughout; with the smaller
-/// blocks now used below 4096 rows, the top 10 of matrices with eigenvalues
-/// `10⁻³ · 1.01ⁱ` (slowly converging) take 0.04 / 0.06 / 0.07 / 0.17 s at
-/// `n` = 576 / 800 / 1152 / 2304 against 0.045 / 0.073 / 0.19 / 0.93 s for
-/// the full f32 solver.
+/// The Lanczos iteration itself on dense `n × n` matrices with the slowly
+/// decaying eigenvalues `10⁻³ · 1.01ⁱ` (top 10): 0.04 / 0.06 / 0.07 / 0.17 s
+/// at `n` = 576 / 800 / 1152 / 2304, against 0.045 / 0.073 / 0.19 / 0.93 s for
+/// the full f32 solver; for `k` = 50 it is slower than the full solver up to
+/// `n ≈ 1000`.
 ///
 /// [`Eigensolver::Auto`] therefore takes the partial solver for `n ≥ 1000`
 /// and `k ≤ n/50`.
@@ -160,6 +157,7 @@ pub(crate) fn eigh(a: &Tensor) -> Result<SymEig> {
         evecs: evecs
             .expect("asked for eigenvectors")
             .to_device(a.device())?,
+        images: None,
     })
 }
 
@@ -187,41 +185,57 @@ impl fmt::Display for Work {
     }
 }
 
-/// The `k` largest eigenpairs of the symmetric `a` `[n, n]` (all `n` if
-/// `k ≥ n`), by [`lanczos`] in f64; see [`Eigensolver`] for the tolerance.
+/// The `k` largest eigenpairs of a symmetric `G̃` `[n, n]` (all `n` if
+/// `k ≥ n`), by [`lanczos`] in f64 from the products `product(Z) = Z G̃`
+/// with blocks of f64 rows `Z` `[b, n]`; eigenvectors and their images in
+/// `dtype`. See [`Eigensolver`] for the tolerance.
 ///
 /// # Errors
-/// As [`eigvalsh`].
-pub(crate) fn eigh_top(a: &Tensor, k: usize) -> Result<Partial> {
-    match a.dtype() {
-        DType::F32 => solve_top::<f32>(a, k, f64::from(f32::EPSILON)),
-        DType::F64 => solve_top::<f64>(a, k, f64::EPSILON),
-        other => Err(Error::UnsupportedDType(other)),
-    }
-}
-
-/// The residual tolerance `max(ε, 16 √n ε_64)` of an `n × n` matrix whose
-/// dtype has machine epsilon `eps`: products in f64 carry rounding errors of
-/// about `√n ε_64 ‖G‖`, below which no residual can be certified.
-fn tolerance(eps: f64, n: usize) -> f64 {
-    eps.max(16.0 * (n as f64).sqrt() * f64::EPSILON)
-}
-
-fn solve_top<T: WithDType>(a: &Tensor, k: usize, eps: f64) -> Result<Partial> {
-    let n = a.dim(0)?;
-    let entries = mirrored(&finite_entries::<T>(a)?, n);
-    let g = MatRef::from_column_major_slice(&entries, n, n);
-    Ok(match lanczos::top_eigenpairs(g, k, tolerance(eps, n)) {
+/// [`Error::NonFinite`] if a product holds NaN or ±∞, the errors of
+/// `product`, [`Error::UnsupportedDType`].
+pub(crate) fn eigh_top(
+    n: usize,
+    k: usize,
+    dtype: DType,
+    device: &Device,
+    mut product: impl FnMut(&Tensor) -> Result<Tensor>,
+) -> Result<Partial> {
+    let eps = match dtype {
+        DType::F32 => f64::from(f32::EPSILON),
+        DType::F64 => f64::EPSILON,
+        other => return Err(Error::UnsupportedDType(other)),
+    };
+    let as_rows = |z: MatRef<'_, f64>| -> Result<Tensor> {
+        let rows: Vec<f64> = (0..z.ncols())
+            .flat_map(|j| z.col(j).iter().copied())
+            .collect();
+        Ok(Tensor::from_vec(rows, (z.ncols(), n), &Device::Cpu)?)
+    };
+    let as_columns = |t: &Tensor| -> Result<Mat<f64>> {
+        let b = t.dim(0)?;
+        let values = t.to_device(&Device::Cpu)?.flatten_all()?.to_vec1::<f64>()?;
+        if let Some(&bad) = values.iter().find(|v| !v.is_finite()) {
+            return Err(Error::NonFinite {
+                what: "the Gram matrix",
+                value: bad,
+            });
+        }
+        Ok(Mat::from_fn(n, b, |i, j| values[j * n + i]))
+    };
+    let solved = lanczos::top_eigenpairs(n, k, tolerance(eps, n), |z| {
+        as_columns(&product(&as_rows(z)?.to_device(device)?)?)
+    })?;
+    Ok(match solved {
         Ok(top) => {
-            let cols = top.evecs.ncols();
-            let flat: Vec<T> = (0..n * cols)
-                .map(|i| T::from_f64(top.evecs[(i / cols, i % cols)]))
-                .collect();
-            let evecs = Tensor::from_vec(flat, (n, cols), &Device::Cpu)?;
+            let columns = |m: &Mat<f64>| -> Result<Tensor> {
+                let rows = as_rows(m.as_ref())?.to_dtype(dtype)?;
+                Ok(rows.t()?.contiguous()?.to_device(device)?)
+            };
             Partial::Converged(
                 SymEig {
                     evals: top.evals,
-                    evecs: evecs.to_device(a.device())?,
+                    evecs: columns(&top.evecs)?,
+                    images: Some(columns(&top.images)?),
                 },
                 Work(top.stats),
             )
@@ -230,36 +244,11 @@ fn solve_top<T: WithDType>(a: &Tensor, k: usize, eps: f64) -> Result<Partial> {
     })
 }
 
-/// The entries of `a`, row-major, on the host.
-///
-/// # Errors
-/// [`Error::NonFinite`] if one is NaN or ±∞.
-/// The symmetric matrix whose lower triangle is that of the row-major `a`
-/// `[n, n]` (the triangle the full solver reads), in f64:
-/// `g[i, j] = a[max(i, j), min(i, j)]`. By tiles (the reads of the upper
-/// triangle are strided) and in parallel: at `n = 6336` a plain loop took
-/// longer than a product of the partial solver.
-fn mirrored<T: WithDType>(a: &[T], n: usize) -> Vec<f64> {
-    const TILE: usize = 64;
-    let mut g = vec![0.0; n * n];
-    if n == 0 {
-        return g;
-    }
-    // columns j0..j0 + TILE of the column-major g per task
-    g.par_chunks_mut(TILE * n)
-        .enumerate()
-        .for_each(|(tile, rows)| {
-            let j0 = tile * TILE;
-            for i0 in (0..n).step_by(TILE) {
-                for (dj, row) in rows.chunks_mut(n).enumerate() {
-                    let j = j0 + dj;
-                    for i in i0..(i0 + TILE).min(n) {
-                        row[i] = a[i.max(j) * n + i.min(j)].to_f64();
-                    }
-                }
-            }
-        });
-    g
+/// The residual tolerance `max(ε, 16 √n ε_64)` of an `n × n` matrix whose
+/// dtype has machine epsilon `eps`: products in f64 carry rounding errors of
+/// about `√n ε_64 ‖G‖`, below which no residual can be certified.
+fn tolerance(eps: f64, n: usize) -> f64 {
+    eps.max(16.0 * (n as f64).sqrt() * f64::EPSILON)
 }
 
 fn finite_entries<T: WithDType>(a: &Tensor) -> Result<Vec<T>> {
@@ -330,8 +319,16 @@ mod tests {
         (t, Mat::from_fn(n, n, |i, j| back[i * n + j]))
     }
 
+    /// The partial solver with the products of the symmetric `t`.
+    fn top(t: &Tensor, k: usize) -> Result<Partial> {
+        let dense = t.to_dtype(DType::F64)?;
+        eigh_top(t.dim(0)?, k, t.dtype(), t.device(), |z| {
+            Ok(z.matmul(&dense)?)
+        })
+    }
+
     fn converged(t: &Tensor, k: usize) -> SymEig {
-        match eigh_top(t, k).expect("no error") {
+        match top(t, k).expect("no error") {
             Partial::Converged(eig, _) => eig,
             Partial::Unconverged(work) => panic!("no convergence after {work}"),
         }
@@ -370,27 +367,18 @@ mod tests {
                 assert!(r <= bound, "{dtype:?}: residual {r:e} > {bound:e}");
             }
             agrees_with_full(rounded.as_ref(), &eig.evals, x.as_ref());
-        }
-    }
-
-    #[test]
-    fn reads_the_lower_triangle_like_the_full_solver() {
-        let n = 60;
-        let g = with_spectrum(&(0..n).map(|i| i as f64).collect::<Vec<_>>(), 12);
-        // garbage above the diagonal of the row-major tensor
-        let skewed = Mat::from_fn(n, n, |i, j| if i < j { 1e3 } else { g[(i, j)] });
-        let (t, _) = as_tensor(&skewed, DType::F64);
-        let top = converged(&t, 4).evals;
-        let full = eigh(&t).expect("full").evals;
-        for (a, b) in top.iter().zip(&full[n - 4..]) {
-            assert!((a - b).abs() <= 2.0 * tolerance(f64::EPSILON, n) * full[n - 1]);
+            // the images G x, up to the rounding of the products and to dtype
+            let images = columns(eig.images.as_ref().expect("images"));
+            let gx = &rounded * &x;
+            let slack = (eps + 2.0 * (n as f64).sqrt() * f64::EPSILON) * norm;
+            assert!((images - gx).norm_max() <= slack, "{dtype:?}: images");
         }
     }
 
     #[test]
     fn refuses_non_finite_grams() {
         let t = Tensor::new(&[[1f32, f32::NAN], [f32::NAN, 1.0]], &Device::Cpu).expect("tensor");
-        assert!(matches!(eigh_top(&t, 1), Err(Error::NonFinite { .. })));
+        assert!(matches!(top(&t, 1), Err(Error::NonFinite { .. })));
     }
 
     #[test]

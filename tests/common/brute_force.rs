@@ -25,7 +25,7 @@ use faer::linalg::solvers::Solve;
 use faer::{Mat, Side};
 use vivit::{
     Criterion, Damping, DirectionalDampedNewtonComputation, DirectionalDerivativesComputation,
-    EighComputation, EigvalshComputation, ParamGroup,
+    Eigensolver, EighComputation, EigvalshComputation, ParamGroup,
 };
 
 use super::{assert_close, to_f64};
@@ -298,7 +298,14 @@ pub fn check_eigen(
         eigvalsh = eigvalsh.subsampling(s.clone());
         eigh = eigh.subsampling(s.clone());
     }
-    vivit::backward(&loss, &param_groups, &mut [&mut eigvalsh, &mut eigh])?;
+    // the full solver on the formed Gram matrix, the partial one on its products
+    let mut eigh_partial = eigh.clone().eigensolver(Eigensolver::Partial);
+    let mut eigh = eigh.eigensolver(Eigensolver::Full);
+    vivit::backward(
+        &loss,
+        &param_groups,
+        &mut [&mut eigvalsh, &mut eigh, &mut eigh_partial],
+    )?;
 
     for (group, ids) in param_groups.iter().zip(groups) {
         let names = problem.group_params(ids).0;
@@ -321,20 +328,23 @@ pub fn check_eigen(
         // eigenvalues; the larger has zeros in addition
         exact.resize(exact.len().max(ours.len()), 0.0);
 
-        let (evals, evecs) = eigh.result(group)?;
-        let evals = to_f64(&evals)?;
-        let k = evals.len();
-        assert_eq!(k, top_k.min(ours.len()));
-        let expected: Vec<f64> = exact[..k].iter().rev().copied().collect();
-        assert_close(&format!("eigh evals {names:?}"), &evals, &expected, RTOL);
-        // directions of (numerically) zero curvature are not unique
-        let stable: Vec<usize> = (0..k).filter(|&i| evals[i] > lmax / KAPPA).collect();
-        let flat: Vec<Vec<f64>> = stable
-            .iter()
-            .map(|&i| flat_evec(&evecs, i))
-            .collect::<Result<_>>()?;
-        let stable_evals: Vec<f64> = stable.iter().map(|&i| evals[i]).collect();
-        assert_eigenvectors(&format!("eigh {names:?}"), &g, &stable_evals, &flat, lmax);
+        for (solver, eigh) in [("full", &eigh), ("partial", &eigh_partial)] {
+            let (evals, evecs) = eigh.result(group)?;
+            let evals = to_f64(&evals)?;
+            let k = evals.len();
+            assert_eq!(k, top_k.min(ours.len()));
+            let expected: Vec<f64> = exact[..k].iter().rev().copied().collect();
+            let what = format!("eigh ({solver} solver) {names:?}");
+            assert_close(&format!("{what} evals"), &evals, &expected, RTOL);
+            // directions of (numerically) zero curvature are not unique
+            let stable: Vec<usize> = (0..k).filter(|&i| evals[i] > lmax / KAPPA).collect();
+            let flat: Vec<Vec<f64>> = stable
+                .iter()
+                .map(|&i| flat_evec(&evecs, i))
+                .collect::<Result<_>>()?;
+            let stable_evals: Vec<f64> = stable.iter().map(|&i| evals[i]).collect();
+            assert_eigenvectors(&what, &g, &stable_evals, &flat, lmax);
+        }
     }
     Ok(())
 }
@@ -349,26 +359,66 @@ pub fn check_newton(
     sub_ggn: Option<Vec<usize>>,
     k: usize,
 ) -> Result<()> {
+    for solver in [Eigensolver::Full, Eigensolver::Partial] {
+        check_newton_with(
+            solver,
+            problem,
+            groups,
+            sub_grad.clone(),
+            sub_ggn.clone(),
+            k,
+        )?;
+    }
+    Ok(())
+}
+
+/// [`check_newton`] with one eigensolver: the full one on the formed Gram
+/// matrix with [`well_conditioned_top_k`], the partial one on its products
+/// with the same selection, `top_k_above(k, λ_max / KAPPA)`.
+fn check_newton_with(
+    solver: Eigensolver,
+    problem: &Problem,
+    groups: &[Vec<usize>],
+    sub_grad: Option<Vec<usize>>,
+    sub_ggn: Option<Vec<usize>>,
+    k: usize,
+) -> Result<()> {
     let n = problem.batch_size()?;
     let grad_samples = sub_grad.clone().unwrap_or_else(|| (0..n).collect());
     let ggn_samples = sub_ggn.clone().unwrap_or_else(|| (0..n).collect());
     let loss = problem.record()?;
     let delta = 0.3;
-    let param_groups = |delta: f64| -> Vec<ParamGroup> {
+    let criterion = |g: &Vec<usize>| -> Result<Criterion> {
+        Ok(match solver {
+            Eigensolver::Partial => {
+                let (ggn, d) = problem.ggn(&problem.group_params(g).1, &ggn_samples)?;
+                let lmax = eigenvalues(&ggn, d).last().copied().unwrap_or(0.0);
+                Criterion::top_k_above(k, lmax / KAPPA)
+            }
+            _ => well_conditioned_top_k(k),
+        })
+    };
+    let param_groups = |delta: f64| -> Result<Vec<ParamGroup>> {
         groups
             .iter()
             .map(|g| {
-                ParamGroup::new(problem.group_params(g).1)
-                    .criterion(well_conditioned_top_k(k))
-                    .damping(Damping::constant(delta))
+                Ok(ParamGroup::new(problem.group_params(g).1)
+                    .criterion(criterion(g)?)
+                    .damping(Damping::constant(delta)))
             })
             .collect()
     };
-    let (damped, undamped) = (param_groups(delta), param_groups(0.0));
+    let (damped, undamped) = (param_groups(delta)?, param_groups(0.0)?);
 
-    let mut dd = DirectionalDerivativesComputation::new().warn_small_eigvals(0.0);
-    let mut newton = DirectionalDampedNewtonComputation::new().warn_small_eigvals(0.0);
-    let mut eigh = EighComputation::new().warn_small_eigvals(0.0);
+    let mut dd = DirectionalDerivativesComputation::new()
+        .warn_small_eigvals(0.0)
+        .eigensolver(solver);
+    let mut newton = DirectionalDampedNewtonComputation::new()
+        .warn_small_eigvals(0.0)
+        .eigensolver(solver);
+    let mut eigh = EighComputation::new()
+        .warn_small_eigvals(0.0)
+        .eigensolver(solver);
     if let Some(s) = &sub_grad {
         dd = dd.subsampling_grad(s.clone());
         newton = newton.subsampling_grad(s.clone());
