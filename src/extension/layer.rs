@@ -23,6 +23,14 @@ use super::symmetric::gram;
 use super::tiled::tiled_product;
 use crate::linalg::matmul;
 
+/// Largest weight factor `V_W` (bytes) that is formed whole and kept for
+/// `V·ẽ`; larger ones are formed in slices of output channels for each Gram
+/// block and not kept, which bounds the memory of the Gram formation. At
+/// `C·N = 288` in f32, cifar10_3c3d's second and third convolutions (64 and
+/// 127 MB) are sliced: the peak RSS of its exact directional derivatives fell
+/// from 610 to 396 MB at the same speed (within the noise of 2-core runs).
+const KEPT_FACTOR_BYTES: usize = 32 << 20;
+
 /// Which parameter of a layer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Role {
@@ -66,7 +74,9 @@ impl LayerFactor {
     /// With `T = 1`, weight and bias share `B B'ᵀ`:
     /// `(B B'ᵀ) ⊙ (A A'ᵀ + 1)` tiled over columns (`+ 1` with the bias,
     /// `A A'ᵀ` without), `O(C C' N N' O + N N' I)`; otherwise the weight factors
-    /// are formed once, `[N·C, O·I]`, and multiplied.
+    /// are formed once, `[N·C, O·I]`, and multiplied (by slices of output
+    /// channels `V_W[:, o₀..o₁, :]` where the whole would exceed
+    /// [`KEPT_FACTOR_BYTES`]).
     pub fn cross_gram(
         &self,
         other: &LayerFactor,
@@ -100,15 +110,7 @@ impl LayerFactor {
         for &role in roles {
             let block = match role {
                 Role::Bias => matmul(&self.bias_factor()?, &other.bias_factor()?.t()?)?,
-                Role::Weight => if same {
-                    gram(self.weight_factor()?)?
-                } else {
-                    matmul(self.weight_factor()?, &other.weight_factor()?.t()?)?
-                }
-                .reshape((n, c, n2, c2))?
-                .permute((1, 0, 3, 2))?
-                .contiguous()?
-                .reshape((c * n, c2 * n2))?,
+                Role::Weight => self.weight_block(other)?,
             };
             sum = Some(match sum {
                 Some(sum) => (sum + block)?,
@@ -133,37 +135,79 @@ impl LayerFactor {
         self.b.sum(3)?.reshape((c * n, o))
     }
 
-    /// `V_W` sample-major `[N·C, O·I]`: `V_W[n,c] = B[c,n] A[n]ᵀ`, one batched
-    /// matmul, formed on first use.
-    fn weight_factor(&self) -> Result<&Tensor> {
-        if let Some(v) = self.weight_factor.get() {
-            return Ok(v);
+    /// `V_W V'_Wᵀ` `[C·N, C'·N']`, from the kept factors or, for large ones,
+    /// summed over slices of output channels.
+    fn weight_block(&self, other: &LayerFactor) -> Result<Tensor> {
+        let same = std::ptr::eq(self, other);
+        let product = |v: &Tensor, u: &Tensor| if same { gram(v) } else { matmul(v, &u.t()?) };
+        if let (Some(v), Some(u)) = (self.weight_factor()?, other.weight_factor()?) {
+            return product(v, u);
         }
-        let (c, n, t, o, i) = self.dims()?;
-        let b = self
-            .b
-            .transpose(0, 1)?
-            .contiguous()?
-            .reshape((n, c * o, t))?;
-        let v = matmul(&b, &self.a.transpose(1, 2)?)?.reshape((n * c, o * i))?;
-        Ok(self.weight_factor.get_or_init(|| v))
+        let (c, n, _, _, i) = self.dims()?;
+        let row_bytes = c * n * i * self.b.dtype().size_in_bytes();
+        self.weight_block_in_slices(other, (KEPT_FACTOR_BYTES / row_bytes.max(1)).max(1))
+    }
+
+    /// `V_W V'_Wᵀ` `[C·N, C'·N']` as the sum over slices of `slice` output
+    /// channels.
+    fn weight_block_in_slices(&self, other: &LayerFactor, slice: usize) -> Result<Tensor> {
+        let same = std::ptr::eq(self, other);
+        let o = self.b.dim(2)?;
+        let mut sum: Option<Tensor> = None;
+        for start in (0..o).step_by(slice) {
+            let len = slice.min(o - start);
+            let v = self.weight_factor_slice(start, len)?;
+            let block = if same {
+                gram(&v)?
+            } else {
+                matmul(&v, &other.weight_factor_slice(start, len)?.t()?)?
+            };
+            sum = Some(match sum {
+                Some(sum) => (sum + block)?,
+                None => block,
+            });
+        }
+        sum.ok_or_else(|| candle_core::Error::Msg("weight block of no output channel".into()))
+    }
+
+    /// `V_W` `[C·N, O·I]`, formed on first use, if it takes at most
+    /// [`KEPT_FACTOR_BYTES`].
+    fn weight_factor(&self) -> Result<Option<&Tensor>> {
+        if let Some(v) = self.weight_factor.get() {
+            return Ok(Some(v));
+        }
+        let (c, n, _, o, i) = self.dims()?;
+        if c * n * o * i * self.b.dtype().size_in_bytes() > KEPT_FACTOR_BYTES {
+            return Ok(None);
+        }
+        let v = self.weight_factor_slice(0, o)?;
+        Ok(Some(self.weight_factor.get_or_init(|| v)))
+    }
+
+    /// Output channels `start..start + len` of `V_W`, `[C·N, len·I]`:
+    /// `V_W[c,n] = B[c,n] A[n]ᵀ`, one batched matmul over `(c, n)` that reads
+    /// `B` and `A` in place.
+    fn weight_factor_slice(&self, start: usize, len: usize) -> Result<Tensor> {
+        let (c, n, _, _, i) = self.dims()?;
+        let b = self.b.narrow(2, start, len)?; // [C, N, len, T]
+        matmul(&b, &self.a.transpose(1, 2)?)?.reshape((c * n, len * i))
     }
 
     /// `V_p · E` for Gram-space vectors `e` `[K, C·N]`: `[K, *p.shape]`.
     ///
     /// With `W[n,k,:,t] = Σ_c e[k,c,n] B[c,n,:,t]`: bias `Σ_{n,t} W[n,k,:,t]`;
     /// weight `Σ_{n,t} W[n,k,:,t] ⊗ A[n,:,t]` (one gemm `[K·O, N·T] × [N·T, I]`)
-    /// when `T = 1`, else `e · V_W` with the formed factor (`C ≪ T` columns
-    /// instead of `T` positions per sample).
+    /// when `T = 1` or `V_W` is too large to keep, else `e · V_W` with the kept
+    /// factor (`C ≪ T` columns instead of `T` positions per sample).
     pub fn apply(&self, role: Role, e: &Tensor) -> Result<Tensor> {
         let (c, n, t, o, i) = self.dims()?;
         let k = e.dim(0)?;
         let mut shape = vec![k];
         shape.extend_from_slice(self.weight_shape.dims());
         if role == Role::Weight && t > 1 {
-            // [K, C·N] → sample-major [K, N·C]
-            let e = e.reshape((k, c, n))?.transpose(1, 2)?.contiguous()?;
-            return matmul(&e.reshape((k, n * c))?, self.weight_factor()?)?.reshape(shape);
+            if let Some(factor) = self.weight_factor()? {
+                return matmul(e, factor)?.reshape(shape);
+            }
         }
         let e = e.reshape((k, c, n))?.permute((2, 0, 1))?.contiguous()?;
         let b = self
@@ -183,5 +227,47 @@ impl LayerFactor {
                 matmul(&w, &a)?.reshape(shape)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{DType, Device};
+
+    /// The Gram and cross blocks summed over slices of output channels equal
+    /// the products of the whole factors.
+    #[test]
+    fn sliced_weight_blocks_equal_the_whole_products() -> Result<()> {
+        let dev = Device::Cpu;
+        let (n, i, t, o) = (3, 4, 5, 7);
+        let factor = |c: usize| -> Result<LayerFactor> {
+            Ok(LayerFactor::new(
+                Tensor::randn(0f64, 1., (n, i, t), &dev)?,
+                Tensor::randn(0f64, 1., (c, n, o, t), &dev)?,
+                Shape::from((o, i)),
+            ))
+        };
+        let (v, u) = (factor(2)?, factor(1)?);
+        let (whole_v, whole_u) = (v.weight_factor_slice(0, o)?, u.weight_factor_slice(0, o)?);
+        for slice in [1, 3, o] {
+            for (got, want) in [
+                (
+                    v.weight_block_in_slices(&v, slice)?,
+                    whole_v.matmul(&whole_v.t()?)?,
+                ),
+                (
+                    v.weight_block_in_slices(&u, slice)?,
+                    whole_v.matmul(&whole_u.t()?)?,
+                ),
+            ] {
+                let diff = (got - want)?.abs()?.flatten_all()?.max(0)?;
+                assert!(
+                    diff.to_dtype(DType::F64)?.to_scalar::<f64>()? < 1e-10,
+                    "slice {slice}"
+                );
+            }
+        }
+        Ok(())
     }
 }

@@ -17,18 +17,21 @@ use faer::traits::RealField;
 use faer::{Accum, MatMut, MatRef, Par};
 use rayon::prelude::*;
 
-/// `A B` for `a` `[m, k]` and `b` `[k, n]`, or batched, `[B, m, k]` × `[B, k, n]`
-/// with either batch size 1 broadcast: `C[β] = A[β] B[β]`.
+/// `A B` for `a` `[…, m, k]` and `b` `[…, k, n]`, batched over the leading
+/// axes, which broadcast like candle's (a missing axis or one of length 1
+/// repeats): `C[β] = A[β] B[β]`.
 ///
 /// Same result as `a.broadcast_matmul(b)` up to round-off (both sum in f32 for
 /// f32 operands), without a backward: only for values (detached operands;
-/// operands that carry a graph go to candle).
+/// operands that carry a graph go to candle). Operands broadcast by
+/// `broadcast_as` (stride 0) are read in place, not copied.
 pub(crate) fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     let plain = matches!(a.device(), Device::Cpu)
         && a.dtype() == b.dtype()
         && !a.track_op()
         && !b.track_op()
-        && matches!((a.rank(), b.rank()), (2, 2) | (3, 3) | (2, 3) | (3, 2));
+        && a.rank() >= 2
+        && b.rank() >= 2;
     if !plain {
         return a.broadcast_matmul(b);
     }
@@ -39,28 +42,52 @@ pub(crate) fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     }
 }
 
-/// A batch of matrices in a slice: `[B, r, c]` (`B = 1` for rank 2), with the
-/// strides of its batch, rows and columns.
-#[derive(Clone, Copy)]
+/// The leading axes of the product of operands with dimensions `a` and `b`
+/// (broadcast), or `None` if they do not broadcast.
+fn batch_dims(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
+    let (la, lb) = (&a[..a.len() - 2], &b[..b.len() - 2]);
+    let len = la.len().max(lb.len());
+    let at = |dims: &[usize], d: usize| {
+        let pad = len - dims.len();
+        if d < pad {
+            1
+        } else {
+            dims[d - pad]
+        }
+    };
+    (0..len)
+        .map(|d| match (at(la, d), at(lb, d)) {
+            (x, y) if x == y || y == 1 => Some(x),
+            (1, y) => Some(y),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A batch of matrices in a slice: per leading axis of the product its
+/// stride (0 where broadcast), and the matrices' shape and strides.
 struct Batch {
-    batch: usize,
+    leading: Vec<usize>,
     rows: usize,
     cols: usize,
     offset: usize,
-    batch_stride: usize,
     row_stride: usize,
     col_stride: usize,
 }
 
 impl Batch {
-    /// The layout as a batch, if each matrix is a row- or column-major view.
-    fn of(layout: &Layout) -> Option<Self> {
+    /// The layout as a batch over the product's leading axes `batch`, if each
+    /// matrix is a row- or column-major view.
+    fn of(layout: &Layout, batch: &[usize]) -> Option<Self> {
         let (dims, strides) = (layout.dims(), layout.stride());
-        let (batch, batch_stride) = match dims.len() {
-            2 => (1, 0),
-            _ => (dims[0], strides[0]),
-        };
         let at = dims.len() - 2;
+        let pad = batch.len() - at;
+        let leading = (0..batch.len())
+            .map(|d| match d.checked_sub(pad) {
+                Some(d) if dims[d] > 1 => strides[d],
+                _ => 0,
+            })
+            .collect();
         let (rows, cols) = (dims[at], dims[at + 1]);
         let (row_stride, col_stride) = (strides[at], strides[at + 1]);
         // the stride along a length-1 axis is never used: pick one that fits
@@ -74,20 +101,22 @@ impl Batch {
         let row_major = col_stride == 1 && row_stride >= cols;
         let col_major = row_stride == 1 && col_stride >= rows;
         (row_major || col_major).then_some(Self {
-            batch,
+            leading,
             rows,
             cols,
             offset: layout.start_offset(),
-            batch_stride,
             row_stride,
             col_stride,
         })
     }
 
-    /// Matrix `i` (`0` when the batch is broadcast) of `data`.
-    fn matrix<'d, T>(&self, data: &'d [T], i: usize) -> Option<MatRef<'d, T>> {
-        let i = if self.batch == 1 { 0 } else { i };
-        let start = self.offset + i * self.batch_stride;
+    /// Matrix `i` (row-major over the leading axes `batch`) of `data`.
+    fn matrix<'d, T>(&self, data: &'d [T], batch: &[usize], mut i: usize) -> Option<MatRef<'d, T>> {
+        let mut start = self.offset;
+        for (d, &len) in batch.iter().enumerate().rev() {
+            start += (i % len) * self.leading[d];
+            i /= len;
+        }
         let data = data.get(start..)?;
         let fits = |len: usize, lines: usize, stride: usize, line: usize| {
             lines == 0 || (lines - 1) * stride + line <= len
@@ -115,26 +144,29 @@ impl Batch {
 }
 
 fn product<T: WithDType + RealField>(a: &Tensor, b: &Tensor) -> Result<Tensor> {
-    let (a, b) = (viewable(a)?, viewable(b)?);
+    let Some(batch) = batch_dims(a.dims(), b.dims()) else {
+        // candle names the mismatch
+        return a.broadcast_matmul(b);
+    };
+    let (a, b) = (viewable(a, &batch)?, viewable(b, &batch)?);
     let (sa, la) = a.storage_and_layout();
     let (sb, lb) = b.storage_and_layout();
     let (Storage::Cpu(sa), Storage::Cpu(sb)) = (&*sa, &*sb) else {
         candle_core::bail!("vivit matmul: CPU storage expected");
     };
     let (da, db) = (sa.as_slice::<T>()?, sb.as_slice::<T>()?);
-    let (Some(ba), Some(bb)) = (Batch::of(la), Batch::of(lb)) else {
+    let (Some(ba), Some(bb)) = (Batch::of(la, &batch), Batch::of(lb, &batch)) else {
         candle_core::bail!("vivit matmul: matrices of layouts {la:?} and {lb:?}");
     };
     let (m, k, n) = (ba.rows, ba.cols, bb.cols);
-    let batch = ba.batch.max(bb.batch);
-    if bb.rows != k || (ba.batch != bb.batch && ba.batch != 1 && bb.batch != 1) {
-        // candle names the mismatch
+    if bb.rows != k {
         return a.broadcast_matmul(&b);
     }
-    let mut out = vec![T::zero(); batch * m * n];
+    let count: usize = batch.iter().product();
+    let mut out = vec![T::zero(); count * m * n];
     let one = T::from_f64(1.0);
     let multiply = |i: usize, c: &mut [T], par: Par| -> Result<()> {
-        let (Some(x), Some(y)) = (ba.matrix(da, i), bb.matrix(db, i)) else {
+        let (Some(x), Some(y)) = (ba.matrix(da, &batch, i), bb.matrix(db, &batch, i)) else {
             candle_core::bail!("vivit matmul: operand out of its storage");
         };
         let dst = MatMut::from_row_major_slice_mut(c, m, n);
@@ -142,7 +174,7 @@ fn product<T: WithDType + RealField>(a: &Tensor, b: &Tensor) -> Result<Tensor> {
         Ok(())
     };
     if m * n > 0 {
-        if batch == 1 {
+        if count == 1 {
             multiply(0, &mut out, Par::rayon(0))?;
         } else {
             out.par_chunks_mut(m * n)
@@ -150,17 +182,15 @@ fn product<T: WithDType + RealField>(a: &Tensor, b: &Tensor) -> Result<Tensor> {
                 .try_for_each(|(i, c)| multiply(i, c, Par::Seq))?;
         }
     }
-    let mut shape = vec![m, n];
-    if a.rank() == 3 || b.rank() == 3 {
-        shape.insert(0, batch);
-    }
+    let mut shape = batch;
+    shape.extend([m, n]);
     Tensor::from_vec(out, Shape::from(shape), &Device::Cpu)
 }
 
 /// `t`, or a contiguous copy where its matrices are not row- or column-major
 /// views.
-fn viewable(t: &Tensor) -> Result<Tensor> {
-    let ok = Batch::of(t.layout()).is_some();
+fn viewable(t: &Tensor, batch: &[usize]) -> Result<Tensor> {
+    let ok = Batch::of(t.layout(), batch).is_some();
     if ok {
         Ok(t.clone())
     } else {
@@ -201,9 +231,16 @@ mod tests {
                     y.narrow(1, 0, 1)?,
                 ),
                 (x.narrow(2, 2, 1)?, y.narrow(1, 1, 1)?),
+                // several leading axes, broadcast by stride 0
+                (x.unsqueeze(0)?.broadcast_as((2, 3, 7, 5))?, y.clone()),
+                (
+                    x.reshape((3, 1, 7, 5))?,
+                    y.unsqueeze(1)?.broadcast_as((3, 2, 5, 4))?,
+                ),
+                (x.get(0)?, y.unsqueeze(0)?.broadcast_as((2, 3, 5, 4))?),
             ];
             for (i, (a, b)) in cases.iter().enumerate() {
-                let want = a.broadcast_matmul(b)?;
+                let want = a.contiguous()?.broadcast_matmul(&b.contiguous()?)?;
                 let got = matmul(a, b)?;
                 assert_eq!(got.dims(), want.dims(), "case {i}");
                 let diff = (got - want)?.abs()?.flatten_all()?.max(0)?;
