@@ -26,8 +26,8 @@
 //! |---|---|---|
 //! | forward | `vivit::record` (timed here) | |
 //! | factor backprop | `backpropagate …` | `factor backpropagated` (GGN and gradient factors) |
-//! | Gram formation | `factor backpropagated` | `Gram matrix …` |
-//! | eigendecomposition | `Gram matrix …` | `compute gammas and lambdas` (through `… eigensolver …`; includes picking the kept vectors) |
+//! | Gram formation | `factor backpropagated` | `Gram matrix …` (full solver) or `… partial eigensolver …` (the partial solver's f64 factor copies) |
+//! | eigendecomposition | `Gram matrix …` or `… partial eigensolver …` | `compute gammas and lambdas` (with the partial solver's Gram products; includes picking the kept vectors) |
 //! | γ/λ | `compute gammas and lambdas` | `damped Newton step …` |
 //! | step | `damped Newton step …` | `step done` |
 //! | other | start of the pass, and `step done` to `vivit::backward`'s return | |

@@ -44,13 +44,16 @@ impl GramEigenpairs {
             Some(k) => {
                 let operator = ext.gram_operator(factor, g)?;
                 let (dtype, device) = ext.dtype_device();
+                say(o.verbose, || {
+                    format!(
+                        "group {g}: partial eigensolver (block Lanczos) on Gram products \
+                         ({size}×{size}), top {k}"
+                    )
+                });
                 match linalg::eigh_top(size, k, dtype, &device, |z| operator.apply(z))? {
                     Partial::Converged(eig, work) => {
                         say(o.verbose, || {
-                            format!(
-                                "group {g}: partial eigensolver (block Lanczos) on Gram \
-                                 products ({size}×{size}), top {k}: {work}"
-                            )
+                            format!("group {g}: partial eigensolver converged: {work}")
                         });
                         Some(eig)
                     }
