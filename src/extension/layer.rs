@@ -19,9 +19,8 @@ use std::sync::OnceLock;
 
 use candle_core::{Result, Shape, Tensor};
 
-use super::symmetric::gram;
 use super::tiled::tiled_product;
-use crate::linalg::matmul;
+use crate::linalg::{gram, matmul};
 
 /// Largest weight factor `V_W` (bytes) that is formed whole and kept for
 /// `V·ẽ`; larger ones are formed in slices of output channels for each Gram

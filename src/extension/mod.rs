@@ -9,7 +9,6 @@
 mod factor;
 mod layer;
 mod operator;
-mod symmetric;
 mod tiled;
 
 use std::collections::HashMap;

@@ -5,7 +5,7 @@ mod gemm;
 mod lanczos;
 mod small;
 
-pub(crate) use gemm::matmul;
+pub(crate) use gemm::{gram, matmul};
 
 use std::fmt;
 
