@@ -59,7 +59,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::StandardNormal;
 
-use super::small::{self_adjoint_eigen, thin_qr};
+use super::dense::{self_adjoint_eigen, thin_qr};
 
 /// Seed of the start block and of replacement columns.
 const SEED: u64 = 0x5eed_1a2c_2052;
@@ -171,7 +171,8 @@ pub(crate) fn top_eigenpairs<E>(
         m += b;
 
         let (basis, images) = (q.subcols(0, m), w.subcols(0, m));
-        let Ok((theta, y)) = self_adjoint_eigen(h.submatrix(0, 0, m, m)) else {
+        let Ok((theta, Some(y))) = self_adjoint_eigen(h.submatrix(0, 0, m, m), true, Par::Seq)
+        else {
             return Ok(Err(stats));
         };
         let norm = theta[0].abs().max(theta[m - 1].abs());

@@ -1,9 +1,9 @@
 //! Symmetric eigendecomposition of Gram matrices, with its guards: the full
 //! one (faer) and a partial one for the few largest eigenpairs ([`lanczos`]).
 
+mod dense;
 mod gemm;
 mod lanczos;
-mod small;
 
 pub(crate) use gemm::{gram, matmul};
 
@@ -11,7 +11,7 @@ use std::fmt;
 
 use candle_core::{DType, Device, Tensor, WithDType};
 use faer::traits::RealField;
-use faer::{Mat, MatRef, Side};
+use faer::{Mat, MatRef, Par};
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
@@ -98,6 +98,10 @@ pub enum Eigensolver {
     /// refused with [`Error::PartialEigensolver`].
     Partial,
 }
+
+/// The full solver runs on all threads from this size on, on one below
+/// (faster there on 2 cores: see [`dense`]).
+const PARALLEL_EIGEN_SIZE: usize = 1536;
 
 /// [`Eigensolver::Auto`] runs the partial solver from this Gram size on.
 const AUTO_MIN_SIZE: usize = 1000;
@@ -283,15 +287,18 @@ fn solve<T: RealField + WithDType>(
     };
     let data: Vec<T> = data.iter().map(|v| T::from_f64(v.to_f64() / s)).collect();
     let mat = MatRef::from_row_major_slice(&data, n, n);
-    let failed = |_| Error::EigenSolver { size: n };
-    if !vectors {
-        let evals = mat.self_adjoint_eigenvalues(Side::Lower).map_err(failed)?;
-        return Ok((evals.iter().map(|v| s * v.to_f64()).collect(), None));
-    }
-    let evd = mat.self_adjoint_eigen(Side::Lower).map_err(failed)?;
-    let values = evd.S().column_vector();
-    let evals = (0..n).map(|i| s * values[i].to_f64()).collect();
-    let u = evd.U();
+    // faer reads the lower triangle of `a`
+    let par = if n < PARALLEL_EIGEN_SIZE {
+        Par::Seq
+    } else {
+        Par::rayon(0)
+    };
+    let (values, u) =
+        dense::self_adjoint_eigen(mat, vectors, par).map_err(|_| Error::EigenSolver { size: n })?;
+    let evals = values.iter().map(|v| s * v.to_f64()).collect();
+    let Some(u) = u else {
+        return Ok((evals, None));
+    };
     let flat: Vec<T> = (0..n * n).map(|k| u[(k / n, k % n)]).collect();
     Ok((evals, Some(Tensor::from_vec(flat, (n, n), &Device::Cpu)?)))
 }

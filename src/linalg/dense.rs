@@ -1,21 +1,22 @@
-//! Dense factorizations of the partial eigensolver's small matrices, on one
-//! thread.
+//! Dense factorizations with the parallelism chosen by the caller.
 //!
 //! faer's convenience methods (`Mat::qr`, `self_adjoint_eigen`) run with the
-//! global parallelism, by default all of rayon's threads; for a `1152 × 32`
-//! block's QR that took 1.8 ms against 0.43 ms on one thread (2 cores), and the
-//! solver runs one QR and one `m × m` eigendecomposition (`m ≤ k + 4b`) per
-//! product. These run faer's same algorithms with `Par::Seq`.
+//! global parallelism, by default all of rayon's threads, which costs more
+//! than it saves on small matrices here (2 cores): a `1152 × 32` QR took
+//! 1.8 ms against 0.43 ms on one thread, and the eigenvalues of a 576² f32
+//! matrix 16–17 ms against 9–14 ms (of a 2304² one, 0.60 s against 0.78 s).
+//! These run faer's same algorithms with an explicit `Par`.
 
 use faer::diag::Diag;
 use faer::dyn_stack::{MemBuffer, MemStack};
 use faer::linalg::evd::{self, ComputeEigenvectors, EvdError};
 use faer::linalg::householder;
 use faer::linalg::qr::no_pivoting::factor as qr;
+use faer::traits::RealField;
 use faer::{Conj, Mat, MatRef, Par};
 
-/// The thin Householder QR `Z = Q R` of `z` `[n, b]`, `n ≥ b`: `Q` `[n, b]`
-/// with orthonormal columns and `R` `[b, b]` upper triangular.
+/// The thin Householder QR `Z = Q R` of `z` `[n, b]`, `n ≥ b`, on one thread:
+/// `Q` `[n, b]` with orthonormal columns and `R` `[b, b]` upper triangular.
 pub(super) fn thin_qr(z: MatRef<'_, f64>) -> (Mat<f64>, Mat<f64>) {
     let (n, b) = z.shape();
     let mut factors = z.to_owned();
@@ -51,26 +52,35 @@ pub(super) fn thin_qr(z: MatRef<'_, f64>) -> (Mat<f64>, Mat<f64>) {
     (q, r)
 }
 
-/// Eigenvalues (ascending) and eigenvectors of the symmetric `h` `[m, m]`,
-/// read from its lower triangle.
-pub(super) fn self_adjoint_eigen(h: MatRef<'_, f64>) -> Result<(Vec<f64>, Mat<f64>), EvdError> {
+/// Eigenvalues (ascending) and, if `vectors`, eigenvectors of the symmetric
+/// `h` `[m, m]`, read from its lower triangle.
+pub(super) fn self_adjoint_eigen<T: RealField>(
+    h: MatRef<'_, T>,
+    vectors: bool,
+    par: Par,
+) -> Result<(Vec<T>, Option<Mat<T>>), EvdError> {
     let m = h.nrows();
-    let mut u = Mat::zeros(m, m);
+    let mut u = vectors.then(|| Mat::zeros(m, m));
     let mut s = Diag::zeros(m);
+    let compute = if vectors {
+        ComputeEigenvectors::Yes
+    } else {
+        ComputeEigenvectors::No
+    };
     evd::self_adjoint_evd(
         h,
         s.as_mut(),
-        Some(u.as_mut()),
-        Par::Seq,
-        MemStack::new(&mut MemBuffer::new(evd::self_adjoint_evd_scratch::<f64>(
+        u.as_mut().map(|u| u.as_mut()),
+        par,
+        MemStack::new(&mut MemBuffer::new(evd::self_adjoint_evd_scratch::<T>(
             m,
-            ComputeEigenvectors::Yes,
-            Par::Seq,
+            compute,
+            par,
             Default::default(),
         ))),
         Default::default(),
     )?;
-    let values = (0..m).map(|i| s.column_vector()[i]).collect();
+    let values = (0..m).map(|i| s.column_vector()[i].clone()).collect();
     Ok((values, u))
 }
 
@@ -88,7 +98,8 @@ mod tests {
         assert!((q.transpose() * &q - Mat::<f64>::identity(20, 20)).norm_max() < 1e-14);
         assert!((0..20).all(|j| (j + 1..20).all(|i| r[(i, j)] == 0.0)));
         let h = z.transpose() * &z;
-        let (values, u) = self_adjoint_eigen(h.as_ref()).expect("converges");
+        let (values, u) = self_adjoint_eigen(h.as_ref(), true, Par::Seq).expect("converges");
+        let u = u.expect("eigenvectors");
         let want = h.self_adjoint_eigen(Side::Lower).expect("converges");
         for (i, v) in values.iter().enumerate() {
             assert!((v - want.S().column_vector()[i]).abs() < 1e-9 * values[19]);
