@@ -35,12 +35,14 @@ pub(crate) struct SymEig {
 /// The full solver (faer's dense `self_adjoint_eigen`, `O(n³)`, on the formed
 /// `G̃`) computes all `n` eigenpairs. The partial solver (thick-restart block
 /// Lanczos with full reorthogonalization, in f64) computes only the `k`
-/// largest, from products `G̃ Z` that never form `G̃` for layers applied once
-/// per sample: such a layer (inputs `a_n`, output signals `b_{cn}`) gives
+/// largest, from products `G̃ Z`. Where the loss factor has many columns per
+/// sample, these never form `G̃` for layers applied once per sample: such a
+/// layer (inputs `a_n`, output signals `b_{cn}`) gives
 /// `(G̃_l z)[c,n] = b_{cn} · Σ_{n'} K_{nn'} Σ_{c'} z[c',n'] b_{c'n'}` with
-/// `K = A Aᵀ + 1`, `O(C N O + N² O)` per vector; convolutions and layers
-/// applied at several positions contribute their formed Gram blocks. It
-/// finds them to
+/// `K = A Aᵀ + 1`, `O(C N O + N² O)` per vector against `O((C N)² O)` to form
+/// its block (chosen for about 400 vectors a solve: from `C ≈ 50` at
+/// `N = 64`); other layers contribute their formed Gram blocks. It finds
+/// them to
 ///
 /// ```text
 /// G̃ x_i = θ_i x_i + r_i,   ‖r_i‖ ≤ tol · ‖G̃‖,   i = n−k+1, …, n,
