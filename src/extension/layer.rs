@@ -130,8 +130,13 @@ impl LayerFactor {
 
     /// `V_b` `[C·N, O]`: `V_b[c,n] = Σ_t B[c,n,:,t]`.
     fn bias_factor(&self) -> Result<Tensor> {
-        let (c, n, _, o, _) = self.dims()?;
-        self.b.sum(3)?.reshape((c * n, o))
+        let (c, n, t, o, _) = self.dims()?;
+        let b = if t == 1 {
+            self.b.clone()
+        } else {
+            self.b.sum(3)?
+        };
+        b.reshape((c * n, o))
     }
 
     /// `V_W V'_Wᵀ` `[C·N, C'·N']`, from the kept factors or, for large ones,
@@ -194,38 +199,34 @@ impl LayerFactor {
 
     /// `V_p · E` for Gram-space vectors `e` `[K, C·N]`: `[K, *p.shape]`.
     ///
-    /// With `W[n,k,:,t] = Σ_c e[k,c,n] B[c,n,:,t]`: bias `Σ_{n,t} W[n,k,:,t]`;
-    /// weight `Σ_{n,t} W[n,k,:,t] ⊗ A[n,:,t]` (one gemm `[K·O, N·T] × [N·T, I]`)
+    /// Bias: `e · V_b` (one gemm). Weight, with
+    /// `W[n,k,:,t] = Σ_c e[k,c,n] B[c,n,:,t]`:
+    /// `Σ_{n,t} W[n,k,:,t] ⊗ A[n,:,t]` (one gemm `[K·O, N·T] × [N·T, I]`)
     /// when `T = 1` or `V_W` is too large to keep, else `e · V_W` with the kept
     /// factor (`C ≪ T` columns instead of `T` positions per sample).
     pub fn apply(&self, role: Role, e: &Tensor) -> Result<Tensor> {
         let (c, n, t, o, i) = self.dims()?;
         let k = e.dim(0)?;
+        if role == Role::Bias {
+            return matmul(e, &self.bias_factor()?); // [K, O]
+        }
         let mut shape = vec![k];
         shape.extend_from_slice(self.weight_shape.dims());
-        if role == Role::Weight && t > 1 {
+        if t > 1 {
             if let Some(factor) = self.weight_factor()? {
                 return matmul(e, factor)?.reshape(shape);
             }
         }
-        let e = e.reshape((k, c, n))?.permute((2, 0, 1))?.contiguous()?;
-        let b = self
-            .b
-            .transpose(0, 1)?
+        // W[n] = ẽ[:, :, n] B[:, n] (B read in place), then [K·O, N·T] × [N·T, I]
+        let e = e.reshape((k, c, n))?.permute((2, 0, 1))?; // [N, K, C]
+        let b = self.b.reshape((c, n, o * t))?.transpose(0, 1)?; // [N, C, O·T]
+        let w = matmul(&e, &b)?
+            .reshape((n, k, o, t))?
+            .permute((1, 2, 0, 3))?
             .contiguous()?
-            .reshape((n, c, o * t))?;
-        let w = matmul(&e, &b)?.reshape((n, k, o, t))?;
-        match role {
-            Role::Bias => w.sum(3)?.sum(0),
-            Role::Weight => {
-                let w = w
-                    .permute((1, 2, 0, 3))?
-                    .contiguous()?
-                    .reshape((k * o, n * t))?;
-                let a = self.a.transpose(1, 2)?.contiguous()?.reshape((n * t, i))?;
-                matmul(&w, &a)?.reshape(shape)
-            }
-        }
+            .reshape((k * o, n * t))?;
+        let a = self.a.transpose(1, 2)?.contiguous()?.reshape((n * t, i))?;
+        matmul(&w, &a)?.reshape(shape)
     }
 }
 
