@@ -77,7 +77,8 @@ pub(crate) struct SymEig {
 ///
 /// | problem | `n` | full | partial |
 /// |---|---|---|---|
-/// | mnist_mlp with 100 classes, N = 64 | 6336 | 16.4 (1.2 to form `G̃`, 14.9 to decompose it) | 0.92–1.08 |
+/// | mnist_mlp with 100 classes, N = 64 | 6336 | 18.0 (1.2 to form `G̃`, the rest to decompose it) | 1.14 |
+/// | mnist_mlp, N = 64 | 576 | 0.092 | 0.045–0.050 |
 ///
 /// The Lanczos iteration itself on dense `n × n` matrices with the slowly
 /// decaying eigenvalues `10⁻³ · 1.01ⁱ` (top 10): 0.04 / 0.06 / 0.07 / 0.17 s
@@ -85,11 +86,11 @@ pub(crate) struct SymEig {
 /// the full f32 solver; for `k` = 50 it is slower than the full solver up to
 /// `n ≈ 1000`.
 ///
-/// [`Eigensolver::Auto`] therefore takes the partial solver for `n ≥ 1000`
+/// [`Eigensolver::Auto`] therefore takes the partial solver for `n ≥ 500`
 /// and `k ≤ n/50`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Eigensolver {
-    /// The partial solver when the criterion bounds `k`, `n ≥ 1000` and
+    /// The partial solver when the criterion bounds `k`, `n ≥ 500` and
     /// `k ≤ n/50`; the full one otherwise.
     #[default]
     Auto,
@@ -106,7 +107,7 @@ pub enum Eigensolver {
 const PARALLEL_EIGEN_SIZE: usize = 1536;
 
 /// [`Eigensolver::Auto`] runs the partial solver from this Gram size on.
-const AUTO_MIN_SIZE: usize = 1000;
+const AUTO_MIN_SIZE: usize = 500;
 /// … and for `k ≤ n / AUTO_SIZE_PER_PAIR`.
 const AUTO_SIZE_PER_PAIR: usize = 50;
 
@@ -394,8 +395,9 @@ mod tests {
     fn auto_picks_the_partial_solver_for_few_pairs_of_a_large_gram() {
         let (top10, all) = (Criterion::top_k_above(10, 0.0), Criterion::all());
         let k = |solver: Eigensolver, n, c: &Criterion| solver.partial_k(n, c).expect("allowed");
-        assert_eq!(k(Eigensolver::Auto, 999, &top10), None);
-        assert_eq!(k(Eigensolver::Auto, 1000, &top10), Some(10));
+        assert_eq!(k(Eigensolver::Auto, 499, &Criterion::top_k(5)), None);
+        assert_eq!(k(Eigensolver::Auto, 500, &top10), Some(10));
+        assert_eq!(k(Eigensolver::Auto, 999, &Criterion::top_k(20)), None);
         assert_eq!(k(Eigensolver::Auto, 2000, &Criterion::top_k(41)), None);
         assert_eq!(k(Eigensolver::Auto, 6400, &all), None);
         assert_eq!(k(Eigensolver::Full, 6400, &top10), None);
