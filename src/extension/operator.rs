@@ -42,9 +42,7 @@ struct PerSample {
 
 /// `G̃ = Σ_l G̃_l` of a group as an operator on f64 vectors.
 pub(crate) struct GramOperator {
-    /// Gram rows `C·N`.
-    size: usize,
-    /// `(C, N)` of the factor.
+    /// `(C, N)` of the factor (Gram rows `C·N`).
     shape: (usize, usize),
     per_sample: Vec<PerSample>,
     /// The summed blocks of the other layers, f64 `[C·N, C·N]`.
@@ -90,7 +88,6 @@ impl GramOperator {
             }
         }
         Ok(Self {
-            size: c * n,
             shape: (c, n),
             per_sample,
             dense: dense.map(|d| d.to_dtype(DType::F64)).transpose()?,
@@ -99,8 +96,7 @@ impl GramOperator {
 
     /// `(G̃ Zᵀ)ᵀ` `[K, C·N]` for the f64 vectors `z` `[K, C·N]` (rows).
     pub fn apply(&self, z: &Tensor) -> Result<Tensor> {
-        let (k, size) = z.dims2()?;
-        debug_assert_eq!(size, self.size);
+        let k = z.dim(0)?;
         let (c, n) = self.shape;
         // z[k, c, n] → [N, K, C]
         let zt = z.reshape((k, c, n))?.permute((2, 0, 1))?.contiguous()?;
