@@ -44,7 +44,7 @@ pub(crate) struct LayerFactor {
     b: Tensor,
     /// The weight's shape (`[O, I]` or `[O, I, k…]`).
     weight_shape: Shape,
-    /// `V_W` sample-major `[N·C, O·I]`, formed once when `T > 1`.
+    /// `V_W` `[C·N, O·I]`, formed once when `T > 1` and kept if small.
     weight_factor: OnceLock<Tensor>,
 }
 
