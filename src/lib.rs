@@ -60,6 +60,7 @@
 //! - Models compute in f32 or f64; results come back in the model's dtype.
 
 pub mod computations;
+mod cpu;
 mod error;
 pub mod extension;
 mod group;

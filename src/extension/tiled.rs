@@ -4,6 +4,8 @@
 use candle_core::{DType, Device, Result, Storage, Tensor, WithDType};
 use rayon::prelude::*;
 
+use crate::cpu;
+
 /// `P ⊙ (1 ⊗ M) + S` `[C·N, C'·N']` for `p` `[C·N, C'·N']`, `m` `[N, N']` and
 /// an optional `s` like `p`:
 ///
@@ -52,10 +54,7 @@ fn fused<T: WithDType>(p: &Tensor, m: &Tensor, s: Option<&Tensor>) -> Result<Ten
     let (m_storage, m_layout) = m.storage_and_layout();
     let s_storage = s.as_ref().map(|s| s.storage_and_layout());
     fn slice<T: WithDType>(storage: &Storage, offset: usize, len: usize) -> Result<&[T]> {
-        let Storage::Cpu(cpu) = storage else {
-            candle_core::bail!("vivit tiled product: CPU storage expected");
-        };
-        cpu.as_slice::<T>()?
+        cpu::values::<T>(storage, "vivit tiled product")?
             .get(offset..offset + len)
             .ok_or_else(|| candle_core::Error::Msg("vivit tiled product: short storage".into()))
     }

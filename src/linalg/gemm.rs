@@ -11,12 +11,14 @@
 //! other ranks, and operands that carry a graph (the result of this one would
 //! not).
 
-use candle_core::{DType, Device, Layout, Result, Shape, Storage, Tensor, WithDType};
+use candle_core::{DType, Device, Layout, Result, Shape, Tensor, WithDType};
 use faer::linalg::matmul::matmul as gemm;
 use faer::linalg::matmul::triangular::{matmul as triangular, BlockStructure};
 use faer::traits::RealField;
 use faer::{Accum, MatMut, MatRef, Par};
 use rayon::prelude::*;
+
+use crate::cpu;
 
 /// `A B` for `a` `[…, m, k]` and `b` `[…, k, n]`, batched over the leading
 /// axes, which broadcast like candle's (a missing axis or one of length 1
@@ -62,10 +64,7 @@ pub(crate) fn gram(v: &Tensor) -> Result<Tensor> {
 fn gram_of<T: WithDType + RealField>(v: &Tensor) -> Result<Tensor> {
     let v = viewable(v, &[])?;
     let (storage, layout) = v.storage_and_layout();
-    let Storage::Cpu(storage) = &*storage else {
-        candle_core::bail!("vivit gram: CPU storage expected");
-    };
-    let data = storage.as_slice::<T>()?;
+    let data = cpu::values::<T>(&storage, "vivit gram")?;
     let Some(x) = Batch::of(layout, &[]).and_then(|b| b.matrix(data, &[], 0)) else {
         candle_core::bail!("vivit gram: a matrix of layout {layout:?}");
     };
@@ -210,10 +209,10 @@ fn product<T: WithDType + RealField>(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     let (a, b) = (viewable(a, &batch)?, viewable(b, &batch)?);
     let (sa, la) = a.storage_and_layout();
     let (sb, lb) = b.storage_and_layout();
-    let (Storage::Cpu(sa), Storage::Cpu(sb)) = (&*sa, &*sb) else {
-        candle_core::bail!("vivit matmul: CPU storage expected");
-    };
-    let (da, db) = (sa.as_slice::<T>()?, sb.as_slice::<T>()?);
+    let (da, db) = (
+        cpu::values::<T>(&sa, "vivit matmul")?,
+        cpu::values::<T>(&sb, "vivit matmul")?,
+    );
     let (Some(ba), Some(bb)) = (Batch::of(la, &batch), Batch::of(lb, &batch)) else {
         candle_core::bail!("vivit matmul: matrices of layouts {la:?} and {lb:?}");
     };
