@@ -51,9 +51,9 @@ pub(crate) struct SymEig {
 /// ```
 ///
 /// with blocks of `b = max(k, 8)` vectors (`max(k, 32)` from `n = 4096` on).
-/// The products run on f64 copies of the layer factors (exact copies of an
-/// f32 model's), so the residuals are those of the model's Gram matrix, not
-/// of an f32 rounding of it.
+/// Structured products run on f64 copies of the layer factors (exact copies
+/// of an f32 model's); formed blocks are those of the full solver, in the
+/// model's dtype, multiplied in f64.
 /// It needs a criterion that keeps some of the `k` largest eigenvalues and
 /// decides from them alone, [`Criterion::top_k`]`(k)` or
 /// [`Criterion::top_k_above`]`(k, x)`, which then keep exactly what they keep
