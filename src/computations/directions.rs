@@ -189,6 +189,14 @@ impl Directional {
         group: &ParamGroup,
         o: &Options,
     ) -> Result<Self> {
+        if o.eigensolver
+            .partial_k(ext.gram_size(ggn), group.criterion_ref())?
+            .is_none()
+        {
+            // the full solver needs the formed Gram matrix: form it together
+            // with Vᵀ g_n, one pass over each large weight factor
+            ext.cross_grams(ggn, &[ggn, grad], g)?;
+        }
         let pairs = GramEigenpairs::kept(ext, ggn, g, group, o)?;
         if let Some((index, &value)) = pairs.evals.iter().enumerate().find(|(_, &l)| l <= 0.0) {
             return Err(Error::NonPositiveEigenvalue { index, value });

@@ -82,41 +82,74 @@ impl LayerFactor {
         roles: &[Role],
         sum: Option<Tensor>,
     ) -> Result<Tensor> {
+        let mut blocks = self.cross_grams(&[other], roles, vec![sum])?;
+        blocks
+            .pop()
+            .ok_or_else(|| candle_core::Error::Msg("cross_gram of no factor".into()))
+    }
+
+    /// [`Self::cross_gram`] for several factors `others` of this layer at
+    /// once, with their running sums `sums`: the slices of a weight factor too
+    /// large to keep are formed once for all of them.
+    pub fn cross_grams(
+        &self,
+        others: &[&LayerFactor],
+        roles: &[Role],
+        sums: Vec<Option<Tensor>>,
+    ) -> Result<Vec<Tensor>> {
         let (c, n, t, o, i) = self.dims()?;
-        let (c2, n2, _, _, _) = other.dims()?;
         let has = |role: Role| roles.contains(&role);
-        let same = std::ptr::eq(self, other);
         if t == 1 {
             let b = self.b.reshape((c * n, o))?;
-            let bb = if same {
-                gram(&b)?
-            } else {
-                matmul(&b, &other.b.reshape((c2 * n2, o))?.t()?)?
-            };
-            if !has(Role::Weight) {
-                return match sum {
-                    Some(sum) => sum + bb,
-                    None => Ok(bb),
+            return others
+                .iter()
+                .zip(sums)
+                .map(|(other, sum)| {
+                    let (c2, n2, _, _, _) = other.dims()?;
+                    let bb = if std::ptr::eq(self, *other) {
+                        gram(&b)?
+                    } else {
+                        matmul(&b, &other.b.reshape((c2 * n2, o))?.t()?)?
+                    };
+                    if !has(Role::Weight) {
+                        return match sum {
+                            Some(sum) => sum + bb,
+                            None => Ok(bb),
+                        };
+                    }
+                    let mut aa = matmul(&self.a.reshape((n, i))?, &other.a.reshape((n2, i))?.t()?)?;
+                    if has(Role::Bias) {
+                        aa = (aa + 1.0)?;
+                    }
+                    tiled_product(&bb, &aa, sum.as_ref())
+                })
+                .collect();
+        }
+        let weights = if has(Role::Weight) {
+            self.weight_blocks(others)?.into_iter().map(Some).collect()
+        } else {
+            vec![None; others.len()]
+        };
+        others
+            .iter()
+            .zip(sums)
+            .zip(weights)
+            .map(|((other, sum), weight)| {
+                let bias = if has(Role::Bias) {
+                    Some(matmul(&self.bias_factor()?, &other.bias_factor()?.t()?)?)
+                } else {
+                    None
                 };
-            }
-            let mut aa = matmul(&self.a.reshape((n, i))?, &other.a.reshape((n2, i))?.t()?)?;
-            if has(Role::Bias) {
-                aa = (aa + 1.0)?;
-            }
-            return tiled_product(&bb, &aa, sum.as_ref());
-        }
-        let mut sum = sum;
-        for &role in roles {
-            let block = match role {
-                Role::Bias => matmul(&self.bias_factor()?, &other.bias_factor()?.t()?)?,
-                Role::Weight => self.weight_block(other)?,
-            };
-            sum = Some(match sum {
-                Some(sum) => (sum + block)?,
-                None => block,
-            });
-        }
-        sum.ok_or_else(|| candle_core::Error::Msg("cross_gram of no parameter".into()))
+                let mut total: Option<Tensor> = None;
+                for block in [sum, weight, bias].into_iter().flatten() {
+                    total = Some(match total {
+                        Some(total) => (total + block)?,
+                        None => block,
+                    });
+                }
+                total.ok_or_else(|| candle_core::Error::Msg("cross_gram of no parameter".into()))
+            })
+            .collect()
     }
 
     /// `(A [N, I], B [C, N, O])` of a layer applied once per sample (`T = 1`).
@@ -139,39 +172,63 @@ impl LayerFactor {
         b.reshape((c * n, o))
     }
 
-    /// `V_W V'_Wᵀ` `[C·N, C'·N']`, from the kept factors or, for large ones,
-    /// summed over slices of output channels.
-    fn weight_block(&self, other: &LayerFactor) -> Result<Tensor> {
-        let same = std::ptr::eq(self, other);
-        let product = |v: &Tensor, u: &Tensor| if same { gram(v) } else { matmul(v, &u.t()?) };
-        if let (Some(v), Some(u)) = (self.weight_factor()?, other.weight_factor()?) {
-            return product(v, u);
+    /// `V_W U_Wᵀ` `[C·N, C'·N']` for each factor `U` of `others`, from the
+    /// kept factors or, for large ones, summed over slices of output channels
+    /// (each slice of `V_W` formed once).
+    fn weight_blocks(&self, others: &[&LayerFactor]) -> Result<Vec<Tensor>> {
+        if let Some(v) = self.weight_factor()? {
+            let kept: Option<Vec<&Tensor>> = others
+                .iter()
+                .map(|u| u.weight_factor())
+                .collect::<Result<_>>()?;
+            if let Some(kept) = kept {
+                return others
+                    .iter()
+                    .zip(kept)
+                    .map(|(other, u)| {
+                        if std::ptr::eq(self, *other) {
+                            gram(v)
+                        } else {
+                            matmul(v, &u.t()?)
+                        }
+                    })
+                    .collect();
+            }
         }
         let (c, n, _, _, i) = self.dims()?;
         let row_bytes = c * n * i * self.b.dtype().size_in_bytes();
-        self.weight_block_in_slices(other, (KEPT_FACTOR_BYTES / row_bytes.max(1)).max(1))
+        self.weight_blocks_in_slices(others, (KEPT_FACTOR_BYTES / row_bytes.max(1)).max(1))
     }
 
-    /// `V_W V'_Wᵀ` `[C·N, C'·N']` as the sum over slices of `slice` output
-    /// channels.
-    fn weight_block_in_slices(&self, other: &LayerFactor, slice: usize) -> Result<Tensor> {
-        let same = std::ptr::eq(self, other);
+    /// `V_W U_Wᵀ` `[C·N, C'·N']` for each `U` of `others`, as the sums over
+    /// slices of `slice` output channels.
+    fn weight_blocks_in_slices(
+        &self,
+        others: &[&LayerFactor],
+        slice: usize,
+    ) -> Result<Vec<Tensor>> {
         let o = self.b.dim(2)?;
-        let mut sum: Option<Tensor> = None;
+        let mut sums: Vec<Option<Tensor>> = vec![None; others.len()];
         for start in (0..o).step_by(slice) {
             let len = slice.min(o - start);
             let v = self.weight_factor_slice(start, len)?;
-            let block = if same {
-                gram(&v)?
-            } else {
-                matmul(&v, &other.weight_factor_slice(start, len)?.t()?)?
-            };
-            sum = Some(match sum {
-                Some(sum) => (sum + block)?,
-                None => block,
-            });
+            for (other, sum) in others.iter().zip(&mut sums) {
+                let block = if std::ptr::eq(self, *other) {
+                    gram(&v)?
+                } else {
+                    matmul(&v, &other.weight_factor_slice(start, len)?.t()?)?
+                };
+                *sum = Some(match sum.take() {
+                    Some(sum) => (sum + block)?,
+                    None => block,
+                });
+            }
         }
-        sum.ok_or_else(|| candle_core::Error::Msg("weight block of no output channel".into()))
+        sums.into_iter()
+            .map(|s| {
+                s.ok_or_else(|| candle_core::Error::Msg("weight block of no output channel".into()))
+            })
+            .collect()
     }
 
     /// `V_W` `[C·N, O·I]`, formed on first use, if it takes at most
@@ -251,16 +308,13 @@ mod tests {
         let (v, u) = (factor(2)?, factor(1)?);
         let (whole_v, whole_u) = (v.weight_factor_slice(0, o)?, u.weight_factor_slice(0, o)?);
         for slice in [1, 3, o] {
-            for (got, want) in [
-                (
-                    v.weight_block_in_slices(&v, slice)?,
-                    whole_v.matmul(&whole_v.t()?)?,
-                ),
-                (
-                    v.weight_block_in_slices(&u, slice)?,
-                    whole_v.matmul(&whole_u.t()?)?,
-                ),
-            ] {
+            let blocks = v.weight_blocks_in_slices(&[&v, &u], slice)?;
+            let want = [
+                whole_v.matmul(&whole_v.t()?)?,
+                whole_v.matmul(&whole_u.t()?)?,
+            ];
+            assert_eq!(blocks.len(), 2);
+            for (got, want) in blocks.into_iter().zip(want) {
                 let diff = (got - want)?.abs()?.flatten_all()?.max(0)?;
                 assert!(
                     diff.to_dtype(DType::F64)?.to_scalar::<f64>()? < 1e-10,

@@ -106,7 +106,7 @@ pub struct Extension<'a> {
 }
 
 /// Handle of a backpropagated factor inside an [`Extension`].
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct FactorId(usize);
 
 thread_local! {
@@ -282,18 +282,47 @@ impl<'a> Extension<'a> {
         right: FactorId,
         group: usize,
     ) -> Result<Tensor> {
-        let key = (left.0, right.0, group);
-        if let Some(gram) = self.grams.get(&key) {
-            return Ok(gram.clone());
+        let mut grams = self.cross_grams(left, &[right], group)?;
+        Ok(grams.pop().expect("one Gram matrix per right factor"))
+    }
+
+    /// [`Self::cross_gram`] of `left` with each factor of `rights` (cached),
+    /// computed layer by layer together, so that each slice of a weight factor
+    /// too large to keep is formed once for all of them.
+    pub(crate) fn cross_grams(
+        &mut self,
+        left: FactorId,
+        rights: &[FactorId],
+        group: usize,
+    ) -> Result<Vec<Tensor>> {
+        let key = |right: FactorId| (left.0, right.0, group);
+        let mut missing: Vec<FactorId> = Vec::new();
+        for &right in rights {
+            if !self.grams.contains_key(&key(right)) && !missing.contains(&right) {
+                missing.push(right);
+            }
         }
-        let mut sum: Option<Tensor> = None;
-        for (m, roles) in self.group_layers(group) {
-            let (v, u) = (self.layer_factor(left, m), self.layer_factor(right, m));
-            sum = Some(v.cross_gram(u, &roles, sum)?);
+        if !missing.is_empty() {
+            let mut sums: Vec<Option<Tensor>> = vec![None; missing.len()];
+            for (m, roles) in self.group_layers(group) {
+                let v = self.layer_factor(left, m);
+                let us: Vec<&LayerFactor> =
+                    missing.iter().map(|&r| self.layer_factor(r, m)).collect();
+                sums = v
+                    .cross_grams(&us, &roles, sums)?
+                    .into_iter()
+                    .map(Some)
+                    .collect();
+            }
+            for (right, sum) in missing.into_iter().zip(sums) {
+                let gram = sum.expect("groups are checked to be non-empty");
+                self.grams.insert(key(right), gram);
+            }
         }
-        let gram = sum.expect("groups are checked to be non-empty");
-        self.grams.insert(key, gram.clone());
-        Ok(gram)
+        Ok(rights
+            .iter()
+            .map(|&r| self.grams[&key(r)].clone())
+            .collect())
     }
 
     /// The group's parameters layer by layer (a member of the layer and the
