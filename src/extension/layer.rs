@@ -20,6 +20,7 @@ use std::sync::OnceLock;
 use candle_core::{Result, Shape, Tensor};
 
 use super::tiled::tiled_product;
+use crate::cpu::add;
 use crate::linalg::{gram, matmul};
 
 /// Largest weight factor `V_W` (bytes) that is formed whole and kept for
@@ -112,10 +113,7 @@ impl LayerFactor {
                         matmul(&b, &other.b.reshape((c2 * n2, o))?.t()?)?
                     };
                     if !has(Role::Weight) {
-                        return match sum {
-                            Some(sum) => sum + bb,
-                            None => Ok(bb),
-                        };
+                        return add(sum, bb);
                     }
                     let mut aa = matmul(&self.a.reshape((n, i))?, &other.a.reshape((n2, i))?.t()?)?;
                     if has(Role::Bias) {
@@ -142,10 +140,7 @@ impl LayerFactor {
                 };
                 let mut total: Option<Tensor> = None;
                 for block in [sum, weight, bias].into_iter().flatten() {
-                    total = Some(match total {
-                        Some(total) => (total + block)?,
-                        None => block,
-                    });
+                    total = Some(add(total, block)?);
                 }
                 total.ok_or_else(|| candle_core::Error::Msg("cross_gram of no parameter".into()))
             })
@@ -218,10 +213,7 @@ impl LayerFactor {
                 } else {
                     matmul(&v, &other.weight_factor_slice(start, len)?.t()?)?
                 };
-                *sum = Some(match sum.take() {
-                    Some(sum) => (sum + block)?,
-                    None => block,
-                });
+                *sum = Some(add(sum.take(), block)?);
             }
         }
         sums.into_iter()

@@ -20,13 +20,14 @@
 //! positions, `T > 1`, such as convolutions) keep their formed blocks, summed
 //! into one dense part.
 //!
-//! The products run in f64 on f64 copies of the factors (exact copies of an
-//! f32 model's), so the solver's residuals certify the eigenpairs of the
-//! model's Gram matrix to its f64 tolerance.
+//! Structured products run in f64 on f64 copies of the factors (exact copies
+//! of an f32 model's); the dense part holds the formed blocks, in the model's
+//! dtype, multiplied in f64.
 
 use candle_core::{DType, Tensor};
 
 use super::layer::{LayerFactor, Role};
+use crate::cpu::add;
 use crate::error::Result;
 use crate::linalg::matmul;
 
@@ -106,10 +107,7 @@ impl GramOperator {
             let w = matmul(&zt, &layer.signals)?; // [N, K, O]: w_n
             let w = matmul(&layer.kernel, &w.reshape((n, k * o))?)?; // Σ_n' K_nn' w_n'
             let out = matmul(&w.reshape((n, k, o))?, &layer.signals.transpose(1, 2)?)?; // [N, K, C]
-            sum = Some(match sum {
-                Some(sum) => (sum + out)?,
-                None => out,
-            });
+            sum = Some(add(sum, out)?);
         }
         let mut out = match sum {
             Some(sum) => sum.permute((1, 2, 0))?.contiguous()?.reshape((k, c * n))?,

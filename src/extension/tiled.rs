@@ -1,7 +1,7 @@
 //! The Gram block of a layer applied once per sample, `(B B'ᵀ) ⊙ (A A'ᵀ + 1)`,
 //! as one parallel pass.
 
-use candle_core::{DType, Device, Result, Storage, Tensor, WithDType};
+use candle_core::{DType, Device, Layout, Result, Storage, Tensor, WithDType};
 use rayon::prelude::*;
 
 use crate::cpu;
@@ -44,6 +44,9 @@ pub(crate) fn tiled_product(p: &Tensor, m: &Tensor, s: Option<&Tensor>) -> Resul
     }
 }
 
+/// The op's name in errors.
+const OP: &str = "vivit tiled product";
+
 fn fused<T: WithDType>(p: &Tensor, m: &Tensor, s: Option<&Tensor>) -> Result<Tensor> {
     let (rows, cols) = p.dims2()?;
     let (n, n2) = m.dims2()?;
@@ -53,15 +56,13 @@ fn fused<T: WithDType>(p: &Tensor, m: &Tensor, s: Option<&Tensor>) -> Result<Ten
     let (p_storage, p_layout) = p.storage_and_layout();
     let (m_storage, m_layout) = m.storage_and_layout();
     let s_storage = s.as_ref().map(|s| s.storage_and_layout());
-    fn slice<T: WithDType>(storage: &Storage, offset: usize, len: usize) -> Result<&[T]> {
-        cpu::values::<T>(storage, "vivit tiled product")?
-            .get(offset..offset + len)
-            .ok_or_else(|| candle_core::Error::Msg("vivit tiled product: short storage".into()))
+    fn values<'s, T: WithDType>(storage: &'s Storage, layout: &Layout) -> Result<&'s [T]> {
+        cpu::contiguous(cpu::values::<T>(storage, OP)?, layout, OP)
     }
-    let pv = slice::<T>(&p_storage, p_layout.start_offset(), rows * cols)?;
-    let mv = slice::<T>(&m_storage, m_layout.start_offset(), n * n2)?;
+    let pv = values::<T>(&p_storage, p_layout)?;
+    let mv = values::<T>(&m_storage, m_layout)?;
     let sv = match &s_storage {
-        Some((storage, layout)) => Some(slice::<T>(storage, layout.start_offset(), rows * cols)?),
+        Some((storage, layout)) => Some(values::<T>(storage, layout)?),
         None => None,
     };
     let mut out = vec![T::zero(); rows * cols];

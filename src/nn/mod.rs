@@ -18,7 +18,7 @@ pub use conv::{conv1d, conv1d_no_bias, conv2d, conv2d_no_bias, Conv1d, Conv2d};
 pub use linear::{linear, linear_b, linear_no_bias, Linear};
 pub use pool::max_pool2d;
 
-use candle_core::{Layout, Result, Tensor, Var};
+use candle_core::{Result, Tensor, Var};
 
 use crate::record::{self, LayerKind, LayerRecord};
 use patches::ConvGeometry;
@@ -68,13 +68,4 @@ fn tracked_forward(
         probe,
     });
     Ok(output)
-}
-
-/// The part of a CPU op's input `values` that its contiguous `layout`
-/// describes (the vivit CPU ops run on contiguous inputs only).
-fn contiguous<'s, T>(values: &'s [T], layout: &Layout, op: &str) -> Result<&'s [T]> {
-    match layout.contiguous_offsets() {
-        Some((start, end)) => Ok(&values[start..end]),
-        None => candle_core::bail!("{op}: contiguous input expected"),
-    }
 }

@@ -3,7 +3,7 @@
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor, WithDType};
 use rayon::prelude::*;
 
-use super::contiguous;
+use crate::cpu::contiguous;
 
 /// Padding, stride and dilation of a convolution, as `(height, width)` pairs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

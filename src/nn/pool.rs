@@ -4,7 +4,7 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp2, Device, Layout, Result, Shap
 use candle_core::{ToUsize2, WithDType};
 use rayon::prelude::*;
 
-use super::contiguous;
+use crate::cpu::contiguous;
 
 /// The op's name, in errors too.
 const OP: &str = "vivit-max-pool2d";

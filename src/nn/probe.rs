@@ -23,8 +23,8 @@ use candle_core::{
     CpuStorage, CustomOp2, CustomOp3, DType, Device, Layout, Result, Shape, Storage, Tensor,
 };
 
-use super::contiguous;
 use super::patches::{ConvGeometry, Patches};
+use crate::cpu::contiguous;
 use crate::linalg::matmul;
 use crate::record::FactorPasses;
 
