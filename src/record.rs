@@ -3,12 +3,13 @@
 //! BackPACK attaches hooks to modules; Candle has none. Instead, tracked layers
 //! ([`crate::nn`]) and tracked losses ([`crate::loss`]) look at a thread-local
 //! scope that [`record`] opens around the user's closure. There, every tracked
-//! layer call remembers its input and adds a zero "probe" variable to its
-//! output, and the tracked loss notes its id, its kind and its targets. A
-//! backward pass of `⟨f, Z⟩` from the model output then yields, at each probe,
-//! the per-sample signal `∂⟨f, Z⟩/∂z_l` for any seed `Z`; during such a
-//! factor pass ([`FactorPasses::run`]) the tracked layers skip their parameter
-//! gradients, so it costs the input-Jacobian products only. That is how the
+//! layer call remembers its input and runs as one op of its own, and the
+//! tracked loss notes its id, its kind and its targets. A backward pass of
+//! `⟨f, Z⟩` from the model output then yields, at each layer output `z_l`, the
+//! per-sample signal `∂⟨f, Z⟩/∂z_l` for any seed `Z`: during such a factor
+//! pass ([`FactorPasses::run`]) the layers' ops hand the gradient of their
+//! output to the pass and skip their parameter gradients, so it costs the
+//! input-Jacobian products only. That is how the
 //! loss-Hessian factor reaches every layer output (see [`crate::extension`]).
 //! The returned loss is an ordinary Candle loss: its backward gives the usual
 //! weight gradients.
@@ -18,11 +19,10 @@
 
 use std::cell::RefCell;
 use std::ops::Deref;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use candle_core::backprop::GradStore;
-use candle_core::{Tensor, TensorId, Var};
+use candle_core::{Shape, Tensor, TensorId, Var};
 
 use crate::error::{Error, Result};
 use crate::loss::LossKind;
@@ -52,8 +52,19 @@ pub(crate) struct LayerRecord {
     /// What the weight multiplies, detached: the input `[N, …, I]` of a
     /// linear layer, the patches `[N, P, I·k_h·k_w]` of a convolution.
     pub inputs: Tensor,
-    /// The zero variable added to the layer output.
-    pub probe: Var,
+    /// Where the factor passes find the gradient of the call's output.
+    pub signal: Signal,
+}
+
+/// Where a factor pass finds the gradient `∂⟨f, Z⟩/∂z` of a layer call's output.
+#[derive(Debug)]
+pub(crate) enum Signal {
+    /// The call's op hands it over ([`FactorPasses::capture`]) under the call's
+    /// index in the tape; zeros of `shape` if the backward does not reach it.
+    Captured { index: usize, shape: Shape },
+    /// A zero variable added to the output, for layers that run candle's ops
+    /// (off the CPU): its gradient.
+    Probe(Var),
 }
 
 /// One call of a tracked loss.
@@ -75,38 +86,93 @@ struct Scope {
     passes: FactorPasses,
 }
 
-/// How many factor passes run on a recorded graph; while any does, its
-/// tracked layers skip their parameter gradients (shared by the layers' ops
-/// and the tape).
+/// The identity of a recorded graph for its factor passes.
+///
+/// A factor pass ([`FactorPasses::run`]) is a backward pass whose tracked
+/// layers skip their parameter gradients and hand their output gradients
+/// `∂⟨f, Z⟩/∂z` to the pass ([`FactorPasses::capture`]). Passes are per
+/// thread: a backward of the same loss on another thread (or outside `run`)
+/// is an ordinary one. Candle runs a backward on the calling thread, so the
+/// layers' ops see the pass there; passes nest when a thread waiting inside
+/// one (in a parallel product) runs another.
 #[derive(Debug, Default, Clone)]
-pub(crate) struct FactorPasses(Arc<AtomicUsize>);
+pub(crate) struct FactorPasses(Arc<()>);
+
+/// A factor pass running on this thread: its graph, and the output gradients
+/// of the tracked layer calls by call index.
+struct Pass {
+    graph: *const (),
+    signals: Vec<Option<Tensor>>,
+}
+
+thread_local! {
+    /// The factor passes running on this thread, innermost last.
+    static PASSES: RefCell<Vec<Pass>> = const { RefCell::new(Vec::new()) };
+}
 
 impl FactorPasses {
-    /// Whether a factor pass runs on this graph.
-    pub fn running(&self) -> bool {
-        self.0.load(Ordering::Acquire) > 0
+    fn graph(&self) -> *const () {
+        Arc::as_ptr(&self.0)
     }
 
-    /// Runs the backward pass `f` as a factor pass: tracked layers of this
-    /// graph compute no parameter gradient meanwhile (also in a backward of
-    /// the same recorded loss that another thread runs at the same time).
-    pub fn run<R>(&self, f: impl FnOnce() -> R) -> R {
+    /// Whether the innermost pass on this thread runs on this graph.
+    pub fn running(&self) -> bool {
+        PASSES.with(|p| p.borrow().last().is_some_and(|p| p.graph == self.graph()))
+    }
+
+    /// Hands the output gradient of tracked layer call `index` to the pass
+    /// running on this graph, if any.
+    pub fn capture(&self, index: usize, grad: &Tensor) {
+        PASSES.with(|p| {
+            if let Some(pass) = p.borrow_mut().last_mut() {
+                if pass.graph == self.graph() {
+                    if let Some(slot) = pass.signals.get_mut(index) {
+                        *slot = Some(grad.clone());
+                    }
+                }
+            }
+        })
+    }
+
+    /// Runs the backward pass `f` as a factor pass over a graph of `calls`
+    /// tracked layer calls; returns its result and the output gradients the
+    /// calls handed over (`None` for calls the backward did not reach or that
+    /// run candle's ops).
+    pub fn run<R>(&self, calls: usize, f: impl FnOnce() -> R) -> (R, Vec<Option<Tensor>>) {
         /// Ends the pass, also on panic.
-        struct End<'a>(&'a AtomicUsize);
-        impl Drop for End<'_> {
+        struct End;
+        impl Drop for End {
             fn drop(&mut self) {
-                self.0.fetch_sub(1, Ordering::AcqRel);
+                PASSES.with(|p| p.borrow_mut().pop());
             }
         }
-        self.0.fetch_add(1, Ordering::AcqRel);
-        let _end = End(&self.0);
-        f()
+        PASSES.with(|p| {
+            p.borrow_mut().push(Pass {
+                graph: self.graph(),
+                signals: vec![None; calls],
+            })
+        });
+        let end = End;
+        let result = f();
+        let signals = PASSES.with(|p| {
+            p.borrow_mut()
+                .last_mut()
+                .map(|pass| std::mem::take(&mut pass.signals))
+                .unwrap_or_default()
+        });
+        drop(end);
+        (result, signals)
     }
 }
 
-/// The factor-pass counter of the recording scope open on this thread.
-pub(crate) fn factor_passes() -> Option<FactorPasses> {
-    SCOPE.with(|s| s.borrow().as_ref().map(|s| s.passes.clone()))
+/// The factor passes of the recording scope open on this thread, and the
+/// index in the tape that the next layer call gets.
+pub(crate) fn factor_passes() -> Option<(FactorPasses, usize)> {
+    SCOPE.with(|s| {
+        s.borrow()
+            .as_ref()
+            .map(|s| (s.passes.clone(), s.layers.len()))
+    })
 }
 
 thread_local! {

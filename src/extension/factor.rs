@@ -3,7 +3,7 @@
 //! For each of the `C_eff` columns `S[c]` `[N_g, C]` of the loss-Hessian factor
 //! (see [`crate::loss`]), one backward pass of `⟨f, Z_c⟩` through the recorded
 //! graph (a factor pass: tracked layers compute no parameter gradient) leaves
-//! `J_{z_l}ᵀ Z_c` at every layer output probe `z_l`, row by row per sample.
+//! `J_{z_l}ᵀ Z_c` at every layer output `z_l`, row by row per sample.
 
 use candle_core::{DType, Tensor};
 use rand::rngs::StdRng;
@@ -12,7 +12,7 @@ use rayon::prelude::*;
 
 use super::layer::LayerFactor;
 use crate::error::{Error, Result};
-use crate::record::{LayerKind, LayerRecord, Tape};
+use crate::record::{LayerKind, LayerRecord, Signal, Tape};
 
 /// The columns backpropagated from the model output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,7 +134,10 @@ pub(crate) fn backprop(
             Some(rows) => output.zeros_like()?.index_add(rows, &column, 0)?,
             None => column,
         };
-        let grads = tape.passes.run(|| (output * seed)?.sum_all()?.backward())?;
+        let (grads, captured) = tape
+            .passes
+            .run(tape.layers.len(), || (output * seed)?.sum_all()?.backward());
+        let grads = grads?;
         layers
             .iter()
             .zip(needed)
@@ -145,9 +148,18 @@ pub(crate) fn backprop(
                 layer
                     .calls
                     .iter()
-                    .map(|call| match grads.get(call.probe.as_tensor()) {
-                        Some(g) => select(g),
-                        None => select(&call.probe.zeros_like()?),
+                    .map(|call| {
+                        let signal = match &call.signal {
+                            Signal::Captured { index, shape } => match &captured[*index] {
+                                Some(g) => g.clone(),
+                                None => Tensor::zeros(shape, output.dtype(), output.device())?,
+                            },
+                            Signal::Probe(probe) => match grads.get(probe.as_tensor()) {
+                                Some(g) => g.clone(),
+                                None => probe.zeros_like()?,
+                            },
+                        };
+                        select(&signal)
                     })
                     .collect()
             })

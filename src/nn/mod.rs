@@ -3,16 +3,16 @@
 //! [`Linear`], [`Conv1d`] and [`Conv2d`] wrap their candle_nn twins and are built
 //! the same way ([`linear`], [`conv2d`], …, or `From` a candle_nn layer). They
 //! implement [`candle_core::Module`]. Outside [`crate::record`] their forward is
-//! exactly candle_nn's; inside, each call remembers its input, adds a zero
-//! probe to its output, and runs as one op whose backward the factor passes can
-//! run without weight gradients (convolutions as patches · weights, equal to
-//! candle's up to round-off).
+//! exactly candle_nn's; inside, each call remembers its input and runs as one
+//! op whose backward hands the factor passes the gradient of its output and
+//! skips the weight gradients there (convolutions as patches · weights, equal
+//! to candle's up to round-off).
 
 mod conv;
 mod linear;
 mod patches;
 mod pool;
-mod probe;
+mod recorded;
 
 pub use conv::{conv1d, conv1d_no_bias, conv2d, conv2d_no_bias, Conv1d, Conv2d};
 pub use linear::{linear, linear_b, linear_no_bias, Linear};
@@ -20,7 +20,7 @@ pub use pool::max_pool2d;
 
 use candle_core::{Result, Tensor, Var};
 
-use crate::record::{self, LayerKind, LayerRecord};
+use crate::record::{self, LayerKind, LayerRecord, Signal};
 use patches::ConvGeometry;
 
 /// Forward of a tracked layer with parameters `weight` and `bias`.
@@ -37,11 +37,11 @@ fn tracked_forward(
     if !record::recording() {
         return forward(input, weight, bias);
     }
-    let (output, inputs) = match kind {
-        LayerKind::Linear => (
-            probe::linear(input, weight, bias, &forward)?,
-            input.detach(),
-        ),
+    let (output, inputs, index) = match kind {
+        LayerKind::Linear => {
+            let (output, index) = recorded::linear(input, weight, bias, &forward)?;
+            (output, input.detach(), index)
+        }
         LayerKind::Conv {
             padding,
             stride,
@@ -53,19 +53,27 @@ fn tracked_forward(
                 stride,
                 dilation,
             };
-            probe::conv(input, weight, bias, geo)?
+            recorded::conv(input, weight, bias, geo)?
         }
         // grouped convolutions are refused by the computations; keep the run going
-        LayerKind::Conv { .. } => (forward(input, weight, bias)?, input.detach()),
+        LayerKind::Conv { .. } => (forward(input, weight, bias)?, input.detach(), None),
     };
-    let probe = Var::zeros(output.shape(), output.dtype(), output.device())?;
-    let output = output.add(probe.as_tensor())?;
+    let (output, signal) = match index {
+        Some(index) => {
+            let shape = output.shape().clone();
+            (output, Signal::Captured { index, shape })
+        }
+        None => {
+            let probe = Var::zeros(output.shape(), output.dtype(), output.device())?;
+            (output.add(probe.as_tensor())?, Signal::Probe(probe))
+        }
+    };
     record::push_layer(LayerRecord {
         kind,
         weight: weight.clone(),
         bias: bias.cloned(),
         inputs,
-        probe,
+        signal,
     });
     Ok(output)
 }

@@ -1,6 +1,10 @@
-//! Input patches of a convolution (im2col) and their adjoint (col2im).
+//! Input patches of a convolution (im2col), and the convolution's input-Jacobian
+//! transpose through their adjoint (col2im).
 
-use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor, WithDType};
+use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor, WithDType};
+use faer::linalg::matmul::matmul as gemm;
+use faer::traits::RealField;
+use faer::{Accum, MatMut, MatRef, Par};
 use rayon::prelude::*;
 
 use crate::cpu::contiguous;
@@ -19,7 +23,8 @@ pub(crate) struct ConvGeometry {
 /// receptive field of output position `p = h·W_out + w`, flattened in the
 /// weight's `(I, k_h, k_w)` order, so that `y[n, :, p] = W_flat · patches[n, :, p]`.
 /// They are a gather from the padded input in `(I, k_h, k_w, P)` order (no
-/// transposed copy); [`Patches::scatter`] is its adjoint, the scatter-add.
+/// transposed copy); [`Patches::transpose_product`] applies its adjoint, the
+/// scatter-add.
 #[derive(Debug)]
 pub(crate) struct Patches {
     index: Tensor,
@@ -83,31 +88,34 @@ impl Patches {
             .reshape((n, i * self.index.dim(0)? / p, p))
     }
 
-    /// The adjoint of [`Self::gather`] (col2im) on CPU columns laid out
-    /// `[I·k_h·k_w, N·P]`, entry `(i, a, b; n, p)` = patch entry of sample `n`
-    /// at output position `p`: every entry is added back where it came from,
+    /// The input-Jacobian transpose of the convolution `y = W_flat · patches(x)`
+    /// on the CPU: for `weight` `[O, I·k_h·k_w]` (row-major) and `grad`
+    /// `[N, O, P]`, the patches' gradient `W_flatᵀ g_n` `[I·k_h·k_w, P]` of each
+    /// sample, added back where [`Self::gather`] took each entry from (col2im),
     ///
     /// ```text
-    /// x[n, i, h_p·s_h + a·d_h − pad_h, w_p·s_w + b·d_w − pad_w] += cols[(i, a, b), n·P + p],
+    /// x[n, i, h_p·s_h + a·d_h − pad_h, w_p·s_w + b·d_w − pad_w] += (W_flatᵀ g_n)[(i, a, b), p],
     /// ```
     ///
-    /// giving `[N, I, H, W]`, in parallel over `(n, i)`.
-    pub fn scatter(&self, cols: &Tensor, samples: usize) -> Result<Tensor> {
-        cols.apply_op1_no_bwd(&Col2Im {
-            patches: self,
-            samples,
-        })
+    /// giving `[N, I, H, W]`. Sample by sample in parallel, each product into a
+    /// cache-sized buffer of the thread, so the `[I·k_h·k_w, N·P]` patch
+    /// gradient is never formed.
+    pub fn transpose_product(&self, weight: &Tensor, grad: &Tensor) -> Result<Tensor> {
+        weight
+            .contiguous()?
+            .apply_op2_no_bwd(&grad.contiguous()?, &Col2Im { patches: self })
     }
 }
 
-/// [`Patches::scatter`] as a CPU op.
+/// [`Patches::transpose_product`] as a CPU op.
 struct Col2Im<'p> {
     patches: &'p Patches,
-    samples: usize,
 }
 
 impl Col2Im<'_> {
-    fn run<T: WithDType>(&self, cols: &[T]) -> Vec<T> {
+    /// `x_n += col2im(cols)` for one sample: `image` `[I, H, W]`, `cols`
+    /// `[I·k_h·k_w, P]`.
+    fn add_patches<T: WithDType>(&self, image: &mut [T], cols: &[T]) {
         let p = self.patches;
         let ((h, w), (kh, kw)) = (p.input, p.kernel);
         let (h_out, w_out) = p.output;
@@ -115,69 +123,107 @@ impl Col2Im<'_> {
         let (sh, sw) = p.geo.stride;
         let (dh, dw) = p.geo.dilation;
         let positions = h_out * w_out;
-        let row = self.samples * positions;
-        let channels = cols.len() / (kh * kw * row);
-        let mut out = vec![T::zero(); self.samples * channels * h * w];
-        out.par_chunks_mut(h * w)
-            .enumerate()
-            .for_each(|(ni, image)| {
-                // chunk `ni` is sample `n`, channel `i` of the [N, I, H, W] output;
-                // compiled for the CPU's vector extensions (AVX2 where there is)
-                pulp::Arch::new().dispatch(|| {
-                    let (n, i) = (ni / channels, ni % channels);
-                    for a in 0..kh {
-                        for b in 0..kw {
-                            let start = ((i * kh + a) * kw + b) * row + n * positions;
-                            let src = &cols[start..start + positions];
-                            // output columns ow whose x = ow·s_w + b·d_w − pad_w is in [0, W)
-                            let ow_lo = (pw.saturating_sub(b * dw)).div_ceil(sw);
-                            let ow_hi = (w + pw).saturating_sub(b * dw).div_ceil(sw).min(w_out);
-                            if ow_lo >= ow_hi {
-                                continue;
+        for (i, plane) in image.chunks_mut(h * w).enumerate() {
+            for a in 0..kh {
+                for b in 0..kw {
+                    let start = ((i * kh + a) * kw + b) * positions;
+                    let src = &cols[start..start + positions];
+                    // output columns ow whose x = ow·s_w + b·d_w − pad_w is in [0, W)
+                    let ow_lo = (pw.saturating_sub(b * dw)).div_ceil(sw);
+                    let ow_hi = (w + pw).saturating_sub(b * dw).div_ceil(sw).min(w_out);
+                    if ow_lo >= ow_hi {
+                        continue;
+                    }
+                    let x_lo = ow_lo * sw + b * dw - pw;
+                    for oh in 0..h_out {
+                        let Some(y) = (oh * sh + a * dh).checked_sub(ph).filter(|&y| y < h) else {
+                            continue;
+                        };
+                        let src = &src[oh * w_out + ow_lo..oh * w_out + ow_hi];
+                        let dst = &mut plane[y * w + x_lo..];
+                        if sw == 1 {
+                            for (d, &v) in dst.iter_mut().zip(src) {
+                                *d += v;
                             }
-                            let x_lo = ow_lo * sw + b * dw - pw;
-                            for oh in 0..h_out {
-                                let Some(y) = (oh * sh + a * dh).checked_sub(ph).filter(|&y| y < h)
-                                else {
-                                    continue;
-                                };
-                                let src = &src[oh * w_out + ow_lo..oh * w_out + ow_hi];
-                                let dst = &mut image[y * w + x_lo..];
-                                if sw == 1 {
-                                    for (d, &v) in dst.iter_mut().zip(src) {
-                                        *d += v;
-                                    }
-                                } else {
-                                    for (d, &v) in dst.iter_mut().step_by(sw).zip(src) {
-                                        *d += v;
-                                    }
-                                }
+                        } else {
+                            for (d, &v) in dst.iter_mut().step_by(sw).zip(src) {
+                                *d += v;
                             }
                         }
                     }
-                })
-            });
+                }
+            }
+        }
+    }
+
+    fn run<T: WithDType + RealField>(&self, weight: &[T], grad: &[T], o: usize) -> Vec<T> {
+        let ((h, w), (kh, kw)) = (self.patches.input, self.patches.kernel);
+        let positions = self.patches.output.0 * self.patches.output.1;
+        let rows = weight.len() / o.max(1);
+        let channels = rows / (kh * kw);
+        let samples = grad.len() / (o * positions).max(1);
+        let mut out = vec![T::zero(); samples * channels * h * w];
+        if out.is_empty() {
+            return out;
+        }
+        // W_flatᵀ: the row-major [O, I·k·k] weight read column-major
+        let wt = MatRef::from_column_major_slice(weight, rows, o);
+        let one = T::from_f64(1.0);
+        out.par_chunks_mut(channels * h * w)
+            .zip(grad.par_chunks(o * positions))
+            .for_each_init(
+                || vec![T::zero(); rows * positions],
+                |cols, (image, g)| {
+                    let dst = MatMut::from_row_major_slice_mut(cols, rows, positions);
+                    let g = MatRef::from_row_major_slice(g, o, positions);
+                    gemm(dst, Accum::Replace, wt, g, one, Par::Seq);
+                    // compiled for the CPU's vector extensions (AVX2 where there is)
+                    pulp::Arch::new().dispatch(|| self.add_patches(image, cols));
+                },
+            );
         out
     }
 }
 
-impl CustomOp1 for Col2Im<'_> {
+impl CustomOp2 for Col2Im<'_> {
     fn name(&self) -> &'static str {
         "vivit-col2im"
     }
 
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        weight: &CpuStorage,
+        weight_layout: &Layout,
+        grad: &CpuStorage,
+        grad_layout: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
         let op = self.name();
-        let out = match storage {
-            CpuStorage::F32(v) => CpuStorage::F32(self.run(contiguous(v, layout, op)?)),
-            CpuStorage::F64(v) => CpuStorage::F64(self.run(contiguous(v, layout, op)?)),
-            _ => candle_core::bail!("vivit col2im: f32 or f64 only"),
-        };
+        let (o, rows) = weight_layout.shape().dims2()?;
+        let (n, o_grad, positions) = grad_layout.shape().dims3()?;
         let (kh, kw) = self.patches.kernel;
         let (h_out, w_out) = self.patches.output;
-        let channels = layout.shape().elem_count() / (kh * kw * self.samples * h_out * w_out);
+        if o_grad != o || positions != h_out * w_out || rows % (kh * kw) != 0 {
+            candle_core::bail!(
+                "{op}: weight {:?} and gradient {:?} do not fit the patches",
+                weight_layout.shape(),
+                grad_layout.shape()
+            );
+        }
+        let out = match (weight, grad) {
+            (CpuStorage::F32(w), CpuStorage::F32(g)) => CpuStorage::F32(self.run(
+                contiguous(w, weight_layout, op)?,
+                contiguous(g, grad_layout, op)?,
+                o,
+            )),
+            (CpuStorage::F64(w), CpuStorage::F64(g)) => CpuStorage::F64(self.run(
+                contiguous(w, weight_layout, op)?,
+                contiguous(g, grad_layout, op)?,
+                o,
+            )),
+            _ => candle_core::bail!("{op}: f32 or f64 weight and gradient expected"),
+        };
         let (h, w) = self.patches.input;
-        Ok((out, Shape::from((self.samples, channels, h, w))))
+        Ok((out, Shape::from((n, rows / (kh * kw), h, w))))
     }
 }
 
@@ -231,21 +277,21 @@ mod tests {
         Ok(())
     }
 
-    /// `⟨gather(x), g⟩ = ⟨x, scatter(g)⟩`: scatter is gather's adjoint.
+    /// `⟨W_flat · gather(x), g⟩ = ⟨x, transpose_product(W_flat, g)⟩`: the
+    /// transpose product is the adjoint of the convolution.
     #[test]
-    fn scatter_is_the_adjoint_of_gather() -> Result<()> {
+    fn transpose_product_is_the_adjoint_of_the_convolution() -> Result<()> {
         let dev = Device::Cpu;
         for (k, p, s, d) in GEOMETRIES {
             let x = Tensor::randn(0f64, 1., (2, 3, 9, 8), &dev)?;
+            let w = Tensor::randn(0f64, 1., (4, 3 * k * k), &dev)?;
             let patches = Patches::new((9, 8), (k, k), geometry(p, s, d), &x)?;
-            let a = patches.gather(&x)?;
-            let g = Tensor::randn(0f64, 1., a.shape(), &dev)?;
-            let lhs = (a * &g)?.sum_all()?.to_scalar::<f64>()?;
-            // [N, I·k·k, P] → [I·k·k, N·P]
-            let cols = g.transpose(0, 1)?.contiguous()?.reshape((g.dim(1)?, ()))?;
-            let rhs = (x * patches.scatter(&cols, 2)?)?
-                .sum_all()?
-                .to_scalar::<f64>()?;
+            let y = w.unsqueeze(0)?.broadcast_matmul(&patches.gather(&x)?)?;
+            let g = Tensor::randn(0f64, 1., y.shape(), &dev)?;
+            let lhs = (y * &g)?.sum_all()?.to_scalar::<f64>()?;
+            let x_grad = patches.transpose_product(&w, &g)?;
+            assert_eq!(x_grad.dims(), x.dims());
+            let rhs = (x * x_grad)?.sum_all()?.to_scalar::<f64>()?;
             assert!(
                 (lhs - rhs).abs() < 1e-10 * lhs.abs().max(1.0),
                 "k {k} p {p} s {s} d {d}: {lhs} vs {rhs}"

@@ -1,5 +1,7 @@
 //! Max pooling with a backward for overlapping windows.
 
+use std::sync::OnceLock;
+
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Device, Layout, Result, Shape, Tensor};
 use candle_core::{ToUsize2, WithDType};
 use rayon::prelude::*;
@@ -36,34 +38,37 @@ const OP: &str = "vivit-max-pool2d";
 /// # }
 /// ```
 pub fn max_pool2d<T: ToUsize2>(x: &Tensor, kernel: T, stride: T) -> Result<Tensor> {
-    let pool = MaxPool {
+    let windows = Windows {
         kernel: kernel.to_usize2(),
         stride: stride.to_usize2(),
     };
     let (_, _, h, w) = x.dims4()?;
-    if h < pool.kernel.0 || w < pool.kernel.1 {
+    if h < windows.kernel.0 || w < windows.kernel.1 {
         candle_core::bail!(
             "max_pool2d: kernel {:?} is larger than the input {h}×{w}",
-            pool.kernel
+            windows.kernel
         );
     }
-    if pool.stride.0 == 0 || pool.stride.1 == 0 {
-        candle_core::bail!("max_pool2d: stride {:?} must be positive", pool.stride);
+    if windows.stride.0 == 0 || windows.stride.1 == 0 {
+        candle_core::bail!("max_pool2d: stride {:?} must be positive", windows.stride);
     }
     match (x.device(), x.dtype()) {
-        (Device::Cpu, candle_core::DType::F32 | candle_core::DType::F64) => x.apply_op1(pool),
-        _ => x.max_pool2d_with_stride(pool.kernel, pool.stride),
+        (Device::Cpu, candle_core::DType::F32 | candle_core::DType::F64) => x.apply_op1(MaxPool {
+            windows,
+            argmax: crate::record::recording().then(OnceLock::new),
+        }),
+        _ => x.max_pool2d_with_stride(windows.kernel, windows.stride),
     }
 }
 
 /// The window geometry.
 #[derive(Debug, Clone, Copy)]
-struct MaxPool {
+struct Windows {
     kernel: (usize, usize),
     stride: (usize, usize),
 }
 
-impl MaxPool {
+impl Windows {
     fn output(&self, (h, w): (usize, usize)) -> (usize, usize) {
         (
             (h - self.kernel.0) / self.stride.0 + 1,
@@ -85,30 +90,57 @@ impl MaxPool {
         best
     }
 
-    fn forward<T: WithDType>(&self, x: &[T], (h, w): (usize, usize)) -> Vec<T> {
+    /// The pooled values, and if `keep` the argmax of each window (flat in
+    /// its plane).
+    fn forward<T: WithDType>(
+        &self,
+        x: &[T],
+        (h, w): (usize, usize),
+        keep: bool,
+    ) -> (Vec<T>, Option<Vec<u32>>) {
         let (ho, wo) = self.output((h, w));
-        let mut y = vec![T::zero(); x.len() / (h * w) * ho * wo];
-        y.par_chunks_mut(ho * wo)
-            .zip(x.par_chunks(h * w))
-            .for_each(|(out, plane)| {
-                for i in 0..ho {
-                    for j in 0..wo {
-                        out[i * wo + j] = plane[self.argmax(plane, w, (i, j))];
+        let len = x.len() / (h * w) * ho * wo;
+        let mut y = vec![T::zero(); len];
+        let pool = |out: &mut [T], plane: &[T], mut at: Option<&mut [u32]>| {
+            for i in 0..ho {
+                for j in 0..wo {
+                    let best = self.argmax(plane, w, (i, j));
+                    out[i * wo + j] = plane[best];
+                    if let Some(at) = at.as_deref_mut() {
+                        at[i * wo + j] = best as u32;
                     }
                 }
-            });
-        y
+            }
+        };
+        let planes = y.par_chunks_mut(ho * wo).zip(x.par_chunks(h * w));
+        if !keep {
+            planes.for_each(|(out, plane)| pool(out, plane, None));
+            return (y, None);
+        }
+        let mut argmax = vec![0u32; len];
+        planes
+            .zip(argmax.par_chunks_mut(ho * wo))
+            .for_each(|((out, plane), at)| pool(out, plane, Some(at)));
+        (y, Some(argmax))
     }
 
-    fn backward<T: WithDType>(&self, x: &[T], grad: &[T], (h, w): (usize, usize)) -> Vec<T> {
+    /// `∂L/∂x` `[…, h, w]` from `grad` `[…, h_out, w_out]`: each window's
+    /// gradient added at `argmax(plane, window)`.
+    fn backward<T: WithDType>(
+        &self,
+        grad: &[T],
+        (h, w): (usize, usize),
+        argmax: impl Fn(usize, (usize, usize)) -> usize + Sync,
+    ) -> Vec<T> {
         let (ho, wo) = self.output((h, w));
-        let mut dx = vec![T::zero(); x.len()];
+        let mut dx = vec![T::zero(); grad.len() / (ho * wo).max(1) * h * w];
         dx.par_chunks_mut(h * w)
-            .zip(x.par_chunks(h * w).zip(grad.par_chunks(ho * wo)))
-            .for_each(|(out, (plane, g))| {
+            .zip(grad.par_chunks(ho * wo))
+            .enumerate()
+            .for_each(|(plane, (out, g))| {
                 for i in 0..ho {
                     for j in 0..wo {
-                        out[self.argmax(plane, w, (i, j))] += g[i * wo + j];
+                        out[argmax(plane, (i, j))] += g[i * wo + j];
                     }
                 }
             });
@@ -116,8 +148,15 @@ impl MaxPool {
     }
 }
 
-fn plane(layout: &Layout) -> Result<(usize, usize)> {
-    let (_, _, h, w) = layout.shape().dims4()?;
+/// Max pooling as a CPU op; inside [`crate::record`] it keeps each window's
+/// argmax from the forward for the (many) backward passes.
+struct MaxPool {
+    windows: Windows,
+    argmax: Option<OnceLock<Vec<u32>>>,
+}
+
+fn plane(shape: &Shape) -> Result<(usize, usize)> {
+    let (_, _, h, w) = shape.dims4()?;
     Ok((h, w))
 }
 
@@ -127,28 +166,90 @@ impl CustomOp1 for MaxPool {
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let hw = plane(layout)?;
-        let y = match storage {
-            CpuStorage::F32(v) => CpuStorage::F32(self.forward(contiguous(v, layout, OP)?, hw)),
-            CpuStorage::F64(v) => CpuStorage::F64(self.forward(contiguous(v, layout, OP)?, hw)),
+        let hw = plane(layout.shape())?;
+        let keep = self.argmax.is_some();
+        let (y, argmax) = match storage {
+            CpuStorage::F32(v) => {
+                let (y, argmax) = self.windows.forward(contiguous(v, layout, OP)?, hw, keep);
+                (CpuStorage::F32(y), argmax)
+            }
+            CpuStorage::F64(v) => {
+                let (y, argmax) = self.windows.forward(contiguous(v, layout, OP)?, hw, keep);
+                (CpuStorage::F64(y), argmax)
+            }
             _ => candle_core::bail!("vivit max_pool2d: f32 or f64 only"),
         };
+        if let (Some(cache), Some(argmax)) = (&self.argmax, argmax) {
+            // a second forward of the same op computes the same argmax
+            let _ = cache.set(argmax);
+        }
         let (n, c, _, _) = layout.shape().dims4()?;
-        let (ho, wo) = self.output(hw);
+        let (ho, wo) = self.windows.output(hw);
         Ok((y, Shape::from((n, c, ho, wo))))
     }
 
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
         let grad = grad.contiguous()?;
-        Ok(Some(
-            arg.contiguous()?
-                .apply_op2_no_bwd(&grad, &MaxPoolBackward(*self))?,
-        ))
+        let input = plane(arg.shape())?;
+        let dx = match self.argmax.as_ref().and_then(OnceLock::get) {
+            Some(argmax) => grad.apply_op1_no_bwd(&Scatter {
+                windows: self.windows,
+                argmax,
+                input,
+            })?,
+            None => arg
+                .contiguous()?
+                .apply_op2_no_bwd(&grad, &MaxPoolBackward(self.windows))?,
+        };
+        Ok(Some(dx.reshape(arg.shape())?))
     }
 }
 
-/// `(x, ∂L/∂y) ↦ ∂L/∂x` of [`MaxPool`].
-struct MaxPoolBackward(MaxPool);
+/// `∂L/∂y ↦ ∂L/∂x` of [`MaxPool`] from the argmax kept by the forward.
+struct Scatter<'a> {
+    windows: Windows,
+    argmax: &'a [u32],
+    /// Height and width of the input.
+    input: (usize, usize),
+}
+
+impl CustomOp1 for Scatter<'_> {
+    fn name(&self) -> &'static str {
+        "vivit-max-pool2d-scatter"
+    }
+
+    fn cpu_fwd(&self, grad: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (ho, wo) = self.windows.output(self.input);
+        let windows = ho * wo;
+        if layout.shape().elem_count() != self.argmax.len() {
+            candle_core::bail!(
+                "{OP}: gradient {:?} does not fit the pooling",
+                layout.shape()
+            );
+        }
+        let at = |plane: usize, (i, j): (usize, usize)| {
+            self.argmax[plane * windows + i * wo + j] as usize
+        };
+        let dx = match grad {
+            CpuStorage::F32(g) => CpuStorage::F32(self.windows.backward(
+                contiguous(g, layout, OP)?,
+                self.input,
+                at,
+            )),
+            CpuStorage::F64(g) => CpuStorage::F64(self.windows.backward(
+                contiguous(g, layout, OP)?,
+                self.input,
+                at,
+            )),
+            _ => candle_core::bail!("vivit max_pool2d: f32 or f64 only"),
+        };
+        let planes = self.argmax.len() / windows.max(1);
+        Ok((dx, Shape::from((planes, self.input.0, self.input.1))))
+    }
+}
+
+/// `(x, ∂L/∂y) ↦ ∂L/∂x` of [`MaxPool`], the argmax found anew in `x`.
+struct MaxPoolBackward(Windows);
 
 impl CustomOp2 for MaxPoolBackward {
     fn name(&self) -> &'static str {
@@ -162,18 +263,19 @@ impl CustomOp2 for MaxPoolBackward {
         grad: &CpuStorage,
         grad_layout: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let hw = plane(x_layout)?;
+        let (h, w) = plane(x_layout.shape())?;
+        let windows = self.0;
         let dx = match (x, grad) {
-            (CpuStorage::F32(x), CpuStorage::F32(g)) => CpuStorage::F32(self.0.backward(
-                contiguous(x, x_layout, OP)?,
-                contiguous(g, grad_layout, OP)?,
-                hw,
-            )),
-            (CpuStorage::F64(x), CpuStorage::F64(g)) => CpuStorage::F64(self.0.backward(
-                contiguous(x, x_layout, OP)?,
-                contiguous(g, grad_layout, OP)?,
-                hw,
-            )),
+            (CpuStorage::F32(x), CpuStorage::F32(g)) => {
+                let x = contiguous(x, x_layout, OP)?;
+                let at = |plane: usize, ij| windows.argmax(&x[plane * h * w..], w, ij);
+                CpuStorage::F32(windows.backward(contiguous(g, grad_layout, OP)?, (h, w), at))
+            }
+            (CpuStorage::F64(x), CpuStorage::F64(g)) => {
+                let x = contiguous(x, x_layout, OP)?;
+                let at = |plane: usize, ij| windows.argmax(&x[plane * h * w..], w, ij);
+                CpuStorage::F64(windows.backward(contiguous(g, grad_layout, OP)?, (h, w), at))
+            }
             _ => candle_core::bail!("vivit max_pool2d: f32 or f64 only"),
         };
         Ok((dx, x_layout.shape().clone()))
@@ -186,15 +288,24 @@ mod tests {
     use candle_core::{DType, Var};
 
     /// The forward equals candle's; the backward equals the central difference
-    /// of the (piecewise linear) pooled sum along a random direction. (Candle's
-    /// own backward is no reference: it scales the gradient by `1/(k_h·k_w)`.)
+    /// of the (piecewise linear) pooled sum along a random direction (outside
+    /// `record` from the input, inside from the argmax kept by the forward).
+    /// (Candle's own backward is no reference: it scales the gradient by
+    /// `1/(k_h·k_w)`.)
     #[test]
-    fn max_pool2d_forward_and_backward() -> Result<()> {
+    fn max_pool2d_forward_and_backward() -> crate::Result<()> {
         let dev = Device::Cpu;
         let cases = [(2, 2, 8), (2, 2, 9), (3, 2, 9), (3, 1, 8), (2, 3, 9)];
-        for (kernel, stride, h) in cases {
+        for ((kernel, stride, h), recorded) in
+            cases.into_iter().flat_map(|c| [(c, false), (c, true)])
+        {
             let x = Var::randn(0f64, 1., (2, 3, h, 8), &dev)?;
-            let y = max_pool2d(&x, kernel, stride)?;
+            let y = if recorded {
+                let y = crate::record(|| max_pool2d(&x, kernel, stride))?;
+                y.loss().clone()
+            } else {
+                max_pool2d(&x, kernel, stride)?
+            };
             let want = x.max_pool2d_with_stride(kernel, stride)?;
             let diff = (&y - &want)?.abs()?.max_all()?.to_scalar::<f64>()?;
             assert_eq!(diff, 0.0, "forward, kernel {kernel} stride {stride}");
@@ -206,7 +317,7 @@ mod tests {
             // O(ε·|sum|/h) ≈ 1e-8 here
             let v = Tensor::randn(0f64, 1., x.shape(), &dev)?;
             let h = 1e-7;
-            let pooled = |x: &Tensor| -> Result<f64> {
+            let pooled = |x: &Tensor| -> candle_core::Result<f64> {
                 (x.max_pool2d_with_stride(kernel, stride)? * &weights)?
                     .sum_all()?
                     .to_scalar::<f64>()

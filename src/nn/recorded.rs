@@ -1,5 +1,6 @@
 //! The recorded forward of a tracked layer: its output values, with a backward
-//! that the factor passes can run without weight gradients.
+//! that the factor passes can run without weight gradients and that hands them
+//! the gradient of the output.
 //!
 //! Inside [`crate::record`], a tracked layer's output is a custom op
 //! `y = L(x, W, b)` whose forward returns values computed beforehand and whose
@@ -10,9 +11,9 @@
 //! convolution:  g ↦ (col2im(W_flatᵀ g),  Σ_n g_n patches_nᵀ,  Σ_{n,p} g_{n,:,p})
 //! ```
 //!
-//! The parameter parts are skipped during the factor passes of the recorded
-//! graph ([`FactorPasses`]), the backward passes of the loss-Hessian factor,
-//! which need the input part only (once per column),
+//! During the factor passes of the recorded graph ([`FactorPasses`]), the
+//! backward passes of the loss-Hessian factor (once per column), the op hands
+//! `g` itself to the pass and skips the parameter parts,
 //! and the input part is skipped when `x` carries no graph (the first layer).
 //! Candle's own conv backward would also run `conv_transpose2d`, an order of
 //! magnitude slower than a gather on the CPU.
@@ -43,6 +44,8 @@ struct Layer {
     kind: Kind,
     /// Factor passes running on the recorded graph.
     passes: FactorPasses,
+    /// The call's index in the tape.
+    index: usize,
 }
 
 impl CustomOp2 for Layer {
@@ -67,6 +70,7 @@ impl CustomOp2 for Layer {
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        self.passes.capture(self.index, grad);
         Ok((
             self.grad_x(x, weight, grad)?,
             self.parameter_grad(|| self.weight_transpose(weight, grad))?,
@@ -99,6 +103,7 @@ impl CustomOp3 for Layer {
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        self.passes.capture(self.index, grad);
         let grad_b = self.parameter_grad(|| {
             // sum over every axis but the output channels
             let g = match self.kind {
@@ -154,15 +159,9 @@ impl Layer {
         match &self.kind {
             Kind::Linear => matmul(grad, &weight.detach()),
             Kind::Conv { patches, one_d } => {
-                // one gemm W_flatᵀ [I·k·k, O] × g [O, N·P], then col2im
                 let (n, o) = (grad.dim(0)?, grad.dim(1)?);
-                let g = grad
-                    .reshape((n, o, ()))?
-                    .transpose(0, 1)?
-                    .contiguous()?
-                    .reshape((o, ()))?;
                 let w = weight.detach().reshape((o, ()))?;
-                let x = patches.scatter(&matmul(&w.t()?, &g)?, n)?;
+                let x = patches.transpose_product(&w, &grad.reshape((n, o, ()))?)?;
                 if *one_d {
                     x.squeeze(2)
                 } else {
@@ -191,11 +190,11 @@ impl Layer {
     }
 }
 
-/// The factor-pass counter of the recording scope, if the custom op runs here
-/// (the CPU, f32 or f64); elsewhere tracked layers run candle's ops, whose
-/// backward gives the same signals (with the parameter gradients computed in
-/// every factor pass).
-fn factor_passes(x: &Tensor) -> Option<FactorPasses> {
+/// The factor passes of the recording scope and the call's index in the tape,
+/// if the custom op runs here (the CPU, f32 or f64); elsewhere tracked layers
+/// run candle's ops, whose backward gives the same signals at a probe (with
+/// the parameter gradients computed in every factor pass).
+fn factor_passes(x: &Tensor) -> Option<(FactorPasses, usize)> {
     let supported =
         matches!(x.device(), Device::Cpu) && matches!(x.dtype(), DType::F32 | DType::F64);
     supported.then(crate::record::factor_passes).flatten()
@@ -210,15 +209,17 @@ fn apply(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, layer: Layer) -> Re
 }
 
 /// The recorded forward of a linear layer: `forward(x, W, b)` gives the
-/// output values, the result carries the backward of `x Wᵀ + b`.
+/// output values, the result carries the backward of `x Wᵀ + b`, and the
+/// call's index in the tape if its op hands output gradients to the factor
+/// passes (`None`: candle's ops ran).
 pub(crate) fn linear(
     x: &Tensor,
     weight: &Tensor,
     bias: Option<&Tensor>,
     forward: impl Fn(&Tensor, &Tensor, Option<&Tensor>) -> Result<Tensor>,
-) -> Result<Tensor> {
-    let Some(passes) = factor_passes(x) else {
-        return forward(x, weight, bias);
+) -> Result<(Tensor, Option<usize>)> {
+    let Some((passes, index)) = factor_passes(x) else {
+        return Ok((forward(x, weight, bias)?, None));
     };
     let b = bias.map(Tensor::detach);
     let value = forward(&x.detach(), &weight.detach(), b.as_ref())?.contiguous()?;
@@ -227,8 +228,9 @@ pub(crate) fn linear(
         inputs: x.detach(),
         kind: Kind::Linear,
         passes,
+        index,
     };
-    apply(x, weight, bias, layer)
+    Ok((apply(x, weight, bias, layer)?, Some(index)))
 }
 
 /// `y + b` with `b` `[O]` along axis 1 of `y` `[N, O, …]`.
@@ -243,13 +245,14 @@ fn add_channel_bias(y: Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
 
 /// The recorded forward of a convolution (`weight` `[O, I, k…]`, `bias` `[O]`)
 /// on `x` `[N, I, H, W]` or `[N, I, L]`: the output `[N, O, …]` computed from
-/// the patches, and the patches `[N, I·k_h·k_w, P]` (values).
+/// the patches, the patches `[N, I·k_h·k_w, P]` (values), and the call's index
+/// as for [`linear`].
 pub(crate) fn conv(
     x: &Tensor,
     weight: &Tensor,
     bias: Option<&Tensor>,
     geo: ConvGeometry,
-) -> Result<(Tensor, Tensor)> {
+) -> Result<(Tensor, Tensor, Option<usize>)> {
     let one_d = weight.rank() == 3;
     let as_2d = |t: &Tensor| if one_d { t.unsqueeze(2) } else { Ok(t.clone()) };
     let (x4, w4) = (as_2d(x)?, as_2d(weight)?);
@@ -268,10 +271,10 @@ pub(crate) fn conv(
         let y = matmul(&w4.reshape((1, o, i * kh * kw))?, &a)?.reshape(&shape)?;
         Ok((add_channel_bias(y, b)?, a))
     };
-    let Some(passes) = factor_passes(x) else {
+    let Some((passes, index)) = factor_passes(x) else {
         // candle's backward through the gather: correct, if slower
         let (y, a) = product(&x4, &w4, bias)?;
-        return Ok((y, a.detach()));
+        return Ok((y, a.detach(), None));
     };
     let b = bias.map(Tensor::detach);
     let (value, a) = product(&x4.detach(), &w4.detach(), b.as_ref())?;
@@ -283,6 +286,7 @@ pub(crate) fn conv(
             one_d,
         },
         passes,
+        index,
     };
-    Ok((apply(x, weight, bias, layer)?, a))
+    Ok((apply(x, weight, bias, layer)?, a, Some(index)))
 }
