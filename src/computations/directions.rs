@@ -160,16 +160,17 @@ impl Directional {
     /// The GGN factor (`subsampling_ggn`, `mc_samples_ggn`) and the gradient
     /// factor (`subsampling_grad`) the directional quantities need.
     pub fn factors(ext: &mut Extension<'_>, o: &Options) -> Result<(FactorId, FactorId)> {
-        let ggn = ext.ggn_factor(
-            o.mc_samples,
-            o.subsampling.as_deref(),
-            o.seed,
-            "subsampling_ggn",
-            o.verbose,
-        )?;
-        let grad =
-            ext.gradient_factor(o.subsampling_grad.as_deref(), "subsampling_grad", o.verbose)?;
-        Ok((ggn, grad))
+        let requests = [
+            ext.ggn_request(
+                o.mc_samples,
+                o.subsampling.as_deref(),
+                o.seed,
+                "subsampling_ggn",
+            ),
+            Extension::gradient_request(o.subsampling_grad.as_deref(), "subsampling_grad"),
+        ];
+        let factors = ext.factors(&requests, o.verbose)?;
+        Ok((factors[0], factors[1]))
     }
 
     /// With `e_k = V ẽ_k / √λ_k` and the per-sample GGN `G_n = N_g V_n V_nᵀ`:

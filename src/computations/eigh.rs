@@ -100,6 +100,8 @@ impl Computation for EighComputation {
             "subsampling",
             o.verbose,
         )?;
+        // K eigenvectors to parameter space: keep large weight factors
+        ext.keep_weight_factors(factor);
         for (g, group) in groups.iter().enumerate() {
             let pairs = GramEigenpairs::kept(ext, factor, g, group, o)?;
             warn_small(&pairs.evals, o.warn_small_eigvals);

@@ -75,7 +75,6 @@ impl<'t> TrackedLayer<'t> {
     }
 }
 
-/// The factors of the `layers` marked in `needed`, for `spec`.
 /// A backpropagated factor: per-layer algebra and the loss factor's basis.
 #[derive(Debug)]
 pub(crate) struct Backpropagated {
@@ -90,47 +89,68 @@ pub(crate) struct Backpropagated {
     pub basis: Option<Tensor>,
 }
 
-pub(crate) fn backprop(
-    tape: &Tape,
-    layers: &[TrackedLayer<'_>],
-    needed: &[bool],
-    spec: &FactorSpec,
-) -> Result<Backpropagated> {
-    let output = &tape.loss.output;
-    let rows = spec
-        .subsampling
-        .as_ref()
-        .map(|idx| {
-            let idx: Vec<u32> = idx.iter().map(|&i| i as u32).collect();
-            Tensor::new(idx.as_slice(), output.device())
-        })
-        .transpose()?;
-    let select = |t: &Tensor| -> Result<Tensor> {
-        Ok(match &rows {
-            Some(rows) => t.index_select(rows, 0)?,
-            None => t.clone(),
-        })
-    };
-    let rows_out = select(&output.detach())?;
-    let loss = tape.loss.kind;
-    let (factor, basis) = match spec.columns {
-        Columns::Exact => loss.sqrt_hessian(&rows_out)?,
-        Columns::MonteCarlo { samples, seed } => (
-            loss.sampled_sqrt_hessian(&rows_out, samples, &mut StdRng::seed_from_u64(seed))?,
-            None,
-        ),
-        Columns::Gradient => (
-            loss.gradient(&rows_out, &select(&tape.loss.targets)?)?
-                .unsqueeze(0)?,
-            None,
-        ),
-    };
-    let c_eff = factor.dim(0)?;
+/// The seed columns of one factor and how to read its signals.
+struct Seeds {
+    /// Rows of the subsampled samples, if any.
+    rows: Option<Tensor>,
+    /// The columns `S[c]` `[N_g, C]` of the loss factor, `[C_eff, N_g, C]`.
+    factor: Tensor,
+    basis: Option<Tensor>,
+}
 
-    // column[layer][call] = rows of J_zᵀ Z_c at that call's output
-    let column = |c: usize| -> Result<Vec<Vec<Tensor>>> {
-        let column = factor.get(c)?;
-        let seed = match &rows {
+impl Seeds {
+    fn new(tape: &Tape, spec: &FactorSpec) -> Result<Self> {
+        let output = &tape.loss.output;
+        let rows = spec
+            .subsampling
+            .as_ref()
+            .map(|idx| {
+                let idx: Vec<u32> = idx.iter().map(|&i| i as u32).collect();
+                Tensor::new(idx.as_slice(), output.device())
+            })
+            .transpose()?;
+        let rows_out = select_rows(rows.as_ref(), &output.detach())?;
+        let loss = tape.loss.kind;
+        let (factor, basis) = match spec.columns {
+            Columns::Exact => loss.sqrt_hessian(&rows_out)?,
+            Columns::MonteCarlo { samples, seed } => (
+                loss.sampled_sqrt_hessian(&rows_out, samples, &mut StdRng::seed_from_u64(seed))?,
+                None,
+            ),
+            Columns::Gradient => (
+                loss.gradient(&rows_out, &select_rows(rows.as_ref(), &tape.loss.targets)?)?
+                    .unsqueeze(0)?,
+                None,
+            ),
+        };
+        Ok(Seeds {
+            rows,
+            factor,
+            basis,
+        })
+    }
+
+    /// The subsampled rows of `t`.
+    fn select(&self, t: &Tensor) -> Result<Tensor> {
+        select_rows(self.rows.as_ref(), t)
+    }
+
+    fn columns(&self) -> Result<usize> {
+        Ok(self.factor.dim(0)?)
+    }
+
+    /// The signals `J_zᵀ Z_c` at each call of the needed layers
+    /// (`[layer][call]`, rows of the subsampled samples) from one factor pass.
+    fn signals(
+        &self,
+        tape: &Tape,
+        layers: &[TrackedLayer<'_>],
+        needed: &[bool],
+        c: usize,
+    ) -> Result<Vec<Vec<Tensor>>> {
+        let output = &tape.loss.output;
+        let column = self.factor.get(c)?;
+        let seed = match &self.rows {
             Some(rows) => output.zeros_like()?.index_add(rows, &column, 0)?,
             None => column,
         };
@@ -159,58 +179,102 @@ pub(crate) fn backprop(
                                 None => probe.zeros_like()?,
                             },
                         };
-                        select(&signal)
+                        self.select(&signal)
                     })
                     .collect()
             })
             .collect()
-    };
-    // the passes are independent, and candle's elementwise backward ops are
-    // single-threaded, so columns run in parallel
-    let per_column = (0..c_eff)
-        .into_par_iter()
-        .map(column)
-        .collect::<Result<Vec<_>>>()?;
-    // signals[layer][call][column]
-    let mut signals: Vec<Vec<Vec<Tensor>>> = layers
-        .iter()
-        .map(|l| vec![Vec::with_capacity(c_eff); l.calls.len()])
-        .collect();
-    for column in per_column {
-        for (layer_signals, column_signals) in signals.iter_mut().zip(column) {
-            for (call_signals, g) in layer_signals.iter_mut().zip(column_signals) {
-                call_signals.push(g);
-            }
-        }
     }
 
-    let layers = layers
-        .iter()
-        .zip(signals)
-        .enumerate()
-        .map(|(l, (layer, layer_signals))| {
-            if !needed[l] {
-                return Ok(None);
+    /// The factor of each needed layer from the signals `[column][layer][call]`.
+    fn factor(
+        self,
+        layers: &[TrackedLayer<'_>],
+        needed: &[bool],
+        per_column: Vec<Vec<Vec<Tensor>>>,
+    ) -> Result<Backpropagated> {
+        let c_eff = per_column.len();
+        // signals[layer][call][column]
+        let mut signals: Vec<Vec<Vec<Tensor>>> = layers
+            .iter()
+            .map(|l| vec![Vec::with_capacity(c_eff); l.calls.len()])
+            .collect();
+        for column in per_column {
+            for (layer_signals, column_signals) in signals.iter_mut().zip(column) {
+                for (call_signals, g) in layer_signals.iter_mut().zip(column_signals) {
+                    call_signals.push(g);
+                }
             }
-            let mut a_parts = Vec::new();
-            let mut b_parts = Vec::new();
-            for (call, call_signals) in layer.calls.iter().zip(layer_signals) {
-                let b = Tensor::stack(&call_signals, 0)?;
-                let (a, b) = call_factor(call, &select(&call.inputs)?, &b)?;
-                a_parts.push(a);
-                b_parts.push(b);
-            }
-            Ok(Some(LayerFactor::new(
-                Tensor::cat(&a_parts, 2)?,
-                Tensor::cat(&b_parts, 3)?,
-                layer.weight().shape().clone(),
-            )))
+        }
+        let factors = layers
+            .iter()
+            .zip(signals)
+            .enumerate()
+            .map(|(l, (layer, layer_signals))| {
+                if !needed[l] {
+                    return Ok(None);
+                }
+                let mut a_parts = Vec::new();
+                let mut b_parts = Vec::new();
+                for (call, call_signals) in layer.calls.iter().zip(layer_signals) {
+                    let b = Tensor::stack(&call_signals, 0)?;
+                    let (a, b) = call_factor(call, &self.select(&call.inputs)?, &b)?;
+                    a_parts.push(a);
+                    b_parts.push(b);
+                }
+                Ok(Some(LayerFactor::new(
+                    Tensor::cat(&a_parts, 2)?,
+                    Tensor::cat(&b_parts, 3)?,
+                    layer.weight().shape().clone(),
+                )))
+            })
+            .collect::<Result<_>>()?;
+        Ok(Backpropagated {
+            columns: c_eff,
+            layers: factors,
+            basis: self.basis,
         })
-        .collect::<Result<_>>()?;
-    Ok(Backpropagated {
-        columns: c_eff,
-        layers,
-        basis,
+    }
+}
+
+/// The factors for each of `specs` of the `layers` marked in `needed`.
+///
+/// All factor passes (every column of every spec) are independent, and
+/// candle's elementwise backward ops are single-threaded, so they run in
+/// parallel together.
+pub(crate) fn backprop(
+    tape: &Tape,
+    layers: &[TrackedLayer<'_>],
+    needed: &[bool],
+    specs: &[FactorSpec],
+) -> Result<Vec<Backpropagated>> {
+    let seeds = specs
+        .iter()
+        .map(|spec| Seeds::new(tape, spec))
+        .collect::<Result<Vec<_>>>()?;
+    let mut passes = Vec::new();
+    for (s, seeds) in seeds.iter().enumerate() {
+        passes.extend((0..seeds.columns()?).map(|c| (s, c)));
+    }
+    let mut signals = passes
+        .into_par_iter()
+        .map(|(s, c)| seeds[s].signals(tape, layers, needed, c))
+        .collect::<Result<Vec<_>>>()?
+        .into_iter();
+    seeds
+        .into_iter()
+        .map(|seeds| {
+            let per_column = signals.by_ref().take(seeds.columns()?).collect();
+            seeds.factor(layers, needed, per_column)
+        })
+        .collect()
+}
+
+/// The `rows` of `t` (all if `None`).
+fn select_rows(rows: Option<&Tensor>, t: &Tensor) -> Result<Tensor> {
+    Ok(match rows {
+        Some(rows) => t.index_select(rows, 0)?,
+        None => t.clone(),
     })
 }
 

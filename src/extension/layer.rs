@@ -24,12 +24,19 @@ use crate::cpu::add;
 use crate::linalg::{gram, matmul};
 
 /// Largest weight factor `V_W` (bytes) that is formed whole and kept for
-/// `V·ẽ`; larger ones are formed in slices of output channels for each Gram
-/// block and not kept, which bounds the memory of the Gram formation. At
+/// `V·ẽ` ([`KEPT_FOR_PRODUCTS_BYTES`] where many products follow); larger
+/// ones are formed in slices of output channels for each Gram block and not
+/// kept, which bounds the memory of the Gram formation. At
 /// `C·N = 288` in f32, cifar10_3c3d's second and third convolutions (64 and
 /// 127 MB) are sliced: the peak RSS of its exact directional derivatives fell
 /// from 610 to 396 MB at the same speed (within the noise of 2-core runs).
 const KEPT_FACTOR_BYTES: usize = 32 << 20;
+
+/// Largest weight factor kept for many products `V·ẽ`
+/// ([`LayerFactor::keep_weight_factor`]): fmnist_2c2d's second convolution
+/// (59 MB at `C·N = 288`, f32) is kept for the top-10 eigenvectors, which
+/// took 150 ms over the positions instead.
+const KEPT_FOR_PRODUCTS_BYTES: usize = 256 << 20;
 
 /// Which parameter of a layer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,6 +54,8 @@ pub(crate) struct LayerFactor {
     weight_shape: Shape,
     /// `V_W` `[C·N, O·I]`, formed once when `T > 1` and kept if small.
     weight_factor: OnceLock<Tensor>,
+    /// Keep `V_W` up to [`KEPT_FOR_PRODUCTS_BYTES`].
+    for_products: bool,
 }
 
 impl LayerFactor {
@@ -58,7 +67,15 @@ impl LayerFactor {
             b,
             weight_shape,
             weight_factor: OnceLock::new(),
+            for_products: false,
         }
+    }
+
+    /// Keeps `V_W` up to [`KEPT_FOR_PRODUCTS_BYTES`], for many products
+    /// `V·ẽ` (`K` eigenvectors cost `K` passes over the positions `T` without
+    /// it, as much as forming `V_W` when `K ≈ C`).
+    pub fn keep_weight_factor(&mut self) {
+        self.for_products = true;
     }
 
     fn dims(&self) -> Result<(usize, usize, usize, usize, usize)> {
@@ -224,13 +241,18 @@ impl LayerFactor {
     }
 
     /// `V_W` `[C·N, O·I]`, formed on first use, if it takes at most
-    /// [`KEPT_FACTOR_BYTES`].
+    /// [`KEPT_FACTOR_BYTES`] ([`KEPT_FOR_PRODUCTS_BYTES`] if marked).
     fn weight_factor(&self) -> Result<Option<&Tensor>> {
         if let Some(v) = self.weight_factor.get() {
             return Ok(Some(v));
         }
         let (c, n, _, o, i) = self.dims()?;
-        if c * n * o * i * self.b.dtype().size_in_bytes() > KEPT_FACTOR_BYTES {
+        let limit = if self.for_products {
+            KEPT_FOR_PRODUCTS_BYTES
+        } else {
+            KEPT_FACTOR_BYTES
+        };
+        if c * n * o * i * self.b.dtype().size_in_bytes() > limit {
             return Ok(None);
         }
         let v = self.weight_factor_slice(0, o)?;

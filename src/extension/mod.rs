@@ -105,6 +105,15 @@ pub struct Extension<'a> {
     grams: HashMap<(usize, usize, usize), Tensor>,
 }
 
+/// A factor a computation asks for: its columns, on which samples (`name` is
+/// the option the subsampling came from, for error messages).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FactorRequest<'s> {
+    columns: Columns,
+    subsampling: Option<&'s [usize]>,
+    name: &'static str,
+}
+
 /// Handle of a backpropagated factor inside an [`Extension`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct FactorId(usize);
@@ -153,9 +162,31 @@ impl<'a> Extension<'a> {
     }
 
     /// The exact (`mc_samples == 0`) or Monte-Carlo GGN factor on the samples
-    /// `subsampling` (all if `None`), backpropagated once per distinct setting.
+    /// `subsampling` (all if `None`), to be backpropagated by [`Self::factors`].
     ///
     /// `name` is the option the subsampling came from, for error messages.
+    pub(crate) fn ggn_request<'s>(
+        &self,
+        mc_samples: usize,
+        subsampling: Option<&'s [usize]>,
+        seed: Option<u64>,
+        name: &'static str,
+    ) -> FactorRequest<'s> {
+        let columns = match mc_samples {
+            0 => Columns::Exact,
+            samples => Columns::MonteCarlo {
+                samples,
+                seed: seed.unwrap_or(self.default_seed),
+            },
+        };
+        FactorRequest {
+            columns,
+            subsampling,
+            name,
+        }
+    }
+
+    /// The GGN factor of [`Self::ggn_request`], backpropagated.
     pub(crate) fn ggn_factor(
         &mut self,
         mc_samples: usize,
@@ -164,62 +195,75 @@ impl<'a> Extension<'a> {
         name: &'static str,
         verbose: bool,
     ) -> Result<FactorId> {
-        let columns = match mc_samples {
-            0 => Columns::Exact,
-            samples => Columns::MonteCarlo {
-                samples,
-                seed: seed.unwrap_or(self.default_seed),
-            },
-        };
-        self.factor(columns, subsampling, name, verbose)
+        let request = self.ggn_request(mc_samples, subsampling, seed, name);
+        Ok(self.factors(&[request], verbose)?[0])
     }
 
     /// The per-sample gradients `g_n = ∇_θ ℓ_n` on the samples `subsampling`,
-    /// as a factor with one column per sample.
-    pub(crate) fn gradient_factor(
-        &mut self,
-        subsampling: Option<&[usize]>,
+    /// as a factor with one column per sample, to be backpropagated by
+    /// [`Self::factors`].
+    pub(crate) fn gradient_request<'s>(
+        subsampling: Option<&'s [usize]>,
         name: &'static str,
-        verbose: bool,
-    ) -> Result<FactorId> {
-        self.factor(Columns::Gradient, subsampling, name, verbose)
+    ) -> FactorRequest<'s> {
+        FactorRequest {
+            columns: Columns::Gradient,
+            subsampling,
+            name,
+        }
     }
 
-    fn factor(
+    /// The factors `requests` ask for, backpropagated once per distinct
+    /// setting (the new ones together, their factor passes in parallel).
+    pub(crate) fn factors(
         &mut self,
-        columns: Columns,
-        subsampling: Option<&[usize]>,
-        name: &'static str,
+        requests: &[FactorRequest<'_>],
         verbose: bool,
-    ) -> Result<FactorId> {
-        if let Some(idx) = subsampling {
-            check_subsampling(idx, self.batch_size()?, name)?;
+    ) -> Result<Vec<FactorId>> {
+        let mut specs: Vec<FactorSpec> = Vec::new();
+        for request in requests {
+            if let Some(idx) = request.subsampling {
+                check_subsampling(idx, self.batch_size()?, request.name)?;
+            }
+            let spec = FactorSpec {
+                columns: request.columns,
+                subsampling: request.subsampling.map(<[usize]>::to_vec),
+            };
+            let known = self.factors.iter().any(|(s, _)| *s == spec);
+            if !known && !specs.contains(&spec) {
+                specs.push(spec);
+            }
         }
-        let spec = FactorSpec {
-            columns,
-            subsampling: subsampling.map(<[usize]>::to_vec),
-        };
-        if let Some(i) = self.factors.iter().position(|(s, _)| *s == spec) {
-            return Ok(FactorId(i));
+        if !specs.is_empty() {
+            let mut needed = vec![false; self.layers.len()];
+            for member in self.members.iter().flatten() {
+                needed[member.layer] = true;
+            }
+            for spec in &specs {
+                say(verbose, || {
+                    format!(
+                        "backpropagate {:?} on {} samples to {} tracked layers",
+                        spec.columns,
+                        spec.subsampling
+                            .as_ref()
+                            .map_or(self.batch_size().unwrap_or(0), Vec::len),
+                        needed.iter().filter(|&&n| n).count(),
+                    )
+                });
+            }
+            let factors = backprop(self.tape, &self.layers, &needed, &specs)?;
+            say(verbose, || "factor backpropagated".to_string());
+            self.factors.extend(specs.into_iter().zip(factors));
         }
-        let mut needed = vec![false; self.layers.len()];
-        for member in self.members.iter().flatten() {
-            needed[member.layer] = true;
-        }
-        say(verbose, || {
-            format!(
-                "backpropagate {:?} on {} samples to {} tracked layers",
-                spec.columns,
-                spec.subsampling
-                    .as_ref()
-                    .map_or(self.batch_size().unwrap_or(0), Vec::len),
-                needed.iter().filter(|&&n| n).count(),
-            )
-        });
-        let factors = backprop(self.tape, &self.layers, &needed, &spec)?;
-        say(verbose, || "factor backpropagated".to_string());
-        self.factors.push((spec, factors));
-        Ok(FactorId(self.factors.len() - 1))
+        Ok(requests
+            .iter()
+            .map(|request| {
+                let position = self.factors.iter().position(|(s, _)| {
+                    s.columns == request.columns && s.subsampling.as_deref() == request.subsampling
+                });
+                FactorId(position.expect("every requested factor is backpropagated"))
+            })
+            .collect())
     }
 
     /// The number of samples `N_g` a factor is built on.
@@ -253,6 +297,14 @@ impl<'a> Extension<'a> {
             .permute((2, 1, 0))?
             .contiguous()?
             .reshape((k, c * n))?)
+    }
+
+    /// Keeps the weight factors of `factor` whole for many products
+    /// [`Self::apply`] (see [`LayerFactor::keep_weight_factor`]).
+    pub(crate) fn keep_weight_factors(&mut self, factor: FactorId) {
+        for layer in self.factors[factor.0].1.layers.iter_mut().flatten() {
+            layer.keep_weight_factor();
+        }
     }
 
     fn layer_factor(&self, factor: FactorId, member: Member) -> &LayerFactor {

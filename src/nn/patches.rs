@@ -1,7 +1,9 @@
 //! Input patches of a convolution (im2col), and the convolution's input-Jacobian
 //! transpose through their adjoint (col2im).
 
-use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor, WithDType};
+use candle_core::{
+    CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor, WithDType,
+};
 use faer::linalg::matmul::matmul as gemm;
 use faer::traits::RealField;
 use faer::{Accum, MatMut, MatRef, Par};
@@ -76,16 +78,52 @@ impl Patches {
         })
     }
 
-    /// The patches `[N, I·k_h·k_w, P]` of `x` `[N, I, H, W]`.
+    /// The patches `[N, I·k_h·k_w, P]` of `x` `[N, I, H, W]`: on the CPU in
+    /// f32 and f64 for an `x` without graph, vivit's parallel im2col; else
+    /// candle's gather (with its backward).
     pub fn gather(&self, x: &Tensor) -> Result<Tensor> {
         let (n, i, _, _) = x.dims4()?;
-        let (ph, pw) = self.geo.padding;
         let p = self.output.0 * self.output.1;
+        let own =
+            x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64) && !x.track_op();
+        if own {
+            return x.contiguous()?.apply_op1_no_bwd(&Im2Col { patches: self });
+        }
+        let (ph, pw) = self.geo.padding;
         x.pad_with_zeros(2, ph, ph)?
             .pad_with_zeros(3, pw, pw)?
             .flatten_from(2)?
             .index_select(&self.index, 2)?
             .reshape((n, i * self.index.dim(0)? / p, p))
+    }
+
+    /// Visits the rows of the patches of one `[H, W]` input plane: for each
+    /// kernel offset `(a, b)` (row `a·k_w + b` of the plane's `[k_h·k_w, P]`
+    /// patches) and output row `oh` whose input row `y` lies inside the
+    /// input, `visit(row, oh, y, ow_lo..ow_hi, x_lo)` with the output columns
+    /// whose input column `x = ow·s_w + b·d_w − pad_w` lies inside, the first
+    /// being `x_lo` (entries outside are zero padding).
+    fn rows(&self, mut visit: impl FnMut(usize, usize, usize, std::ops::Range<usize>, usize)) {
+        let ((h, w), (kh, kw)) = (self.input, self.kernel);
+        let (h_out, w_out) = self.output;
+        let (ph, pw) = self.geo.padding;
+        let (sh, sw) = self.geo.stride;
+        let (dh, dw) = self.geo.dilation;
+        for a in 0..kh {
+            for b in 0..kw {
+                let ow_lo = (pw.saturating_sub(b * dw)).div_ceil(sw);
+                let ow_hi = (w + pw).saturating_sub(b * dw).div_ceil(sw).min(w_out);
+                if ow_lo >= ow_hi {
+                    continue;
+                }
+                let x_lo = ow_lo * sw + b * dw - pw;
+                for oh in 0..h_out {
+                    if let Some(y) = (oh * sh + a * dh).checked_sub(ph).filter(|&y| y < h) {
+                        visit(a * kw + b, oh, y, ow_lo..ow_hi, x_lo);
+                    }
+                }
+            }
+        }
     }
 
     /// The input-Jacobian transpose of the convolution `y = W_flat · patches(x)`
@@ -107,6 +145,60 @@ impl Patches {
     }
 }
 
+/// [`Patches::gather`] as a CPU op: plane by plane in parallel.
+struct Im2Col<'p> {
+    patches: &'p Patches,
+}
+
+impl Im2Col<'_> {
+    fn run<T: WithDType>(&self, x: &[T]) -> Vec<T> {
+        let p = self.patches;
+        let ((h, w), (kh, kw)) = (p.input, p.kernel);
+        let (h_out, w_out) = p.output;
+        let (block, sw) = (kh * kw * h_out * w_out, p.geo.stride.1);
+        let mut out = vec![T::zero(); x.len() / (h * w).max(1) * block];
+        out.par_chunks_mut(block)
+            .zip(x.par_chunks(h * w))
+            .for_each(|(cols, plane)| {
+                p.rows(|row, oh, y, ow, x_lo| {
+                    let start = (row * h_out + oh) * w_out;
+                    let dst = &mut cols[start + ow.start..start + ow.end];
+                    let src = &plane[y * w + x_lo..];
+                    if sw == 1 {
+                        dst.copy_from_slice(&src[..dst.len()]);
+                    } else {
+                        for (d, &v) in dst.iter_mut().zip(src.iter().step_by(sw)) {
+                            *d = v;
+                        }
+                    }
+                })
+            });
+        out
+    }
+}
+
+impl CustomOp1 for Im2Col<'_> {
+    fn name(&self) -> &'static str {
+        "vivit-im2col"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let op = self.name();
+        let (n, i, h, w) = layout.shape().dims4()?;
+        if (h, w) != self.patches.input {
+            candle_core::bail!("{op}: input {:?} does not fit the patches", layout.shape());
+        }
+        let out = match storage {
+            CpuStorage::F32(v) => CpuStorage::F32(self.run(contiguous(v, layout, op)?)),
+            CpuStorage::F64(v) => CpuStorage::F64(self.run(contiguous(v, layout, op)?)),
+            _ => candle_core::bail!("{op}: f32 or f64 only"),
+        };
+        let (kh, kw) = self.patches.kernel;
+        let p = self.patches.output.0 * self.patches.output.1;
+        Ok((out, Shape::from((n, i * kh * kw, p))))
+    }
+}
+
 /// [`Patches::transpose_product`] as a CPU op.
 struct Col2Im<'p> {
     patches: &'p Patches,
@@ -118,41 +210,23 @@ impl Col2Im<'_> {
     fn add_patches<T: WithDType>(&self, image: &mut [T], cols: &[T]) {
         let p = self.patches;
         let ((h, w), (kh, kw)) = (p.input, p.kernel);
-        let (h_out, w_out) = p.output;
-        let (ph, pw) = p.geo.padding;
-        let (sh, sw) = p.geo.stride;
-        let (dh, dw) = p.geo.dilation;
-        let positions = h_out * w_out;
-        for (i, plane) in image.chunks_mut(h * w).enumerate() {
-            for a in 0..kh {
-                for b in 0..kw {
-                    let start = ((i * kh + a) * kw + b) * positions;
-                    let src = &cols[start..start + positions];
-                    // output columns ow whose x = ow·s_w + b·d_w − pad_w is in [0, W)
-                    let ow_lo = (pw.saturating_sub(b * dw)).div_ceil(sw);
-                    let ow_hi = (w + pw).saturating_sub(b * dw).div_ceil(sw).min(w_out);
-                    if ow_lo >= ow_hi {
-                        continue;
+        let (w_out, sw) = (p.output.1, p.geo.stride.1);
+        let block = kh * kw * p.output.0 * w_out;
+        for (plane, cols) in image.chunks_mut(h * w).zip(cols.chunks(block)) {
+            p.rows(|row, oh, y, ow, x_lo| {
+                let start = (row * p.output.0 + oh) * w_out;
+                let src = &cols[start + ow.start..start + ow.end];
+                let dst = &mut plane[y * w + x_lo..];
+                if sw == 1 {
+                    for (d, &v) in dst.iter_mut().zip(src) {
+                        *d += v;
                     }
-                    let x_lo = ow_lo * sw + b * dw - pw;
-                    for oh in 0..h_out {
-                        let Some(y) = (oh * sh + a * dh).checked_sub(ph).filter(|&y| y < h) else {
-                            continue;
-                        };
-                        let src = &src[oh * w_out + ow_lo..oh * w_out + ow_hi];
-                        let dst = &mut plane[y * w + x_lo..];
-                        if sw == 1 {
-                            for (d, &v) in dst.iter_mut().zip(src) {
-                                *d += v;
-                            }
-                        } else {
-                            for (d, &v) in dst.iter_mut().step_by(sw).zip(src) {
-                                *d += v;
-                            }
-                        }
+                } else {
+                    for (d, &v) in dst.iter_mut().step_by(sw).zip(src) {
+                        *d += v;
                     }
                 }
-            }
+            });
         }
     }
 
@@ -258,16 +332,18 @@ mod tests {
         }
     }
 
-    /// `conv2d(x, W) = W_flat · patches(x)` for every geometry, against candle's conv.
+    /// `conv2d(x, W) = W_flat · patches(x)` for every geometry, against
+    /// candle's conv; vivit's im2col equals candle's gather (on a variable).
     #[test]
     fn patches_reproduce_candle_conv2d() -> Result<()> {
         let dev = Device::Cpu;
         for (k, p, s, d) in GEOMETRIES {
-            let x = Tensor::randn(0f64, 1., (2, 3, 9, 8), &dev)?;
+            let x = candle_core::Var::randn(0f64, 1., (2, 3, 9, 8), &dev)?;
             let w = Tensor::randn(0f64, 1., (4, 3, k, k), &dev)?;
             let y = x.conv2d(&w, p, s, d, 1)?;
             let patches = Patches::new((9, 8), (k, k), geometry(p, s, d), &x)?;
-            let a = patches.gather(&x)?;
+            let a = patches.gather(&x.detach())?;
+            assert_eq!(max_diff(&a, &patches.gather(&x)?)?, 0.0);
             let y2 = w
                 .reshape((1, 4, 3 * k * k))?
                 .broadcast_matmul(&a)?
