@@ -7,7 +7,7 @@
 //! problems, f32 on the CPU, cross-entropy, C = 10, one parameter group of all
 //! parameters with a top-10 criterion, random data and weights from a fixed seed
 //! (weights `N(0, 0.05²)`, biases 0.05); max pooling is `vivit::nn::max_pool2d`
-//! (candle 0.10.2's has a wrong backward):
+//! or `max_pool2d_padded` (candle 0.10.2's has a wrong backward):
 //!
 //! - `digits_mlp`: Linear 64-128-64-10 with ReLU, N = 128;
 //! - `mnist_mlp`: DeepOBS's `mnist_mlp`, Linear 784-1000-500-100-10 with ReLU, N = 64;
@@ -20,8 +20,8 @@
 //!   conv(3→64, 5×5, valid) ReLU maxpool 3×3/2, conv(64→96, 3×3, valid) ReLU
 //!   maxpool 3×3/2, conv(96→128, 3×3, padding 1) ReLU maxpool 3×3/2,
 //!   linear(1152→512) ReLU, linear(512→256) ReLU, linear(256→10); the pools'
-//!   "same" padding is one zero row and column at the end (after a ReLU, zeros
-//!   pad like −∞).
+//!   "same" padding is one row and column at the end (`max_pool2d_padded`; the
+//!   reference pads with zeros, which after a ReLU pad like −∞).
 //!
 //! Group `eigh_partial` compares the eigensolvers where the partial one is
 //! meant to pay: `mnist_mlp_c100` (`mnist_mlp` with C = 100 outputs, N = 64,
@@ -151,11 +151,9 @@ impl Problem {
                     padding: 1,
                     ..Default::default()
                 };
-                // ReLU, "same" padding (one zero row and column at the end), 3×3/2 pool
-                let pool = |x: &Tensor| {
-                    let x = x.relu()?.pad_with_zeros(2, 0, 1)?.pad_with_zeros(3, 0, 1)?;
-                    vnn::max_pool2d(&x, 3, 2)
-                };
+                // ReLU, then a 3×3/2 pool with "same" padding (one row and column
+                // at the end; after the ReLU as the reference's zero padding)
+                let pool = |x: &Tensor| vnn::max_pool2d_padded(&x.relu()?, 3, 2, ((0, 1), (0, 1)));
                 let valid = Conv2dConfig::default();
                 (
                     candle_nn::seq()

@@ -16,7 +16,7 @@ mod recorded;
 
 pub use conv::{conv1d, conv1d_no_bias, conv2d, conv2d_no_bias, Conv1d, Conv2d};
 pub use linear::{linear, linear_b, linear_no_bias, Linear};
-pub use pool::max_pool2d;
+pub use pool::{max_pool2d, max_pool2d_padded};
 
 use candle_core::{Result, Tensor, Var};
 

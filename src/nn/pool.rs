@@ -38,14 +38,59 @@ const OP: &str = "vivit-max-pool2d";
 /// # }
 /// ```
 pub fn max_pool2d<T: ToUsize2>(x: &Tensor, kernel: T, stride: T) -> Result<Tensor> {
+    max_pool2d_padded(x, kernel, stride, ((0, 0), (0, 0)))
+}
+
+/// [`max_pool2d`] over `x` padded with `−∞`: `padding` is
+/// `((top, bottom), (left, right))`, each smaller than the kernel along its
+/// axis, so that every window holds an entry of `x`. The output is
+/// `[N, C, (H + top + bottom − k_h)/s_h + 1, (W + left + right − k_w)/s_w + 1]`,
+///
+/// ```text
+/// y[n, c, i, j] = max { x[n, c, i·s_h + a − top, j·s_w + b − left] : inside x },
+/// ```
+///
+/// PyTorch's `MaxPool2d(padding=p)` is `((p, p), (p, p))`; TensorFlow's
+/// `"same"` pooling pads the remainder at the end. After a ReLU (`x ≥ 0`) this
+/// equals zero padding followed by [`max_pool2d`], without the two
+/// concatenations of [`Tensor::pad_with_zeros`] in the forward and in every
+/// backward pass.
+///
+/// ```
+/// # fn main() -> candle_core::Result<()> {
+/// use candle_core::{Device, Tensor};
+/// let x = Tensor::new(&[[[[1f32, 5., 2.], [0., 3., 4.], [6., 1., 0.]]]], &Device::Cpu)?;
+/// // 2×2 windows every 2 positions, one row and column of padding at the end
+/// let y = vivit::nn::max_pool2d_padded(&x, 2, 2, ((0, 1), (0, 1)))?;
+/// assert_eq!(y.flatten_all()?.to_vec1::<f32>()?, [5., 4., 6., 0.]);
+/// # Ok(())
+/// # }
+/// ```
+pub fn max_pool2d_padded<T: ToUsize2>(
+    x: &Tensor,
+    kernel: T,
+    stride: T,
+    padding: ((usize, usize), (usize, usize)),
+) -> Result<Tensor> {
     let windows = Windows {
         kernel: kernel.to_usize2(),
         stride: stride.to_usize2(),
+        padding,
     };
     let (_, _, h, w) = x.dims4()?;
-    if h < windows.kernel.0 || w < windows.kernel.1 {
+    let ((top, bottom), (left, right)) = padding;
+    let (kh, kw) = windows.kernel;
+    if h + top + bottom < kh || w + left + right < kw {
         candle_core::bail!(
-            "max_pool2d: kernel {:?} is larger than the input {h}×{w}",
+            "max_pool2d: kernel {:?} is larger than the padded input {}×{}",
+            windows.kernel,
+            h + top + bottom,
+            w + left + right
+        );
+    }
+    if top.max(bottom) >= kh || left.max(right) >= kw {
+        candle_core::bail!(
+            "max_pool2d: padding {padding:?} must be smaller than the kernel {:?}",
             windows.kernel
         );
     }
@@ -57,7 +102,26 @@ pub fn max_pool2d<T: ToUsize2>(x: &Tensor, kernel: T, stride: T) -> Result<Tenso
             windows,
             argmax: crate::record::recording().then(OnceLock::new),
         }),
-        _ => x.max_pool2d_with_stride(windows.kernel, windows.stride),
+        _ => {
+            // candle's pooling of the input padded with −∞
+            let pad = |x: Tensor, dim: usize, before: usize, after: usize| -> Result<Tensor> {
+                let mut parts = Vec::new();
+                let mut dims = x.dims().to_vec();
+                for count in [before, after] {
+                    dims[dim] = count;
+                    parts.push(
+                        Tensor::full(f32::NEG_INFINITY, dims.as_slice(), x.device())?
+                            .to_dtype(x.dtype())?,
+                    );
+                }
+                let after = parts.pop().filter(|_| after > 0);
+                let before = parts.pop().filter(|_| before > 0);
+                let all: Vec<&Tensor> = before.iter().chain([&x]).chain(after.iter()).collect();
+                Tensor::cat(&all, dim)
+            };
+            let x = pad(pad(x.clone(), 2, top, bottom)?, 3, left, right)?;
+            x.max_pool2d_with_stride(windows.kernel, windows.stride)
+        }
     }
 }
 
@@ -66,24 +130,39 @@ pub fn max_pool2d<T: ToUsize2>(x: &Tensor, kernel: T, stride: T) -> Result<Tenso
 struct Windows {
     kernel: (usize, usize),
     stride: (usize, usize),
+    /// `((top, bottom), (left, right))`, smaller than the kernel.
+    padding: ((usize, usize), (usize, usize)),
 }
 
 impl Windows {
     fn output(&self, (h, w): (usize, usize)) -> (usize, usize) {
+        let ((top, bottom), (left, right)) = self.padding;
         (
-            (h - self.kernel.0) / self.stride.0 + 1,
-            (w - self.kernel.1) / self.stride.1 + 1,
+            (h + top + bottom - self.kernel.0) / self.stride.0 + 1,
+            (w + left + right - self.kernel.1) / self.stride.1 + 1,
         )
     }
 
-    /// Flat index in the `h × w` plane of the first maximum of window `(i, j)`.
-    fn argmax<T: WithDType>(&self, plane: &[T], w: usize, (i, j): (usize, usize)) -> usize {
-        let mut best = (i * self.stride.0) * w + j * self.stride.1;
-        for a in 0..self.kernel.0 {
-            for b in 0..self.kernel.1 {
-                let at = (i * self.stride.0 + a) * w + j * self.stride.1 + b;
-                if plane[at] > plane[best] {
-                    best = at;
+    /// Flat index in the `h × w` plane of the first maximum of window `(i, j)`
+    /// (padding left out).
+    fn argmax<T: WithDType>(
+        &self,
+        plane: &[T],
+        (h, w): (usize, usize),
+        (i, j): (usize, usize),
+    ) -> usize {
+        let ((top, _), (left, _)) = self.padding;
+        let inside = |start: usize, pad: usize, k: usize, len: usize| {
+            // rows (or columns) start + a − pad, a < k, that lie in [0, len)
+            start.saturating_sub(pad)..(start + k).saturating_sub(pad).min(len)
+        };
+        let rows = inside(i * self.stride.0, top, self.kernel.0, h);
+        let cols = inside(j * self.stride.1, left, self.kernel.1, w);
+        let mut best = rows.start * w + cols.start;
+        for y in rows {
+            for x in cols.clone() {
+                if plane[y * w + x] > plane[best] {
+                    best = y * w + x;
                 }
             }
         }
@@ -104,7 +183,7 @@ impl Windows {
         let pool = |out: &mut [T], plane: &[T], mut at: Option<&mut [u32]>| {
             for i in 0..ho {
                 for j in 0..wo {
-                    let best = self.argmax(plane, w, (i, j));
+                    let best = self.argmax(plane, (h, w), (i, j));
                     out[i * wo + j] = plane[best];
                     if let Some(at) = at.as_deref_mut() {
                         at[i * wo + j] = best as u32;
@@ -268,12 +347,12 @@ impl CustomOp2 for MaxPoolBackward {
         let dx = match (x, grad) {
             (CpuStorage::F32(x), CpuStorage::F32(g)) => {
                 let x = contiguous(x, x_layout, OP)?;
-                let at = |plane: usize, ij| windows.argmax(&x[plane * h * w..], w, ij);
+                let at = |plane: usize, ij| windows.argmax(&x[plane * h * w..], (h, w), ij);
                 CpuStorage::F32(windows.backward(contiguous(g, grad_layout, OP)?, (h, w), at))
             }
             (CpuStorage::F64(x), CpuStorage::F64(g)) => {
                 let x = contiguous(x, x_layout, OP)?;
-                let at = |plane: usize, ij| windows.argmax(&x[plane * h * w..], w, ij);
+                let at = |plane: usize, ij| windows.argmax(&x[plane * h * w..], (h, w), ij);
                 CpuStorage::F64(windows.backward(contiguous(g, grad_layout, OP)?, (h, w), at))
             }
             _ => candle_core::bail!("vivit max_pool2d: f32 or f64 only"),
@@ -287,28 +366,58 @@ mod tests {
     use super::*;
     use candle_core::{DType, Var};
 
-    /// The forward equals candle's; the backward equals the central difference
-    /// of the (piecewise linear) pooled sum along a random direction (outside
-    /// `record` from the input, inside from the argmax kept by the forward).
-    /// (Candle's own backward is no reference: it scales the gradient by
-    /// `1/(k_h·k_w)`.)
+    /// `x` `[N, C, H, W]` padded with `−∞` by `((top, bottom), (left, right))`.
+    fn pad_neg_inf(
+        x: &Tensor,
+        ((t, b), (l, r)): ((usize, usize), (usize, usize)),
+    ) -> Result<Tensor> {
+        let pad = |x: &Tensor, dim: usize, before: usize, after: usize| -> Result<Tensor> {
+            let mut dims = x.dims().to_vec();
+            dims[dim] = before;
+            let before = Tensor::full(f64::NEG_INFINITY, dims.as_slice(), x.device())?;
+            dims[dim] = after;
+            let after = Tensor::full(f64::NEG_INFINITY, dims.as_slice(), x.device())?;
+            Tensor::cat(&[&before, x, &after], dim)
+        };
+        pad(&pad(x, 2, t, b)?, 3, l, r)
+    }
+
+    /// The forward equals candle's pooling of the `−∞`-padded input; the
+    /// backward equals the central difference of the (piecewise linear)
+    /// pooled sum along a random direction (outside `record` from the input,
+    /// inside from the argmax kept by the forward). (Candle's own backward is
+    /// no reference: it scales the gradient by `1/(k_h·k_w)`.)
     #[test]
     fn max_pool2d_forward_and_backward() -> crate::Result<()> {
         let dev = Device::Cpu;
-        let cases = [(2, 2, 8), (2, 2, 9), (3, 2, 9), (3, 1, 8), (2, 3, 9)];
-        for ((kernel, stride, h), recorded) in
+        let none = ((0, 0), (0, 0));
+        let cases = [
+            (2, 2, 8, none),
+            (2, 2, 9, none),
+            (3, 2, 9, none),
+            (3, 1, 8, none),
+            (2, 3, 9, none),
+            (3, 2, 8, ((0, 1), (0, 1))),
+            (3, 2, 9, ((1, 1), (2, 0))),
+            (2, 1, 7, ((1, 0), (0, 1))),
+        ];
+        for ((kernel, stride, h, padding), recorded) in
             cases.into_iter().flat_map(|c| [(c, false), (c, true)])
         {
             let x = Var::randn(0f64, 1., (2, 3, h, 8), &dev)?;
+            let pool = || max_pool2d_padded(&x, kernel, stride, padding);
             let y = if recorded {
-                let y = crate::record(|| max_pool2d(&x, kernel, stride))?;
-                y.loss().clone()
+                crate::record(pool)?.loss().clone()
             } else {
-                max_pool2d(&x, kernel, stride)?
+                pool()?
             };
-            let want = x.max_pool2d_with_stride(kernel, stride)?;
-            let diff = (&y - &want)?.abs()?.max_all()?.to_scalar::<f64>()?;
-            assert_eq!(diff, 0.0, "forward, kernel {kernel} stride {stride}");
+            let pooled =
+                |x: &Tensor| pad_neg_inf(x, padding)?.max_pool2d_with_stride(kernel, stride);
+            let diff = (&y - pooled(&x)?)?.abs()?.max_all()?.to_scalar::<f64>()?;
+            assert_eq!(
+                diff, 0.0,
+                "forward, kernel {kernel} stride {stride} padding {padding:?}"
+            );
             let weights = Tensor::randn(0f64, 1., y.shape(), &dev)?;
             let grads = (&y * &weights)?.sum_all()?.backward()?;
             let dx = grads.get(&x).expect("x has a gradient");
@@ -317,21 +426,34 @@ mod tests {
             // O(ε·|sum|/h) ≈ 1e-8 here
             let v = Tensor::randn(0f64, 1., x.shape(), &dev)?;
             let h = 1e-7;
-            let pooled = |x: &Tensor| -> candle_core::Result<f64> {
-                (x.max_pool2d_with_stride(kernel, stride)? * &weights)?
-                    .sum_all()?
-                    .to_scalar::<f64>()
+            let sum = |x: &Tensor| -> Result<f64> {
+                (pooled(x)? * &weights)?.sum_all()?.to_scalar::<f64>()
             };
-            let numeric = (pooled(&(x.as_tensor() + (&v * h)?)?)?
-                - pooled(&(x.as_tensor() - (&v * h)?)?)?)
+            let numeric = (sum(&(x.as_tensor() + (&v * h)?)?)?
+                - sum(&(x.as_tensor() - (&v * h)?)?)?)
                 / (2.0 * h);
             let analytic = (dx * &v)?.sum_all()?.to_scalar::<f64>()?;
             assert!(
                 (numeric - analytic).abs() <= 1e-6 * analytic.abs().max(1.0),
-                "kernel {kernel} stride {stride} height {h}: {analytic} vs {numeric}"
+                "kernel {kernel} stride {stride} padding {padding:?} height {h}: {analytic} vs {numeric}"
             );
             assert_eq!(dx.dtype(), DType::F64);
         }
+        Ok(())
+    }
+
+    /// Padding as large as the kernel (a window of padding only) is refused;
+    /// candle's pooling (here for f16) pads the same way.
+    #[test]
+    fn padding_smaller_than_the_kernel() -> Result<()> {
+        let x = Tensor::randn(0f32, 1., (2, 3, 7, 6), &Device::Cpu)?;
+        assert!(max_pool2d_padded(&x, 2, 2, ((0, 2), (0, 0))).is_err());
+        let padding = ((1, 1), (0, 2));
+        let y = max_pool2d_padded(&x, 3, 2, padding)?;
+        let y16 = max_pool2d_padded(&x.to_dtype(DType::F16)?, 3, 2, padding)?;
+        assert_eq!(y16.dims(), y.dims());
+        let diff = (y16.to_dtype(DType::F32)? - y.to_dtype(DType::F16)?.to_dtype(DType::F32)?)?;
+        assert_eq!(diff.abs()?.max_all()?.to_scalar::<f32>()?, 0.0);
         Ok(())
     }
 }
