@@ -54,6 +54,8 @@ pub(crate) struct LayerFactor {
     weight_shape: Shape,
     /// `V_W` `[C·N, O·I]`, formed once when `T > 1` and kept if small.
     weight_factor: OnceLock<Tensor>,
+    /// `V_b` `[C·N, O]`, formed once.
+    bias_factor: OnceLock<Tensor>,
     /// Keep `V_W` up to [`KEPT_FOR_PRODUCTS_BYTES`].
     for_products: bool,
 }
@@ -67,6 +69,7 @@ impl LayerFactor {
             b,
             weight_shape,
             weight_factor: OnceLock::new(),
+            bias_factor: OnceLock::new(),
             for_products: false,
         }
     }
@@ -151,7 +154,7 @@ impl LayerFactor {
             .zip(weights)
             .map(|((other, sum), weight)| {
                 let bias = if has(Role::Bias) {
-                    Some(matmul(&self.bias_factor()?, &other.bias_factor()?.t()?)?)
+                    Some(matmul(self.bias_factor()?, &other.bias_factor()?.t()?)?)
                 } else {
                     None
                 };
@@ -173,15 +176,21 @@ impl LayerFactor {
         Ok(Some((self.a.reshape((n, i))?, self.b.reshape((c, n, o))?)))
     }
 
-    /// `V_b` `[C·N, O]`: `V_b[c,n] = Σ_t B[c,n,:,t]`.
-    fn bias_factor(&self) -> Result<Tensor> {
+    /// `V_b` `[C·N, O]`: `V_b[c,n] = Σ_t B[c,n,:,t]` (one product with `1_T`,
+    /// formed on first use).
+    fn bias_factor(&self) -> Result<&Tensor> {
+        if let Some(v) = self.bias_factor.get() {
+            return Ok(v);
+        }
         let (c, n, t, o, _) = self.dims()?;
-        let b = if t == 1 {
-            self.b.clone()
+        let b = self.b.reshape((c * n * o, t))?;
+        let v = if t == 1 {
+            b
         } else {
-            self.b.sum(3)?
-        };
-        b.reshape((c * n, o))
+            matmul(&b, &Tensor::ones((t, 1), b.dtype(), b.device())?)?
+        }
+        .reshape((c * n, o))?;
+        Ok(self.bias_factor.get_or_init(|| v))
     }
 
     /// `V_W U_Wᵀ` `[C·N, C'·N']` for each factor `U` of `others`, from the
@@ -279,7 +288,7 @@ impl LayerFactor {
         let (c, n, t, o, i) = self.dims()?;
         let k = e.dim(0)?;
         if role == Role::Bias {
-            return matmul(e, &self.bias_factor()?); // [K, O]
+            return matmul(e, self.bias_factor()?); // [K, O]
         }
         let mut shape = vec![k];
         shape.extend_from_slice(self.weight_shape.dims());

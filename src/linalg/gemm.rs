@@ -79,7 +79,7 @@ fn gram_of<T: WithDType + RealField>(v: &Tensor) -> Result<Tensor> {
         x.transpose(),
         BlockStructure::Rectangular,
         T::from_f64(1.0),
-        Par::rayon(0),
+        parallelism(m * m * x.ncols() / 2),
     );
     mirror_lower(&mut out, m);
     Tensor::from_vec(out, (m, m), &Device::Cpu)
@@ -233,7 +233,7 @@ fn product<T: WithDType + RealField>(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     };
     if m * n > 0 {
         if count == 1 {
-            multiply(0, &mut out, Par::rayon(0))?;
+            multiply(0, &mut out, parallelism(m * n * k))?;
         } else {
             out.par_chunks_mut(m * n)
                 .enumerate()
@@ -243,6 +243,21 @@ fn product<T: WithDType + RealField>(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     let mut shape = batch;
     shape.extend([m, n]);
     Tensor::from_vec(out, Shape::from(shape), &Device::Cpu)
+}
+
+/// Products of fewer multiply-adds run on one thread: faer's threads wait
+/// for each other at barriers, which costs more than a small product gains
+/// (and much more where the other threads are busy, as in the factor passes'
+/// parallel backward).
+const PARALLEL_PRODUCT_SIZE: usize = 1 << 24;
+
+/// The parallelism of one product of `size` multiply-adds.
+fn parallelism(size: usize) -> Par {
+    if size < PARALLEL_PRODUCT_SIZE {
+        Par::Seq
+    } else {
+        Par::rayon(0)
+    }
 }
 
 /// `t`, or a contiguous copy where its matrices are not row- or column-major

@@ -159,10 +159,12 @@ impl Windows {
         let rows = inside(i * self.stride.0, top, self.kernel.0, h);
         let cols = inside(j * self.stride.1, left, self.kernel.1, w);
         let mut best = rows.start * w + cols.start;
+        let mut max = plane[best];
         for y in rows {
-            for x in cols.clone() {
-                if plane[y * w + x] > plane[best] {
-                    best = y * w + x;
+            let row = &plane[y * w..][cols.clone()];
+            for (x, &v) in row.iter().enumerate() {
+                if v > max {
+                    (best, max) = (y * w + cols.start + x, v);
                 }
             }
         }
