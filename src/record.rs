@@ -369,3 +369,31 @@ where
         tape: Ok(tape),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    /// A factor pass runs on its thread and graph only: another thread sees
+    /// none, another graph's layers hand it nothing, and nested passes each
+    /// get their own gradients.
+    #[test]
+    fn factor_passes_are_per_thread_and_per_graph() -> candle_core::Result<()> {
+        let (graph, other) = (FactorPasses::default(), FactorPasses::default());
+        let g = Tensor::ones(2, candle_core::DType::F32, &Device::Cpu)?;
+        let ((), signals) = graph.run(3, || {
+            assert!(graph.running() && !other.running());
+            let elsewhere = std::thread::scope(|s| s.spawn(|| graph.running()).join());
+            assert!(!elsewhere.expect("the thread ran"));
+            graph.capture(0, &g);
+            other.capture(1, &g);
+            let ((), inner) = graph.run(3, || graph.capture(2, &g));
+            assert!(inner[2].is_some() && inner[0].is_none());
+        });
+        assert!(!graph.running());
+        let got: Vec<bool> = signals.iter().map(Option::is_some).collect();
+        assert_eq!(got, [true, false, false]);
+        Ok(())
+    }
+}
