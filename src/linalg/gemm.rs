@@ -70,17 +70,20 @@ fn gram_of<T: WithDType + RealField>(v: &Tensor) -> Result<Tensor> {
     };
     let m = x.nrows();
     let mut out = vec![T::zero(); m * m];
-    triangular(
-        MatMut::from_row_major_slice_mut(&mut out, m, m),
-        BlockStructure::TriangularLower,
-        Accum::Replace,
-        x,
-        BlockStructure::Rectangular,
-        x.transpose(),
-        BlockStructure::Rectangular,
-        T::from_f64(1.0),
-        parallelism(m * m * x.ncols() / 2),
-    );
+    split_inner(&mut out, m, m, x.ncols(), |dst, range, par| {
+        let x = x.subcols(range.start, range.len());
+        triangular(
+            dst,
+            BlockStructure::TriangularLower,
+            Accum::Replace,
+            x,
+            BlockStructure::Rectangular,
+            x.transpose(),
+            BlockStructure::Rectangular,
+            T::from_f64(1.0),
+            par,
+        );
+    });
     mirror_lower(&mut out, m);
     Tensor::from_vec(out, (m, m), &Device::Cpu)
 }
@@ -223,21 +226,31 @@ fn product<T: WithDType + RealField>(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     let count: usize = batch.iter().product();
     let mut out = vec![T::zero(); count * m * n];
     let one = T::from_f64(1.0);
-    let multiply = |i: usize, c: &mut [T], par: Par| -> Result<()> {
-        let (Some(x), Some(y)) = (ba.matrix(da, &batch, i), bb.matrix(db, &batch, i)) else {
-            candle_core::bail!("vivit matmul: operand out of its storage");
-        };
-        let dst = MatMut::from_row_major_slice_mut(c, m, n);
-        gemm(dst, Accum::Replace, x, y, one, par);
-        Ok(())
+    let matrices = |i: usize| -> Result<(MatRef<'_, T>, MatRef<'_, T>)> {
+        match (ba.matrix(da, &batch, i), bb.matrix(db, &batch, i)) {
+            (Some(x), Some(y)) => Ok((x, y)),
+            _ => candle_core::bail!("vivit matmul: operand out of its storage"),
+        }
     };
     if m * n > 0 {
         if count == 1 {
-            multiply(0, &mut out, parallelism(m * n * k))?;
+            let (x, y) = matrices(0)?;
+            split_inner(&mut out, m, n, k, |dst, range, par| {
+                let (x, y) = (
+                    x.subcols(range.start, range.len()),
+                    y.subrows(range.start, range.len()),
+                );
+                gemm(dst, Accum::Replace, x, y, one, par);
+            });
         } else {
             out.par_chunks_mut(m * n)
                 .enumerate()
-                .try_for_each(|(i, c)| multiply(i, c, Par::Seq))?;
+                .try_for_each(|(i, c)| -> Result<()> {
+                    let (x, y) = matrices(i)?;
+                    let dst = MatMut::from_row_major_slice_mut(c, m, n);
+                    gemm(dst, Accum::Replace, x, y, one, Par::Seq);
+                    Ok(())
+                })?;
         }
     }
     let mut shape = batch;
@@ -257,6 +270,56 @@ fn parallelism(size: usize) -> Par {
         Par::Seq
     } else {
         Par::rayon(0)
+    }
+}
+
+/// Products with at most this many outputs split a long inner dimension
+/// across threads: faer parallelizes over blocks of outputs, so a `32 × 32`
+/// product over `110,592` terms (a Gram block of cifar10_3c3d's third
+/// convolution with one column per sample) ran at a fifth of the machine.
+const SPLIT_OUTPUTS: usize = 1 << 14;
+
+/// The row-major `out` `[m, n]` = the product over an inner dimension of
+/// `k` terms that `product(dst, range, par)` computes for the terms `range`
+/// into `dst` (overwriting it): in one call, or, for few outputs and many
+/// terms, over chunks of terms in parallel, the partial products summed in
+/// chunk order.
+fn split_inner<T: RealField + Copy + Send + Sync>(
+    out: &mut [T],
+    m: usize,
+    n: usize,
+    k: usize,
+    product: impl Fn(MatMut<'_, T>, std::ops::Range<usize>, Par) + Sync,
+) {
+    let threads = rayon::current_num_threads();
+    let chunks = (k / (16 * m.max(n)).max(1)).min(2 * threads);
+    if m * n > SPLIT_OUTPUTS || chunks < 2 || m * n * k < PARALLEL_PRODUCT_SIZE {
+        product(
+            MatMut::from_row_major_slice_mut(out, m, n),
+            0..k,
+            parallelism(m * n * k),
+        );
+        return;
+    }
+    let len = k.div_ceil(chunks);
+    let partials: Vec<Vec<T>> = (0..chunks)
+        .into_par_iter()
+        .map(|c| {
+            let mut part = vec![T::zero(); m * n];
+            let range = c * len..((c + 1) * len).min(k);
+            product(
+                MatMut::from_row_major_slice_mut(&mut part, m, n),
+                range,
+                Par::Seq,
+            );
+            part
+        })
+        .collect();
+    out.copy_from_slice(&partials[0]);
+    for part in &partials[1..] {
+        for (o, &p) in out.iter_mut().zip(part) {
+            *o = *o + p;
+        }
     }
 }
 
@@ -284,6 +347,9 @@ mod tests {
             let x = Tensor::randn(0f64, 1., (3, 7, 5), &dev)?.to_dtype(dtype)?;
             let y = Tensor::randn(0f64, 1., (3, 5, 4), &dev)?.to_dtype(dtype)?;
             let wide = Tensor::randn(0f64, 1., (9, 6), &dev)?.to_dtype(dtype)?;
+            // few outputs over many terms: split along the inner dimension
+            let long = Tensor::randn(0f64, 1., (20, 30_000), &dev)?.to_dtype(dtype)?;
+            let tall = Tensor::randn(0f64, 1., (40, 30_000), &dev)?.to_dtype(dtype)?;
             let cases = [
                 (x.get(0)?, y.get(1)?),
                 (x.clone(), y.clone()),
@@ -311,6 +377,7 @@ mod tests {
                     y.unsqueeze(1)?.broadcast_as((3, 2, 5, 4))?,
                 ),
                 (x.get(0)?, y.unsqueeze(0)?.broadcast_as((2, 3, 5, 4))?),
+                (long.clone(), tall.t()?),
             ];
             for (i, (a, b)) in cases.iter().enumerate() {
                 let want = a.contiguous()?.broadcast_matmul(&b.contiguous()?)?;
@@ -318,7 +385,9 @@ mod tests {
                 assert_eq!(got.dims(), want.dims(), "case {i}");
                 let diff = (got - want)?.abs()?.flatten_all()?.max(0)?;
                 let diff = diff.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-                assert!(diff < 1e-5, "case {i} ({dtype:?}): {diff}");
+                // f32 round-off of sums of k terms of size ~1
+                let k = a.dim(candle_core::D::Minus1)? as f64;
+                assert!(diff < 1e-6 * k.max(10.0), "case {i} ({dtype:?}): {diff}");
             }
         }
         Ok(())
@@ -330,14 +399,16 @@ mod tests {
     fn gram_equals_the_plain_product() -> Result<()> {
         let dev = Device::Cpu;
         for dtype in [DType::F32, DType::F64] {
-            for (m, k) in [(1, 3), (63, 5), (64, 64), (130, 20)] {
+            // (32, 20_000): split along the inner dimension across threads
+            for (m, k) in [(1, 3), (63, 5), (64, 64), (130, 20), (32, 20_000)] {
                 let v = Tensor::randn(0f64, 1., (m, k), &dev)?.to_dtype(dtype)?;
                 for v in [v.clone(), v.t()?.contiguous()?.t()?] {
                     let got = gram(&v)?;
                     let want = v.matmul(&v.t()?)?;
                     let diff = (&got - want)?.abs()?.flatten_all()?.max(0)?;
                     let diff = diff.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-                    assert!(diff < 1e-4, "{m}×{k} ({dtype:?}): {diff}");
+                    // f32 round-off of sums of k terms of size ~1
+                    assert!(diff < 1e-5 * k as f64, "{m}×{k} ({dtype:?}): {diff}");
                     let asym = (&got - got.t()?)?.abs()?.flatten_all()?.max(0)?;
                     assert_eq!(asym.to_dtype(DType::F64)?.to_scalar::<f64>()?, 0.0);
                 }
