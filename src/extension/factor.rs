@@ -217,7 +217,7 @@ impl Seeds {
                 let mut a_parts = Vec::new();
                 let mut b_parts = Vec::new();
                 for (call, call_signals) in layer.calls.iter().zip(layer_signals) {
-                    let b = Tensor::stack(&call_signals, 0)?;
+                    let b = crate::cpu::stack(&call_signals)?;
                     let (a, b) = call_factor(call, &self.select(&call.inputs)?, &b)?;
                     a_parts.push(a);
                     b_parts.push(b);
