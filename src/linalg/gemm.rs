@@ -318,7 +318,7 @@ fn split_inner<T: RealField + Copy + Send + Sync>(
     out.copy_from_slice(&partials[0]);
     for part in &partials[1..] {
         for (o, &p) in out.iter_mut().zip(part) {
-            *o = *o + p;
+            *o += p;
         }
     }
 }
