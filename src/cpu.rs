@@ -81,7 +81,9 @@ mod tests {
         let dev = Device::Cpu;
         for dtype in [DType::F32, DType::F64, DType::BF16] {
             let a = Tensor::randn(0f32, 1., (3, 4), &dev)?.to_dtype(dtype)?;
-            let b = Tensor::randn(0f32, 1., (4, 3), &dev)?.to_dtype(dtype)?.t()?;
+            let b = Tensor::randn(0f32, 1., (4, 3), &dev)?
+                .to_dtype(dtype)?
+                .t()?;
             let want = Tensor::stack(&[&a, &b, &a], 0)?;
             let got = stack(&[a.clone(), b, a])?;
             assert_eq!(got.dims(), [3, 3, 4]);

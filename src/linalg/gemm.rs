@@ -11,7 +11,7 @@
 //! other ranks, and operands that carry a graph (the result of this one would
 //! not).
 
-use candle_core::{DType, Device, Layout, Result, Shape, Tensor, WithDType};
+use candle_core::{CpuStorage, DType, Device, Layout, Result, Shape, Tensor, WithDType};
 use faer::linalg::matmul::matmul as gemm;
 use faer::linalg::matmul::triangular::{matmul as triangular, BlockStructure};
 use faer::traits::RealField;
@@ -205,9 +205,38 @@ impl Batch {
 }
 
 fn product<T: WithDType + RealField>(a: &Tensor, b: &Tensor) -> Result<Tensor> {
-    let Some(batch) = batch_dims(a.dims(), b.dims()) else {
+    match product_values::<T>(a, b)? {
+        Some((values, shape)) => Tensor::from_vec(values, shape, &Device::Cpu),
         // candle names the mismatch
-        return a.broadcast_matmul(b);
+        None => a.broadcast_matmul(b),
+    }
+}
+
+/// [`matmul`] of plain CPU f32 or f64 operands as the values of a new CPU
+/// storage and their shape, for ops that hand their output to candle;
+/// `None` where candle's product would run.
+pub(crate) fn matmul_values(a: &Tensor, b: &Tensor) -> Result<Option<(CpuStorage, Shape)>> {
+    let plain = a.device().is_cpu()
+        && a.dtype() == b.dtype()
+        && !a.track_op()
+        && !b.track_op()
+        && a.rank() >= 2
+        && b.rank() >= 2;
+    Ok(match a.dtype() {
+        DType::F32 if plain => product_values::<f32>(a, b)?.map(|(v, s)| (CpuStorage::F32(v), s)),
+        DType::F64 if plain => product_values::<f64>(a, b)?.map(|(v, s)| (CpuStorage::F64(v), s)),
+        _ => None,
+    })
+}
+
+/// The values and shape of [`product`], `None` where the shapes do not
+/// multiply (candle's product names the mismatch).
+fn product_values<T: WithDType + RealField>(
+    a: &Tensor,
+    b: &Tensor,
+) -> Result<Option<(Vec<T>, Shape)>> {
+    let Some(batch) = batch_dims(a.dims(), b.dims()) else {
+        return Ok(None);
     };
     let (a, b) = (viewable(a, &batch)?, viewable(b, &batch)?);
     let (sa, la) = a.storage_and_layout();
@@ -221,7 +250,7 @@ fn product<T: WithDType + RealField>(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     };
     let (m, k, n) = (ba.rows, ba.cols, bb.cols);
     if bb.rows != k {
-        return a.broadcast_matmul(&b);
+        return Ok(None);
     }
     let count: usize = batch.iter().product();
     let mut out = vec![T::zero(); count * m * n];
@@ -255,7 +284,7 @@ fn product<T: WithDType + RealField>(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     }
     let mut shape = batch;
     shape.extend([m, n]);
-    Tensor::from_vec(out, Shape::from(shape), &Device::Cpu)
+    Ok(Some((out, Shape::from(shape))))
 }
 
 /// Products of fewer multiply-adds run on one thread: faer's threads wait

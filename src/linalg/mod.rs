@@ -5,7 +5,7 @@ mod dense;
 mod gemm;
 mod lanczos;
 
-pub(crate) use gemm::{gram, matmul};
+pub(crate) use gemm::{gram, matmul, matmul_values};
 
 use std::fmt;
 

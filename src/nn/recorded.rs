@@ -18,15 +18,15 @@
 //! Candle's own conv backward would also run `conv_transpose2d`, an order of
 //! magnitude slower than a gather on the CPU.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use candle_core::{
-    CpuStorage, CustomOp2, CustomOp3, DType, Device, Layout, Result, Shape, Storage, Tensor,
+    CpuStorage, CustomOp2, CustomOp3, DType, Device, Layout, Result, Shape, Tensor, WithDType,
 };
 
 use super::patches::{ConvGeometry, Patches};
-use crate::cpu::contiguous;
-use crate::linalg::matmul;
+use crate::cpu::{contiguous, values};
+use crate::linalg::{matmul, matmul_values};
 use crate::record::FactorPasses;
 
 /// How the layer's output depends on its input.
@@ -37,8 +37,8 @@ enum Kind {
 
 /// `y = L(x, W[, b])`: forward `value`, backward the Jacobian transposes.
 struct Layer {
-    /// The output values, contiguous and detached.
-    value: Tensor,
+    /// The output values, handed to candle by the forward (which runs once).
+    value: Mutex<Option<(CpuStorage, Shape)>>,
     /// What the weight multiplies, detached: `x` or the patches `[N, I·k·k, P]`.
     inputs: Tensor,
     kind: Kind,
@@ -121,19 +121,13 @@ impl CustomOp3 for Layer {
 }
 
 impl Layer {
-    /// A copy of the output values.
+    /// The output values (taken: the forward runs once per op).
     fn values(&self) -> Result<(CpuStorage, Shape)> {
-        let (storage, layout) = self.value.storage_and_layout();
-        let op = "vivit-tracked-layer";
-        let Storage::Cpu(storage) = &*storage else {
-            candle_core::bail!("{op}: CPU values expected");
-        };
-        let values = match storage {
-            CpuStorage::F32(v) => CpuStorage::F32(contiguous(v, layout, op)?.to_vec()),
-            CpuStorage::F64(v) => CpuStorage::F64(contiguous(v, layout, op)?.to_vec()),
-            _ => candle_core::bail!("vivit tracked layer: f32 or f64 only"),
-        };
-        Ok((values, layout.shape().clone()))
+        let value = self.value.lock().map(|mut v| v.take());
+        match value {
+            Ok(Some(value)) => Ok(value),
+            _ => candle_core::bail!("vivit tracked layer: the forward ran twice"),
+        }
     }
 
     /// `J_xᵀ g` unless `x` carries no graph (the first layer).
@@ -222,15 +216,69 @@ pub(crate) fn linear(
         return Ok((forward(x, weight, bias)?, None));
     };
     let b = bias.map(Tensor::detach);
-    let value = forward(&x.detach(), &weight.detach(), b.as_ref())?.contiguous()?;
+    // candle_nn's values, as outside `record`
+    let value = storage(&forward(&x.detach(), &weight.detach(), b.as_ref())?)?;
     let layer = Layer {
-        value,
+        value: Mutex::new(Some(value)),
         inputs: x.detach(),
         kind: Kind::Linear,
         passes,
         index,
     };
     Ok((apply(x, weight, bias, layer)?, Some(index)))
+}
+
+/// A copy of the values of `t` as a CPU storage (f32 or f64) and its shape.
+fn storage(t: &Tensor) -> Result<(CpuStorage, Shape)> {
+    let t = t.contiguous()?;
+    let (storage, layout) = t.storage_and_layout();
+    let op = "vivit tracked layer";
+    let values = match t.dtype() {
+        DType::F32 => {
+            CpuStorage::F32(contiguous(values::<f32>(&storage, op)?, layout, op)?.to_vec())
+        }
+        DType::F64 => {
+            CpuStorage::F64(contiguous(values::<f64>(&storage, op)?, layout, op)?.to_vec())
+        }
+        other => candle_core::bail!("{op}: f32 or f64 values expected, not {other:?}"),
+    };
+    Ok((values, layout.shape().clone()))
+}
+
+/// `y + b` in place for the values `y` `[N, O, inner]` of a product, `b` `[O]`.
+fn with_bias(
+    (mut y, shape): (CpuStorage, Shape),
+    bias: Option<&Tensor>,
+    inner: usize,
+) -> Result<(CpuStorage, Shape)> {
+    fn add<T: WithDType>(y: &mut [T], b: &[T], inner: usize) {
+        for block in y.chunks_mut(b.len() * inner) {
+            for (channel, &b) in block.chunks_mut(inner).zip(b) {
+                channel.iter_mut().for_each(|v| *v += b);
+            }
+        }
+    }
+    let Some(b) = bias else {
+        return Ok((y, shape));
+    };
+    let b = b.contiguous()?;
+    let (storage, layout) = b.storage_and_layout();
+    let op = "vivit tracked layer bias";
+    match &mut y {
+        CpuStorage::F32(y) => add(
+            y,
+            contiguous(values::<f32>(&storage, op)?, layout, op)?,
+            inner,
+        ),
+        CpuStorage::F64(y) => add(
+            y,
+            contiguous(values::<f64>(&storage, op)?, layout, op)?,
+            inner,
+        ),
+        _ => candle_core::bail!("{op}: f32 or f64 values expected"),
+    }
+    drop(storage);
+    Ok((y, shape))
 }
 
 /// `y + b` with `b` `[O]` along axis 1 of `y` `[N, O, …]`.
@@ -277,9 +325,14 @@ pub(crate) fn conv(
         return Ok((y, a.detach(), None));
     };
     let b = bias.map(Tensor::detach);
-    let (value, a) = product(&x4.detach(), &w4.detach(), b.as_ref())?;
+    let (x4, w4) = (x4.detach(), w4.detach());
+    let a = patches.gather(&x4)?;
+    let value = match matmul_values(&w4.reshape((1, o, i * kh * kw))?, &a)? {
+        Some(product) => (with_bias(product, b.as_ref(), h_out * w_out)?.0, shape),
+        None => storage(&product(&x4, &w4, b.as_ref())?.0)?,
+    };
     let layer = Layer {
-        value: value.contiguous()?,
+        value: Mutex::new(Some(value)),
         inputs: a.clone(),
         kind: Kind::Conv {
             patches: Arc::new(patches),
