@@ -220,18 +220,22 @@ impl<'a> Extension<'a> {
         requests: &[FactorRequest<'_>],
         verbose: bool,
     ) -> Result<Vec<FactorId>> {
+        let wanted = requests
+            .iter()
+            .map(|request| {
+                if let Some(idx) = request.subsampling {
+                    check_subsampling(idx, self.batch_size()?, request.name)?;
+                }
+                Ok(FactorSpec {
+                    columns: request.columns,
+                    subsampling: request.subsampling.map(<[usize]>::to_vec),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
         let mut specs: Vec<FactorSpec> = Vec::new();
-        for request in requests {
-            if let Some(idx) = request.subsampling {
-                check_subsampling(idx, self.batch_size()?, request.name)?;
-            }
-            let spec = FactorSpec {
-                columns: request.columns,
-                subsampling: request.subsampling.map(<[usize]>::to_vec),
-            };
-            let known = self.factors.iter().any(|(s, _)| *s == spec);
-            if !known && !specs.contains(&spec) {
-                specs.push(spec);
+        for spec in &wanted {
+            if !self.factors.iter().any(|(s, _)| s == spec) && !specs.contains(spec) {
+                specs.push(spec.clone());
             }
         }
         if !specs.is_empty() {
@@ -255,12 +259,10 @@ impl<'a> Extension<'a> {
             say(verbose, || "factor backpropagated".to_string());
             self.factors.extend(specs.into_iter().zip(factors));
         }
-        Ok(requests
+        Ok(wanted
             .iter()
-            .map(|request| {
-                let position = self.factors.iter().position(|(s, _)| {
-                    s.columns == request.columns && s.subsampling.as_deref() == request.subsampling
-                });
+            .map(|spec| {
+                let position = self.factors.iter().position(|(s, _)| s == spec);
                 FactorId(position.expect("every requested factor is backpropagated"))
             })
             .collect())

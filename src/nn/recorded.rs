@@ -70,11 +70,7 @@ impl CustomOp2 for Layer {
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        self.passes.capture(self.index, grad);
-        Ok((
-            self.grad_x(x, weight, grad)?,
-            self.parameter_grad(|| self.weight_transpose(weight, grad))?,
-        ))
+        self.backward(x, weight, grad)
     }
 }
 
@@ -103,7 +99,7 @@ impl CustomOp3 for Layer {
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        self.passes.capture(self.index, grad);
+        let (grad_x, grad_w) = self.backward(x, weight, grad)?;
         let grad_b = self.parameter_grad(|| {
             // sum over every axis but the output channels
             let g = match self.kind {
@@ -112,11 +108,7 @@ impl CustomOp3 for Layer {
             };
             g.sum(0)
         })?;
-        Ok((
-            self.grad_x(x, weight, grad)?,
-            self.parameter_grad(|| self.weight_transpose(weight, grad))?,
-            grad_b,
-        ))
+        Ok((grad_x, grad_w, grad_b))
     }
 }
 
@@ -128,6 +120,21 @@ impl Layer {
             Ok(Some(value)) => Ok(value),
             _ => candle_core::bail!("vivit tracked layer: the forward ran twice"),
         }
+    }
+
+    /// The backward of `x` and `W`: hands `g` to a factor pass, then `J_xᵀ g`
+    /// and `J_Wᵀ g` (see [`Self::grad_x`], [`Self::parameter_grad`]).
+    fn backward(
+        &self,
+        x: &Tensor,
+        weight: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        self.passes.capture(self.index, grad);
+        Ok((
+            self.grad_x(x, weight, grad)?,
+            self.parameter_grad(|| self.weight_transpose(weight, grad))?,
+        ))
     }
 
     /// `J_xᵀ g` unless `x` carries no graph (the first layer).
