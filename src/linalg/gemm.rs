@@ -29,13 +29,7 @@ use crate::cpu;
 /// operands that carry a graph go to candle). Operands broadcast by
 /// `broadcast_as` (stride 0) are read in place, not copied.
 pub(crate) fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
-    let plain = matches!(a.device(), Device::Cpu)
-        && a.dtype() == b.dtype()
-        && !a.track_op()
-        && !b.track_op()
-        && a.rank() >= 2
-        && b.rank() >= 2;
-    if !plain {
+    if !plain(a, b) {
         return a.broadcast_matmul(b);
     }
     match a.dtype() {
@@ -43,6 +37,17 @@ pub(crate) fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
         DType::F64 => product::<f64>(a, b),
         _ => a.broadcast_matmul(b),
     }
+}
+
+/// Whether faer multiplies `a` and `b`: CPU operands of one dtype, without
+/// graph, at least matrices.
+fn plain(a: &Tensor, b: &Tensor) -> bool {
+    a.device().is_cpu()
+        && a.dtype() == b.dtype()
+        && !a.track_op()
+        && !b.track_op()
+        && a.rank() >= 2
+        && b.rank() >= 2
 }
 
 /// `V Vᵀ` `[m, m]` of `v` `[m, k]`: the lower triangle by faer's triangular
@@ -216,12 +221,7 @@ fn product<T: WithDType + RealField>(a: &Tensor, b: &Tensor) -> Result<Tensor> {
 /// storage and their shape, for ops that hand their output to candle;
 /// `None` where candle's product would run.
 pub(crate) fn matmul_values(a: &Tensor, b: &Tensor) -> Result<Option<(CpuStorage, Shape)>> {
-    let plain = a.device().is_cpu()
-        && a.dtype() == b.dtype()
-        && !a.track_op()
-        && !b.track_op()
-        && a.rank() >= 2
-        && b.rank() >= 2;
+    let plain = plain(a, b);
     Ok(match a.dtype() {
         DType::F32 if plain => product_values::<f32>(a, b)?.map(|(v, s)| (CpuStorage::F32(v), s)),
         DType::F64 if plain => product_values::<f64>(a, b)?.map(|(v, s)| (CpuStorage::F64(v), s)),

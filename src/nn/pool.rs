@@ -105,19 +105,20 @@ pub fn max_pool2d_padded<T: ToUsize2>(
         _ => {
             // candle's pooling of the input padded with −∞
             let pad = |x: Tensor, dim: usize, before: usize, after: usize| -> Result<Tensor> {
-                let mut parts = Vec::new();
-                let mut dims = x.dims().to_vec();
-                for count in [before, after] {
+                let border = |count: usize| -> Result<Tensor> {
+                    let mut dims = x.dims().to_vec();
                     dims[dim] = count;
-                    parts.push(
-                        Tensor::full(f32::NEG_INFINITY, dims.as_slice(), x.device())?
-                            .to_dtype(x.dtype())?,
-                    );
+                    Tensor::full(f32::NEG_INFINITY, dims, x.device())?.to_dtype(x.dtype())
+                };
+                let mut parts = Vec::new();
+                if before > 0 {
+                    parts.push(border(before)?);
                 }
-                let after = parts.pop().filter(|_| after > 0);
-                let before = parts.pop().filter(|_| before > 0);
-                let all: Vec<&Tensor> = before.iter().chain([&x]).chain(after.iter()).collect();
-                Tensor::cat(&all, dim)
+                parts.push(x.clone());
+                if after > 0 {
+                    parts.push(border(after)?);
+                }
+                Tensor::cat(&parts, dim)
             };
             let x = pad(pad(x.clone(), 2, top, bottom)?, 3, left, right)?;
             x.max_pool2d_with_stride(windows.kernel, windows.stride)
