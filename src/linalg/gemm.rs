@@ -253,7 +253,7 @@ fn product_values<T: WithDType + RealField>(
         return Ok(None);
     }
     let count: usize = batch.iter().product();
-    let mut out = vec![T::zero(); count * m * n];
+    let mut out = cpu::zeroed::<T>(count * m * n);
     let one = T::from_f64(1.0);
     let matrices = |i: usize| -> Result<(MatRef<'_, T>, MatRef<'_, T>)> {
         match (ba.matrix(da, &batch, i), bb.matrix(db, &batch, i)) {

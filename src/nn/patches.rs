@@ -156,7 +156,7 @@ impl Im2Col<'_> {
         let ((h, w), (kh, kw)) = (p.input, p.kernel);
         let (h_out, w_out) = p.output;
         let (block, sw) = (kh * kw * h_out * w_out, p.geo.stride.1);
-        let mut out = vec![T::zero(); x.len() / (h * w).max(1) * block];
+        let mut out = crate::cpu::zeroed::<T>(x.len() / (h * w).max(1) * block);
         out.par_chunks_mut(block)
             .zip(x.par_chunks(h * w))
             .for_each(|(cols, plane)| {
