@@ -23,35 +23,42 @@ pub(crate) fn contiguous<'s, T>(values: &'s [T], layout: &Layout, op: &str) -> R
 
 /// Buffers from this size on are backed by transparent huge pages where the
 /// system offers them ([`zeroed`]).
+#[cfg(target_os = "linux")]
 const HUGE_PAGE_BUFFER_BYTES: usize = 4 << 20;
 
-/// `len` zeros of type `T`, as `vec![T::zero(); len]`; a buffer of at least
-/// [`HUGE_PAGE_BUFFER_BYTES`] is marked for transparent huge pages (Linux
-/// `madvise(MADV_HUGEPAGE)`, before its pages are first touched), so that
-/// writing it faults once per 2 MB instead of once per 4 KB page (fmnist_2c2d's
-/// eigenvectors in parameter space are 128 MB of fresh memory). The system
-/// may decline; the contents are zeros either way.
+/// `len` zeros of type `T`, as `vec![T::zero(); len]`; on Linux a buffer of
+/// 4 MB or more is marked for transparent huge pages before its pages are
+/// first touched (`madvise(MADV_HUGEPAGE)`), so that writing it faults once
+/// per 2 MB instead of once per 4 KB page (fmnist_2c2d's eigenvectors in
+/// parameter space are 128 MB of fresh memory). The system may decline; the
+/// contents are zeros either way.
 pub(crate) fn zeroed<T: WithDType>(len: usize) -> Vec<T> {
     let values = vec![T::zero(); len];
-    let bytes = len * std::mem::size_of::<T>();
     #[cfg(target_os = "linux")]
-    if bytes >= HUGE_PAGE_BUFFER_BYTES {
-        // SAFETY: the range lies inside the allocation of `values`
-        // (rounded inwards to whole pages); the advice changes how its pages
-        // are backed, not their contents.
-        unsafe {
-            let start = values.as_ptr() as usize;
-            let page = 4096;
-            let first = start.div_ceil(page) * page;
-            let end = (start + bytes) / page * page;
-            if end > first {
-                libc::madvise(first as *mut libc::c_void, end - first, libc::MADV_HUGEPAGE);
-            }
+    advise_huge_pages(&values);
+    values
+}
+
+/// `madvise(MADV_HUGEPAGE)` on the whole pages inside `values`, if it spans
+/// at least [`HUGE_PAGE_BUFFER_BYTES`]; a refusal changes nothing.
+#[cfg(target_os = "linux")]
+fn advise_huge_pages<T>(values: &[T]) {
+    let bytes = std::mem::size_of_val(values);
+    if bytes < HUGE_PAGE_BUFFER_BYTES {
+        return;
+    }
+    // SAFETY: sysconf reads a system constant; the advised range lies inside
+    // the allocation of `values` (rounded inwards to whole pages), and the
+    // advice changes how its pages are backed, not their contents.
+    unsafe {
+        let page = usize::try_from(libc::sysconf(libc::_SC_PAGESIZE)).unwrap_or(4096);
+        let start = values.as_ptr() as usize;
+        let first = start.div_ceil(page) * page;
+        let end = (start + bytes) / page * page;
+        if end > first {
+            libc::madvise(first as *mut libc::c_void, end - first, libc::MADV_HUGEPAGE);
         }
     }
-    #[cfg(not(target_os = "linux"))]
-    let _ = bytes;
-    values
 }
 
 /// `sum + block`, or `block` where there is no sum yet: the running sums of
@@ -112,12 +119,8 @@ mod tests {
     /// the allocation only).
     #[test]
     fn zeroed_buffers_are_zeros_of_their_length() {
-        for len in [
-            0,
-            5,
-            HUGE_PAGE_BUFFER_BYTES / 4 + 3,
-            3 * HUGE_PAGE_BUFFER_BYTES / 4,
-        ] {
+        // f32: up to 12 MB, beyond the huge-page size
+        for len in [0, 5, (1 << 20) + 3, 3 << 20] {
             let mut v = zeroed::<f32>(len);
             assert_eq!(v.len(), len);
             assert!(v.iter().all(|&x| x == 0.0));
