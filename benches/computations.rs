@@ -43,7 +43,8 @@
 //! ```
 //!
 //! Without criterion, for peak memory (what `compare.py` does) or profiling:
-//! `VIVIT_BENCH_ONCE=<bench id>` runs that iteration 3 times, prints the
+//! `VIVIT_BENCH_ONCE=<bench id>` runs that iteration 6 times (a warm-up and
+//! five calls, as `compare.py` times the reference), prints the
 //! seconds of each and exits; `VIVIT_BENCH_VERBOSE=1` additionally turns on
 //! the computation's `verbose` output (timestamped stages, on stderr) and
 //! prints the time `vivit::record` takes.
@@ -75,8 +76,8 @@ const CLASSES: usize = 10;
 const INIT_SCALE: f32 = 0.05;
 /// Seed of the weights and data, and of the Monte-Carlo draws.
 const SEED: u64 = 0;
-/// Iterations of the `VIVIT_BENCH_ONCE` mode.
-const ONCE_CALLS: usize = 3;
+/// Iterations of the `VIVIT_BENCH_ONCE` mode: a warm-up and five calls.
+const ONCE_CALLS: usize = 6;
 /// The problems, in the order benchmarked.
 const PROBLEMS: [&str; 4] = ["digits_mlp", "mnist_mlp", "fmnist_2c2d", "cifar10_3c3d"];
 /// The problem of the `eigh_partial` group: `mnist_mlp` with this many classes.

@@ -14,6 +14,14 @@ substring): ``eigvalsh``, ``eigh``, a plain SGD step, ``directional_derivatives`
 exact and with ``mc_samples_ggn=1``; top-10 criterion, one parameter group of all
 parameters, float32, CPU, 2 threads, forward and backward included.
 
+With ``--paired ROUNDS`` (before the FILTERs) the script instead runs the reference and
+this crate's bench binary alternately, ``ROUNDS`` times per id, seconds apart, and prints
+the median seconds of each and the median, lowest and highest of the per-round ratios:
+the machine's drift over minutes cancels in each ratio. This crate's seconds are then
+the median of the binary's calls after its first (``VIVIT_BENCH_ONCE``):
+
+    /work/pyenv/bin/python benches/reference/compare.py --paired 5 eigvalsh/fmnist
+
 Each benchmark of the reference runs in a fresh subprocess (this script with
 ``--once ID``): the median seconds of 5 calls after a warm-up, and the peak RSS of
 that process. The crate's median is criterion's
@@ -245,6 +253,48 @@ def ratio(reference, ours):
     return "-" if reference is None or ours is None else f"{reference / ours:.2f}"
 
 
+def vivit_once(binary, bench_id: str) -> float:
+    """Median seconds of this crate's bench binary on ``bench_id``, its first call
+    (cold caches, fresh pages) left out."""
+    env = dict(os.environ, VIVIT_BENCH_ONCE=bench_id)
+    env.pop("VIVIT_BENCH_VERBOSE", None)
+    out = subprocess.run(
+        [str(binary)], stdout=subprocess.PIPE, env=env, text=True, check=True
+    ).stdout
+    times = [float(line.split()[-2]) for line in out.splitlines() if line.endswith(" s")]
+    return statistics.median(times[1:] or times)
+
+
+def paired(rounds: int, filters):
+    """The reference and this crate alternately, ``rounds`` times per benchmark."""
+    binary = bench_binary()
+    if binary is None:
+        sys.exit("no bench binary: run `cargo bench --bench computations --no-run`")
+    print(f"bench binary: {binary}; load average: {os.getloadavg()}")
+    row = "{:<40} {:>9} {:>9} {:>8} {:>8} {:>8}"
+    print(row.format("id", "ref s", "vivit s", "ref/viv", "lowest", "highest"))
+    for bench_id in bench_ids():
+        if filters and not any(f in bench_id for f in filters):
+            continue
+        refs, ours = [], []
+        for _ in range(rounds):
+            out = subprocess.run(
+                [sys.executable, __file__, "--once", bench_id],
+                stdout=subprocess.PIPE, text=True, check=True,
+            ).stdout  # fmt: skip
+            refs.append(float(out))
+            ours.append(vivit_once(binary, bench_id))
+        ratios = [r / o for r, o in zip(refs, ours)]
+        print(
+            row.format(
+                bench_id, f"{statistics.median(refs):.5f}", f"{statistics.median(ours):.5f}",
+                f"{statistics.median(ratios):.2f}", f"{min(ratios):.2f}", f"{max(ratios):.2f}",
+            ),  # fmt: skip
+            flush=True,
+        )
+    print(f"load average: {os.getloadavg()}")
+
+
 def main(filters):
     cpu = next(
         (line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
@@ -282,5 +332,7 @@ if __name__ == "__main__":
     torch.set_num_threads(THREADS)
     if sys.argv[1:2] == ["--once"]:
         print(once(sys.argv[2]))
+    elif sys.argv[1:2] == ["--paired"]:
+        paired(int(sys.argv[2]), sys.argv[3:])
     else:
         main(sys.argv[1:])
