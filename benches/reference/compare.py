@@ -253,13 +253,18 @@ def ratio(reference, ours):
     return "-" if reference is None or ours is None else f"{reference / ours:.2f}"
 
 
+def once_env(bench_id: str):
+    """The environment in which the bench binary runs ``bench_id`` once, quietly."""
+    env = dict(os.environ, VIVIT_BENCH_ONCE=bench_id)
+    env.pop("VIVIT_BENCH_VERBOSE", None)
+    return env
+
+
 def vivit_once(binary, bench_id: str) -> float:
     """Median seconds of this crate's bench binary on ``bench_id``, its first call
     (cold caches, fresh pages) left out."""
-    env = dict(os.environ, VIVIT_BENCH_ONCE=bench_id)
-    env.pop("VIVIT_BENCH_VERBOSE", None)
     out = subprocess.run(
-        [str(binary)], stdout=subprocess.PIPE, env=env, text=True, check=True
+        [str(binary)], stdout=subprocess.PIPE, env=once_env(bench_id), text=True, check=True
     ).stdout
     times = [float(line.split()[-2]) for line in out.splitlines() if line.endswith(" s")]
     return statistics.median(times[1:] or times)
@@ -313,9 +318,7 @@ def main(filters):
         ref = float(out)
         ours_rss = None
         if binary is not None:
-            env = dict(os.environ, VIVIT_BENCH_ONCE=bench_id)
-            env.pop("VIVIT_BENCH_VERBOSE", None)
-            _, ours_rss = run_measured([str(binary)], env=env)
+            _, ours_rss = run_measured([str(binary)], env=once_env(bench_id))
         ours = criterion_seconds(bench_id)
         mb = [None if rss is None else rss / 2**20 for rss in (ref_rss, ours_rss)]
         print(
