@@ -385,6 +385,20 @@ mod tests {
         pad(&pad(x, 2, t, b)?, 3, l, r)
     }
 
+    /// A variable of shape `dims` whose values are distinct multiples of 0.01
+    /// around 0, in an order shuffled with a fixed seed (no near-ties that a
+    /// central difference could cross).
+    fn distinct_values(dims: (usize, usize, usize, usize), dev: &Device) -> Result<Var> {
+        use rand::seq::SliceRandom;
+        use rand::SeedableRng;
+        let len = dims.0 * dims.1 * dims.2 * dims.3;
+        let mut values: Vec<f64> = (0..len)
+            .map(|i| (i as f64 - len as f64 / 2.0) * 0.01)
+            .collect();
+        values.shuffle(&mut rand::rngs::StdRng::seed_from_u64(len as u64));
+        Var::from_vec(values, dims, dev)
+    }
+
     /// The forward equals candle's pooling of the `−∞`-padded input; the
     /// backward equals the central difference of the (piecewise linear)
     /// pooled sum along a random direction (outside `record` from the input,
@@ -407,7 +421,7 @@ mod tests {
         for ((kernel, stride, h, padding), recorded) in
             cases.into_iter().flat_map(|c| [(c, false), (c, true)])
         {
-            let x = Var::randn(0f64, 1., (2, 3, h, 8), &dev)?;
+            let x = distinct_values((2, 3, h, 8), &dev)?;
             let pool = || max_pool2d_padded(&x, kernel, stride, padding);
             let y = if recorded {
                 crate::record(pool)?.loss().clone()
@@ -424,17 +438,17 @@ mod tests {
             let weights = Tensor::randn(0f64, 1., y.shape(), &dev)?;
             let grads = (&y * &weights)?.sum_all()?.backward()?;
             let dx = grads.get(&x).expect("x has a gradient");
-            // random inputs have distinct maxima: the pooled sum is linear near
-            // x, so the central difference is exact up to round-off,
-            // O(ε·|sum|/h) ≈ 1e-8 here
+            // inputs at least 0.01 apart keep their order along steps of
+            // 1e-7·v: the pooled sum is linear there, so the central difference
+            // is exact up to round-off, O(ε·|sum|/step) ≈ 1e-8 here
             let v = Tensor::randn(0f64, 1., x.shape(), &dev)?;
-            let h = 1e-7;
+            let step = 1e-7;
             let sum = |x: &Tensor| -> Result<f64> {
                 (pooled(x)? * &weights)?.sum_all()?.to_scalar::<f64>()
             };
-            let numeric = (sum(&(x.as_tensor() + (&v * h)?)?)?
-                - sum(&(x.as_tensor() - (&v * h)?)?)?)
-                / (2.0 * h);
+            let numeric = (sum(&(x.as_tensor() + (&v * step)?)?)?
+                - sum(&(x.as_tensor() - (&v * step)?)?)?)
+                / (2.0 * step);
             let analytic = (dx * &v)?.sum_all()?.to_scalar::<f64>()?;
             assert!(
                 (numeric - analytic).abs() <= 1e-6 * analytic.abs().max(1.0),
