@@ -209,8 +209,9 @@ fn apply(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, layer: Layer) -> Re
     }
 }
 
-/// The recorded forward of a linear layer: `forward(x, W, b)` gives the
-/// output values, the result carries the backward of `x Wᵀ + b`, and the
+/// The recorded forward of a linear layer: faer's `x Wᵀ + b` (or
+/// `forward(x, W, b)` where faer does not multiply) gives the output values,
+/// the result carries the backward of `x Wᵀ + b`, and the
 /// call's index in the tape if its op hands output gradients to the factor
 /// passes (`None`: candle's ops ran).
 pub(crate) fn linear(
@@ -223,8 +224,12 @@ pub(crate) fn linear(
         return Ok((forward(x, weight, bias)?, None));
     };
     let b = bias.map(Tensor::detach);
-    // candle_nn's values, as outside `record`
-    let value = storage(&forward(&x.detach(), &weight.detach(), b.as_ref())?)?;
+    // x Wᵀ + b by faer (candle's values up to round-off, as for convolutions)
+    let (xd, wd) = (x.detach(), weight.detach());
+    let value = match matmul_values(&xd, &wd.t()?)? {
+        Some(product) => with_bias(product, b.as_ref(), 1)?,
+        None => storage(&forward(&xd, &wd, b.as_ref())?)?,
+    };
     let layer = Layer {
         value: Mutex::new(Some(value)),
         inputs: x.detach(),
