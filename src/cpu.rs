@@ -1,7 +1,6 @@
 //! Reading the values of CPU tensors in place, for vivit's own CPU kernels.
 
-use candle_core::{DType, Device, Layout, Result, Shape, Storage, Tensor, WithDType};
-use rayon::prelude::*;
+use candle_core::{Layout, Result, Storage, Tensor, WithDType};
 
 /// All values of a CPU `storage` of dtype `T` (to be indexed with the
 /// tensor's layout); an error naming `op` for other devices and dtypes.
@@ -70,46 +69,6 @@ pub(crate) fn add(sum: Option<Tensor>, block: Tensor) -> Result<Tensor> {
     }
 }
 
-/// `Tensor::stack(parts, 0)`: for CPU f32 or f64 parts of one shape, each
-/// part copied in parallel into one buffer (candle's concatenation copies on
-/// one thread); candle's stack elsewhere.
-pub(crate) fn stack(parts: &[Tensor]) -> Result<Tensor> {
-    let Some(first) = parts.first() else {
-        return Tensor::stack(parts, 0);
-    };
-    let same = parts
-        .iter()
-        .all(|p| p.shape() == first.shape() && p.dtype() == first.dtype() && p.device().is_cpu());
-    match first.dtype() {
-        DType::F32 if same => stack_of::<f32>(parts),
-        DType::F64 if same => stack_of::<f64>(parts),
-        _ => Tensor::stack(parts, 0),
-    }
-}
-
-fn stack_of<T: WithDType>(parts: &[Tensor]) -> Result<Tensor> {
-    let parts = parts
-        .iter()
-        .map(Tensor::contiguous)
-        .collect::<Result<Vec<_>>>()?;
-    let size = parts[0].elem_count();
-    let mut out = zeroed::<T>(parts.len() * size);
-    out.par_chunks_mut(size.max(1))
-        .zip(&parts)
-        .try_for_each(|(dst, part)| -> Result<()> {
-            let (storage, layout) = part.storage_and_layout();
-            dst.copy_from_slice(contiguous(
-                values::<T>(&storage, "vivit stack")?,
-                layout,
-                "vivit stack",
-            )?);
-            Ok(())
-        })?;
-    let mut dims = vec![parts.len()];
-    dims.extend_from_slice(parts[0].dims());
-    Tensor::from_vec(out, Shape::from(dims), &Device::Cpu)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -127,24 +86,5 @@ mod tests {
             v.iter_mut().enumerate().for_each(|(i, x)| *x = i as f32);
             assert!(v.iter().enumerate().all(|(i, &x)| x == i as f32));
         }
-    }
-
-    /// The parallel stack equals candle's, also for transposed parts, and
-    /// leaves other dtypes to candle.
-    #[test]
-    fn stack_equals_candles() -> Result<()> {
-        let dev = Device::Cpu;
-        for dtype in [DType::F32, DType::F64, DType::BF16] {
-            let a = Tensor::randn(0f32, 1., (3, 4), &dev)?.to_dtype(dtype)?;
-            let b = Tensor::randn(0f32, 1., (4, 3), &dev)?
-                .to_dtype(dtype)?
-                .t()?;
-            let want = Tensor::stack(&[&a, &b, &a], 0)?;
-            let got = stack(&[a.clone(), b, a])?;
-            assert_eq!(got.dims(), [3, 3, 4]);
-            let diff = (got.to_dtype(DType::F64)? - want.to_dtype(DType::F64)?)?;
-            assert_eq!(diff.abs()?.max_all()?.to_scalar::<f64>()?, 0.0);
-        }
-        Ok(())
     }
 }

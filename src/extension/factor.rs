@@ -5,12 +5,13 @@
 //! graph (a factor pass: tracked layers compute no parameter gradient) leaves
 //! `J_{z_l}ᵀ Z_c` at every layer output `z_l`, row by row per sample.
 
-use candle_core::{DType, Tensor};
+use candle_core::{DType, Shape, Tensor};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use rayon::prelude::*;
 
 use super::layer::LayerFactor;
+use super::stacked::{Slot, Stacked};
 use crate::error::{Error, Result};
 use crate::record::{LayerKind, LayerRecord, Signal, Tape};
 
@@ -139,25 +140,20 @@ impl Seeds {
         Ok(self.factor.dim(0)?)
     }
 
-    /// The signals `J_zᵀ Z_c` at each call of the needed layers
-    /// (`[layer][call]`, rows of the subsampled samples) from one factor pass.
-    fn signals(
+    /// Zeros for the signals of each call of the needed layers (`[layer][call]`,
+    /// none for the others): `[C_eff, N_g, *output]`.
+    fn stacks(
         &self,
         tape: &Tape,
         layers: &[TrackedLayer<'_>],
         needed: &[bool],
-        c: usize,
-    ) -> Result<Vec<Vec<Tensor>>> {
+    ) -> Result<Vec<Vec<Stacked>>> {
         let output = &tape.loss.output;
-        let column = self.factor.get(c)?;
-        let seed = match &self.rows {
-            Some(rows) => output.zeros_like()?.index_add(rows, &column, 0)?,
-            None => column,
+        let columns = self.columns()?;
+        let kept = match &self.rows {
+            Some(rows) => rows.dim(0)?,
+            None => output.dim(0)?,
         };
-        let (grads, captured) = tape
-            .passes
-            .run(tape.layers.len(), || (output * seed)?.sum_all()?.backward());
-        let grads = grads?;
         layers
             .iter()
             .zip(needed)
@@ -169,55 +165,83 @@ impl Seeds {
                     .calls
                     .iter()
                     .map(|call| {
-                        let signal = match &call.signal {
-                            Signal::Captured { index, shape } => match &captured[*index] {
-                                Some(g) => g.clone(),
-                                None => Tensor::zeros(shape, output.dtype(), output.device())?,
-                            },
-                            Signal::Probe(probe) => match grads.get(probe.as_tensor()) {
-                                Some(g) => g.clone(),
-                                None => probe.zeros_like()?,
-                            },
+                        let mut dims = match &call.signal {
+                            Signal::Captured { shape, .. } => shape.dims().to_vec(),
+                            Signal::Probe(probe) => probe.dims().to_vec(),
                         };
-                        self.select(&signal)
+                        if let Some(batch) = dims.first_mut() {
+                            *batch = kept;
+                        }
+                        Ok(Stacked::new(
+                            columns,
+                            Shape::from(dims),
+                            output.dtype(),
+                            output.device(),
+                        ))
                     })
                     .collect()
             })
             .collect()
     }
 
-    /// The factor of each needed layer from the signals `[column][layer][call]`.
+    /// Puts the signals `J_zᵀ Z_c` of one factor pass at each call of the
+    /// needed layers (rows of the subsampled samples) into their `slots`
+    /// (`[layer][call]`); calls the pass does not reach keep zeros.
+    fn fill(
+        &self,
+        tape: &Tape,
+        layers: &[TrackedLayer<'_>],
+        needed: &[bool],
+        c: usize,
+        slots: Vec<Vec<Slot<'_>>>,
+    ) -> Result<()> {
+        let output = &tape.loss.output;
+        let column = self.factor.get(c)?;
+        let seed = match &self.rows {
+            Some(rows) => output.zeros_like()?.index_add(rows, &column, 0)?,
+            None => column,
+        };
+        let (grads, captured) = tape
+            .passes
+            .run(tape.layers.len(), || (output * seed)?.sum_all()?.backward());
+        let grads = grads?;
+        for ((layer, &needed), layer_slots) in layers.iter().zip(needed).zip(slots) {
+            if !needed {
+                continue;
+            }
+            for (call, slot) in layer.calls.iter().zip(layer_slots) {
+                let signal = match &call.signal {
+                    Signal::Captured { index, .. } => captured[*index].as_ref(),
+                    Signal::Probe(probe) => grads.get(probe.as_tensor()),
+                };
+                if let Some(signal) = signal {
+                    slot.fill(&self.select(signal)?)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The factor of each needed layer from its stacked signals `[layer][call]`.
     fn factor(
         self,
         layers: &[TrackedLayer<'_>],
         needed: &[bool],
-        per_column: Vec<Vec<Vec<Tensor>>>,
+        stacks: Vec<Vec<Stacked>>,
     ) -> Result<Backpropagated> {
-        let c_eff = per_column.len();
-        // signals[layer][call][column]
-        let mut signals: Vec<Vec<Vec<Tensor>>> = layers
-            .iter()
-            .map(|l| vec![Vec::with_capacity(c_eff); l.calls.len()])
-            .collect();
-        for column in per_column {
-            for (layer_signals, column_signals) in signals.iter_mut().zip(column) {
-                for (call_signals, g) in layer_signals.iter_mut().zip(column_signals) {
-                    call_signals.push(g);
-                }
-            }
-        }
+        let c_eff = self.columns()?;
         let factors = layers
             .iter()
-            .zip(signals)
+            .zip(stacks)
             .enumerate()
-            .map(|(l, (layer, layer_signals))| {
+            .map(|(l, (layer, layer_stacks))| {
                 if !needed[l] {
                     return Ok(None);
                 }
                 let mut a_parts = Vec::new();
                 let mut b_parts = Vec::new();
-                for (call, call_signals) in layer.calls.iter().zip(layer_signals) {
-                    let b = crate::cpu::stack(&call_signals)?;
+                for (call, stacked) in layer.calls.iter().zip(layer_stacks) {
+                    let b = stacked.into_tensor()?;
                     let (a, b) = call_factor(call, &self.select(&call.inputs)?, &b)?;
                     a_parts.push(a);
                     b_parts.push(b);
@@ -252,21 +276,40 @@ pub(crate) fn backprop(
         .iter()
         .map(|spec| Seeds::new(tape, spec))
         .collect::<Result<Vec<_>>>()?;
+    let mut stacks = seeds
+        .iter()
+        .map(|seeds| seeds.stacks(tape, layers, needed))
+        .collect::<Result<Vec<_>>>()?;
+    // each pass (spec s, column c) with its slots [layer][call]
     let mut passes = Vec::new();
-    for (s, seeds) in seeds.iter().enumerate() {
-        passes.extend((0..seeds.columns()?).map(|c| (s, c)));
+    for (s, spec_stacks) in stacks.iter_mut().enumerate() {
+        let mut columns: Vec<Vec<Vec<Slot<'_>>>> =
+            (0..seeds[s].columns()?).map(|_| Vec::new()).collect();
+        for layer_stacks in spec_stacks.iter_mut() {
+            let mut layer_slots: Vec<Vec<Slot<'_>>> = columns.iter().map(|_| Vec::new()).collect();
+            for stacked in layer_stacks.iter_mut() {
+                for (slots, slot) in layer_slots.iter_mut().zip(stacked.slots()) {
+                    slots.push(slot);
+                }
+            }
+            for (column, slots) in columns.iter_mut().zip(layer_slots) {
+                column.push(slots);
+            }
+        }
+        passes.extend(
+            columns
+                .into_iter()
+                .enumerate()
+                .map(|(c, slots)| (s, c, slots)),
+        );
     }
-    let mut signals = passes
+    passes
         .into_par_iter()
-        .map(|(s, c)| seeds[s].signals(tape, layers, needed, c))
-        .collect::<Result<Vec<_>>>()?
-        .into_iter();
+        .try_for_each(|(s, c, slots)| seeds[s].fill(tape, layers, needed, c, slots))?;
     seeds
         .into_iter()
-        .map(|seeds| {
-            let per_column = signals.by_ref().take(seeds.columns()?).collect();
-            seeds.factor(layers, needed, per_column)
-        })
+        .zip(stacks)
+        .map(|(seeds, stacks)| seeds.factor(layers, needed, stacks))
         .collect()
 }
 

@@ -9,6 +9,7 @@
 mod factor;
 mod layer;
 mod operator;
+mod stacked;
 mod tiled;
 
 use std::collections::HashMap;
