@@ -183,7 +183,24 @@ impl fmt::Debug for Damping {
         match &self.kind {
             Kind::Constant(d) => write!(f, "Damping::constant({d})"),
             Kind::Custom(_) => write!(f, "Damping::custom"),
-            Kind::Bootstrap(b) => write!(f, "Damping::bootstrap({b:?})"),
+            Kind::Bootstrap(b) => {
+                write!(f, "Damping::bootstrap(grid: ")?;
+                match b.grid.as_slice() {
+                    short @ ([] | [_] | [_, _] | [_, _, _] | [_, _, _, _]) => {
+                        write!(f, "{short:?}")?
+                    }
+                    long => {
+                        let lo = long.iter().copied().fold(f64::INFINITY, f64::min);
+                        let hi = long.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                        write!(f, "{} values in [{lo}, {hi}]", long.len())?
+                    }
+                }
+                write!(
+                    f,
+                    ", resamples: {}, percentile: {}, seed: {:?})",
+                    b.resamples, b.percentile, b.seed
+                )
+            }
             Kind::LevenbergMarquardt(lm) => {
                 write!(f, "Damping::levenberg_marquardt({:?})", *lock(lm))
             }
@@ -359,6 +376,30 @@ impl LevenbergMarquardt {
 mod tests {
     use super::*;
     use candle_core::Device;
+
+    /// Debug output (and so the errors naming a damping) summarizes a long
+    /// bootstrap grid instead of listing its hundred values.
+    #[test]
+    fn debug_summarizes_long_grids() {
+        let grid = Bootstrap::default().grid;
+        let (lo, hi) = (grid[0], grid[grid.len() - 1]);
+        assert_eq!(
+            format!("{:?}", Damping::bootstrap(Bootstrap::default())),
+            format!(
+                "Damping::bootstrap(grid: 100 values in [{lo}, {hi}], resamples: 100, \
+                 percentile: 95, seed: None)"
+            )
+        );
+        let short = Bootstrap {
+            grid: vec![0.1, 1.0],
+            seed: Some(3),
+            ..Bootstrap::default()
+        };
+        assert_eq!(
+            format!("{:?}", Damping::bootstrap(short)),
+            "Damping::bootstrap(grid: [0.1, 1.0], resamples: 100, percentile: 95, seed: Some(3))"
+        );
+    }
 
     fn input_deltas(
         damping: &Damping,
