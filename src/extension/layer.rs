@@ -330,7 +330,13 @@ impl LayerFactor {
         // W[n] = ẽ[:, :, n] B[:, n] (B read in place), then [K·O, N·T] × [N·T, I]
         let e = e.reshape((k, c, n))?.permute((2, 0, 1))?; // [N, K, C]
         let b = self.b.reshape((c, n, o * t))?.transpose(0, 1)?; // [N, C, O·T]
-        let w = matmul(&e, &b)?
+        let w = matmul(&e, &b)?; // [N, K, O·T]
+        if t == 1 {
+            // [K·O, N] is W's transpose as it lies: no permuted copy
+            let w = w.reshape((n, k * o))?.t()?;
+            return matmul(&w, &self.a.reshape((n, i))?)?.reshape(shape);
+        }
+        let w = w
             .reshape((n, k, o, t))?
             .permute((1, 2, 0, 3))?
             .contiguous()?
