@@ -185,15 +185,16 @@ impl Seeds {
     }
 
     /// Puts the signals `J_zᵀ Z_c` of one factor pass at each call of the
-    /// needed layers (rows of the subsampled samples) into their `slots`
-    /// (`[layer][call]`); calls the pass does not reach keep zeros.
+    /// needed layers (rows of the subsampled samples) into their `slots` (in
+    /// the order of the layers and their calls); calls the pass does not reach
+    /// keep zeros.
     fn fill(
         &self,
         tape: &Tape,
         layers: &[TrackedLayer<'_>],
         needed: &[bool],
         c: usize,
-        slots: Vec<Vec<Slot<'_>>>,
+        slots: Vec<Slot<'_>>,
     ) -> Result<()> {
         let output = &tape.loss.output;
         let column = self.factor.get(c)?;
@@ -205,18 +206,18 @@ impl Seeds {
             .passes
             .run(tape.layers.len(), || (output * seed)?.sum_all()?.backward());
         let grads = grads?;
-        for ((layer, &needed), layer_slots) in layers.iter().zip(needed).zip(slots) {
-            if !needed {
-                continue;
-            }
-            for (call, slot) in layer.calls.iter().zip(layer_slots) {
-                let signal = match &call.signal {
-                    Signal::Captured { index, .. } => captured[*index].as_ref(),
-                    Signal::Probe(probe) => grads.get(probe.as_tensor()),
-                };
-                if let Some(signal) = signal {
-                    slot.fill(&self.select(signal)?)?;
-                }
+        let calls = layers
+            .iter()
+            .zip(needed)
+            .filter(|(_, &needed)| needed)
+            .flat_map(|(layer, _)| &layer.calls);
+        for (call, slot) in calls.zip(slots) {
+            let signal = match &call.signal {
+                Signal::Captured { index, .. } => captured[*index].as_ref(),
+                Signal::Probe(probe) => grads.get(probe.as_tensor()),
+            };
+            if let Some(signal) = signal {
+                slot.fill(&self.select(signal)?)?;
             }
         }
         Ok(())
@@ -280,20 +281,14 @@ pub(crate) fn backprop(
         .iter()
         .map(|seeds| seeds.stacks(tape, layers, needed))
         .collect::<Result<Vec<_>>>()?;
-    // each pass (spec s, column c) with its slots [layer][call]
+    // each pass (spec s, column c) with its slots, needed layers' calls in order
     let mut passes = Vec::new();
     for (s, spec_stacks) in stacks.iter_mut().enumerate() {
-        let mut columns: Vec<Vec<Vec<Slot<'_>>>> =
+        let mut columns: Vec<Vec<Slot<'_>>> =
             (0..seeds[s].columns()?).map(|_| Vec::new()).collect();
-        for layer_stacks in spec_stacks.iter_mut() {
-            let mut layer_slots: Vec<Vec<Slot<'_>>> = columns.iter().map(|_| Vec::new()).collect();
-            for stacked in layer_stacks.iter_mut() {
-                for (slots, slot) in layer_slots.iter_mut().zip(stacked.slots()) {
-                    slots.push(slot);
-                }
-            }
-            for (column, slots) in columns.iter_mut().zip(layer_slots) {
-                column.push(slots);
+        for stacked in spec_stacks.iter_mut().flatten() {
+            for (column, slot) in columns.iter_mut().zip(stacked.slots()) {
+                column.push(slot);
             }
         }
         passes.extend(
