@@ -232,7 +232,7 @@ pub(crate) fn linear(
     };
     let layer = Layer {
         value: Mutex::new(Some(value)),
-        inputs: x.detach(),
+        inputs: xd,
         kind: Kind::Linear,
         passes,
         index,
