@@ -51,7 +51,7 @@ impl Digits {
     /// first [`TRAIN`] images for training and the rest for testing.
     pub fn load(dev: &Device) -> Result<Self> {
         ensure!(
-            RAW.len() % RECORD == 0,
+            RAW.len().is_multiple_of(RECORD),
             "data/digits.bin holds {} bytes, not a multiple of {RECORD}",
             RAW.len()
         );

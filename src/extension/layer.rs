@@ -19,6 +19,7 @@ use std::sync::OnceLock;
 
 use candle_core::{Result, Shape, Tensor};
 
+use super::support::{self, RowOrder};
 use super::tiled::tiled_product;
 use crate::cpu::add;
 use crate::linalg::{gram, matmul};
@@ -269,6 +270,11 @@ impl LayerFactor {
     /// copy of the slice of `B`, cheap next to the product where `I` is
     /// large (a sliced factor's layer).
     fn weight_factor_slice_by_sample(&self, start: usize, len: usize) -> Result<Tensor> {
+        if let Some(v) =
+            support::weight_factor(&self.a, &self.b, start, len, RowOrder::SampleMajor)?
+        {
+            return Ok(v);
+        }
         let (c, n, t, _, i) = self.dims()?;
         let b = self
             .b
@@ -302,6 +308,10 @@ impl LayerFactor {
     /// `V_W[c,n] = B[c,n] A[n]ᵀ`, one batched matmul over `(c, n)` that reads
     /// `B` and `A` in place.
     fn weight_factor_slice(&self, start: usize, len: usize) -> Result<Tensor> {
+        if let Some(v) = support::weight_factor(&self.a, &self.b, start, len, RowOrder::ClassMajor)?
+        {
+            return Ok(v);
+        }
         let (c, n, _, _, i) = self.dims()?;
         let b = self.b.narrow(2, start, len)?; // [C, N, len, T]
         matmul(&b, &self.a.transpose(1, 2)?)?.reshape((c * n, len * i))

@@ -10,6 +10,7 @@ mod factor;
 mod layer;
 mod operator;
 mod stacked;
+mod support;
 mod tiled;
 
 use std::collections::HashMap;

@@ -1,0 +1,482 @@
+//! The weight factor of a layer formed on the support of its output signals.
+//!
+//! Behind a ReLU and a max pooling most entries of a convolution's output
+//! signals `B[c,n,o,t]` are zero, at the same positions for every column `c`
+//! (the support is the forward's: where the ReLU was active and the pooling
+//! took its maximum; fmnist_2c2d's second convolution keeps 18 % of them).
+//! With `P(n,o) = { t : B[c,n,o,t] ≠ 0 for some c }`,
+//!
+//! ```text
+//! V_W[c,n][o, :] = Σ_{t ∈ P(n,o)} B[c,n,o,t] A[n,:,t]
+//! ```
+//!
+//! costs `C·|P(n,o)|·I` multiply-adds instead of `C·T·I`. Samples whose
+//! support is dense are multiplied by faer's gemm as before.
+
+use candle_core::{DType, Device, Result, Tensor, WithDType};
+use faer::linalg::matmul::matmul as gemm;
+use faer::traits::RealField;
+use faer::{Accum, MatMut, MatRef, Par};
+use pulp::Simd;
+use rayon::prelude::*;
+
+use crate::cpu;
+
+/// A sample whose support holds more than this fraction of its `len·T`
+/// signal entries is multiplied densely (faer's gemm runs about three times
+/// as many multiply-adds per second as the gathered rows here).
+const DENSE_FRACTION: f64 = 0.35;
+
+/// Fewer inputs `I` than this go to faer's gemm: the kernel's tiles are 48
+/// to 128 columns wide (f32 on AVX-512), and the columns left over are summed
+/// one by one (fmnist_2c2d's first convolution, `I = 25`, took 9 ms here
+/// against 4 ms).
+const MIN_INPUTS: usize = 64;
+
+/// The order of the rows `(c, n)` of a formed factor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RowOrder {
+    /// Row `c·N + n`.
+    ClassMajor,
+    /// Row `n·C + c`.
+    SampleMajor,
+}
+
+/// Output channels `start..start + len` of `V_W`, `[C·N, len·I]` in `order`,
+/// for inputs `a` `[N, I, T]` and signals `b` `[C, N, O, T]`:
+/// `V_W[c,n][o, :] = Σ_{t ∈ P(n,o)} B[c,n,o,t] A[n,:,t]`, sample by sample in
+/// parallel. `None` where this does not apply: off the CPU, other dtypes
+/// than f32 and f64, `T = 1`, `I <` [`MIN_INPUTS`], or signals without zeros to skip (more than
+/// [`DENSE_FRACTION`] of them nonzero in every sample).
+pub(crate) fn weight_factor(
+    a: &Tensor,
+    b: &Tensor,
+    start: usize,
+    len: usize,
+    order: RowOrder,
+) -> Result<Option<Tensor>> {
+    let applies = matches!(b.device(), Device::Cpu)
+        && a.dtype() == b.dtype()
+        && b.dim(3)? > 1
+        && a.dim(1)? >= MIN_INPUTS;
+    if !applies {
+        return Ok(None);
+    }
+    match b.dtype() {
+        DType::F32 => formed::<f32>(a, b, start, len, order),
+        DType::F64 => formed::<f64>(a, b, start, len, order),
+        _ => Ok(None),
+    }
+}
+
+/// The op's name in errors.
+const OP: &str = "vivit weight factor on the support";
+
+/// Shapes of one formation: `C`, `N`, `O`, `T`, `I` and the channel slice.
+#[derive(Debug, Clone, Copy)]
+struct Dims {
+    c: usize,
+    n: usize,
+    o: usize,
+    t: usize,
+    i: usize,
+    start: usize,
+    len: usize,
+}
+
+fn formed<T: Lane>(
+    a: &Tensor,
+    b: &Tensor,
+    start: usize,
+    len: usize,
+    order: RowOrder,
+) -> Result<Option<Tensor>> {
+    let (c, n, o, t) = b.dims4()?;
+    let i = a.dim(1)?;
+    let dims = Dims {
+        c,
+        n,
+        o,
+        t,
+        i,
+        start,
+        len,
+    };
+    let (a, b) = (a.contiguous()?, b.contiguous()?);
+    let (a_storage, a_layout) = a.storage_and_layout();
+    let (b_storage, b_layout) = b.storage_and_layout();
+    let av = cpu::contiguous(cpu::values::<T>(&a_storage, OP)?, a_layout, OP)?;
+    let bv = cpu::contiguous(cpu::values::<T>(&b_storage, OP)?, b_layout, OP)?;
+    let supports: Vec<Support> = (0..n)
+        .into_par_iter()
+        .map(|s| Support::of(bv, dims, s))
+        .collect();
+    let dense = (len * t) as f64 * DENSE_FRACTION;
+    if supports.iter().all(|s| s.total as f64 > dense) {
+        return Ok(None);
+    }
+    let row_len = len * i;
+    let mut out = cpu::zeroed::<T>(c * n * row_len);
+    // the C rows of each sample, in `order`
+    let mut rows: Vec<Vec<&mut [T]>> = (0..n).map(|_| Vec::with_capacity(c)).collect();
+    for (r, row) in out.chunks_mut(row_len.max(1)).enumerate() {
+        let sample = match order {
+            RowOrder::ClassMajor => r % n,
+            RowOrder::SampleMajor => r / c,
+        };
+        rows[sample].push(row);
+    }
+    rows.into_par_iter()
+        .zip(supports)
+        .enumerate()
+        .for_each_init(Vec::new, |at, (s, (mut rows, support))| {
+            let a_n = &av[s * i * t..][..i * t];
+            if support.total as f64 > dense {
+                dense_sample(&mut rows, a_n, bv, dims, s);
+            } else {
+                let sample = Sample {
+                    rows: &mut rows,
+                    a: a_n,
+                    at,
+                    b: bv,
+                    d: dims,
+                    s,
+                    support: &support,
+                };
+                // compiled for the CPU's vector extensions (AVX-512 where there is)
+                pulp::Arch::new().dispatch(sample);
+            }
+        });
+    Ok(Some(Tensor::from_vec(out, (c * n, row_len), &Device::Cpu)?))
+}
+
+/// The support of one sample's signals: for channel `o` of the slice, the
+/// positions `index[offsets[o]..offsets[o + 1]]`.
+#[derive(Debug)]
+struct Support {
+    offsets: Vec<usize>,
+    index: Vec<usize>,
+    total: usize,
+}
+
+impl Support {
+    fn of<T: WithDType>(b: &[T], d: Dims, s: usize) -> Self {
+        let mut offsets = Vec::with_capacity(d.len + 1);
+        let mut index = Vec::new();
+        let mut nonzero = vec![false; d.t];
+        offsets.push(0);
+        for o in d.start..d.start + d.len {
+            nonzero.fill(false);
+            for c in 0..d.c {
+                let row = &b[((c * d.n + s) * d.o + o) * d.t..][..d.t];
+                for (z, &v) in nonzero.iter_mut().zip(row) {
+                    *z |= v != T::zero();
+                }
+            }
+            index.extend((0..d.t).filter(|&p| nonzero[p]));
+            offsets.push(index.len());
+        }
+        let total = index.len();
+        Self {
+            offsets,
+            index,
+            total,
+        }
+    }
+}
+
+/// `rows[c] = B[c,s,slice,:] A[s]ᵀ` (`[len, T] × [T, I]`) by faer's gemm.
+fn dense_sample<T: WithDType + RealField>(
+    rows: &mut [&mut [T]],
+    a: &[T],
+    b: &[T],
+    d: Dims,
+    s: usize,
+) {
+    // A[s]ᵀ: the row-major [I, T] input read column-major
+    let at = MatRef::from_column_major_slice(a, d.t, d.i);
+    for (c, row) in rows.iter_mut().enumerate() {
+        let bc = &b[((c * d.n + s) * d.o + d.start) * d.t..][..d.len * d.t];
+        let bc = MatRef::from_row_major_slice(bc, d.len, d.t);
+        let dst = MatMut::from_row_major_slice_mut(row, d.len, d.i);
+        gemm(dst, Accum::Replace, bc, at, T::from_f64(1.0), Par::Seq);
+    }
+}
+
+/// One sample's rows on its support: `rows[c][o, :] = Σ_{t ∈ P(s,o)} B[c,s,o,t] A[s,:,t]`
+/// from the rows of `A[s]ᵀ` (transposed into `at`), in tiles of rows `c` ×
+/// columns summed in vector registers.
+struct Sample<'r, 'a, T> {
+    rows: &'r mut [&'a mut [T]],
+    a: &'r [T],
+    at: &'r mut Vec<T>,
+    b: &'r [T],
+    d: Dims,
+    s: usize,
+    support: &'r Support,
+}
+
+impl<T: Lane> pulp::WithSimd for Sample<'_, '_, T> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) {
+        let Self {
+            rows,
+            a,
+            at,
+            b,
+            d,
+            s,
+            support,
+        } = self;
+        at.clear();
+        at.resize(d.t * d.i, T::zero());
+        transpose(a, at, d.i, d.t);
+        let mut coef = Vec::new();
+        for o in 0..d.len {
+            let index = &support.index[support.offsets[o]..support.offsets[o + 1]];
+            // coef[c·k + j] = B[c,s,o,index[j]]
+            coef.clear();
+            for c in 0..d.c {
+                let bc = &b[((c * d.n + s) * d.o + d.start + o) * d.t..][..d.t];
+                coef.extend(index.iter().map(|&p| bc[p]));
+            }
+            let k = index.len();
+            let mut c0 = 0;
+            while c0 < d.c {
+                let block = Block {
+                    simd,
+                    at,
+                    index,
+                    coef: &coef[c0 * k..],
+                    k,
+                    i: d.i,
+                    col: o * d.i,
+                };
+                // about 12 vector accumulators a tile
+                c0 += match d.c - c0 {
+                    r if r >= 4 => block.rows::<4, 3>(&mut rows[c0..]),
+                    3 => block.rows::<3, 4>(&mut rows[c0..]),
+                    2 => block.rows::<2, 6>(&mut rows[c0..]),
+                    _ => block.rows::<1, 8>(&mut rows[c0..]),
+                };
+            }
+        }
+    }
+}
+
+/// One channel's product for some rows `c`: the gathered rows `index` of
+/// `at` (`[T, I]`) weighted by `coef` (`k` per row), written at column `col`.
+struct Block<'a, S, T> {
+    simd: S,
+    at: &'a [T],
+    index: &'a [usize],
+    coef: &'a [T],
+    k: usize,
+    i: usize,
+    col: usize,
+}
+
+impl<S: Simd, T: Lane> Block<'_, S, T> {
+    /// Rows `0..R` of `rows` in tiles of `R × G` vectors, then of `R × 1`,
+    /// then column by column; returns `R`.
+    #[inline(always)]
+    fn rows<const R: usize, const G: usize>(&self, rows: &mut [&mut [T]]) -> usize {
+        let lanes = T::lanes::<S>();
+        let mut j = 0;
+        while j + G * lanes <= self.i {
+            self.tile::<R, G>(rows, j);
+            j += G * lanes;
+        }
+        while j + lanes <= self.i {
+            self.tile::<R, 1>(rows, j);
+            j += lanes;
+        }
+        for col in j..self.i {
+            for (r, row) in rows.iter_mut().take(R).enumerate() {
+                let mut sum = T::zero();
+                for (q, &p) in self.index.iter().enumerate() {
+                    sum += self.coef[r * self.k + q] * self.at[p * self.i + col];
+                }
+                row[self.col + col] = sum;
+            }
+        }
+        R
+    }
+
+    /// Columns `j..j + G·lanes` of rows `0..R`, summed in `R × G` vectors.
+    #[inline(always)]
+    fn tile<const R: usize, const G: usize>(&self, rows: &mut [&mut [T]], j: usize) {
+        let (simd, width) = (self.simd, G * T::lanes::<S>());
+        let zero = T::splat(simd, T::zero());
+        let mut acc = [[zero; G]; R];
+        for (q, &p) in self.index.iter().enumerate() {
+            let (x, _) = T::vectors::<S>(&self.at[p * self.i + j..][..width]);
+            let w: [T::V<S>; R] =
+                std::array::from_fn(|r| T::splat(simd, self.coef[r * self.k + q]));
+            for (g, &x) in x.iter().enumerate() {
+                for (acc, &w) in acc.iter_mut().zip(&w) {
+                    acc[g] = T::mul_add(simd, w, x, acc[g]);
+                }
+            }
+        }
+        for (row, acc) in rows.iter_mut().zip(&acc) {
+            let (dst, _) = T::vectors_mut::<S>(&mut row[self.col + j..][..width]);
+            dst.copy_from_slice(acc);
+        }
+    }
+}
+
+/// `at = aᵀ` `[cols, rows]` for a row-major `a` `[rows, cols]`, by square
+/// tiles (both sides stay in cache).
+#[inline(always)]
+fn transpose<T: Copy>(a: &[T], at: &mut [T], rows: usize, cols: usize) {
+    const TILE: usize = 16;
+    for r0 in (0..rows).step_by(TILE) {
+        for c0 in (0..cols).step_by(TILE) {
+            for r in r0..(r0 + TILE).min(rows) {
+                for c in c0..(c0 + TILE).min(cols) {
+                    at[c * rows + r] = a[r * cols + c];
+                }
+            }
+        }
+    }
+}
+
+/// The values a kernel runs on, with their SIMD vectors for instruction set `S`.
+pub(crate) trait Lane: WithDType + RealField + std::ops::AddAssign {
+    /// A vector of `Self`.
+    type V<S: Simd>: Copy;
+    /// Values in a vector.
+    fn lanes<S: Simd>() -> usize {
+        std::mem::size_of::<Self::V<S>>() / std::mem::size_of::<Self>()
+    }
+    /// `[x, …, x]`.
+    fn splat<S: Simd>(simd: S, x: Self) -> Self::V<S>;
+    /// `a·b + c`, fused.
+    fn mul_add<S: Simd>(simd: S, a: Self::V<S>, b: Self::V<S>, c: Self::V<S>) -> Self::V<S>;
+    /// The whole vectors at the start of `x`, and the rest.
+    fn vectors<S: Simd>(x: &[Self]) -> (&[Self::V<S>], &[Self]);
+    /// The whole vectors at the start of `x`, and the rest.
+    fn vectors_mut<S: Simd>(x: &mut [Self]) -> (&mut [Self::V<S>], &mut [Self]);
+}
+
+impl Lane for f32 {
+    type V<S: Simd> = S::f32s;
+    #[inline(always)]
+    fn splat<S: Simd>(simd: S, x: Self) -> S::f32s {
+        simd.splat_f32s(x)
+    }
+    #[inline(always)]
+    fn mul_add<S: Simd>(simd: S, a: S::f32s, b: S::f32s, c: S::f32s) -> S::f32s {
+        simd.mul_add_e_f32s(a, b, c)
+    }
+    #[inline(always)]
+    fn vectors<S: Simd>(x: &[Self]) -> (&[S::f32s], &[Self]) {
+        S::as_simd_f32s(x)
+    }
+    #[inline(always)]
+    fn vectors_mut<S: Simd>(x: &mut [Self]) -> (&mut [S::f32s], &mut [Self]) {
+        S::as_mut_simd_f32s(x)
+    }
+}
+
+impl Lane for f64 {
+    type V<S: Simd> = S::f64s;
+    #[inline(always)]
+    fn splat<S: Simd>(simd: S, x: Self) -> S::f64s {
+        simd.splat_f64s(x)
+    }
+    #[inline(always)]
+    fn mul_add<S: Simd>(simd: S, a: S::f64s, b: S::f64s, c: S::f64s) -> S::f64s {
+        simd.mul_add_e_f64s(a, b, c)
+    }
+    #[inline(always)]
+    fn vectors<S: Simd>(x: &[Self]) -> (&[S::f64s], &[Self]) {
+        S::as_simd_f64s(x)
+    }
+    #[inline(always)]
+    fn vectors_mut<S: Simd>(x: &mut [Self]) -> (&mut [S::f64s], &mut [Self]) {
+        S::as_mut_simd_f64s(x)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `V_W[c,n][o, :] = B[c,n,o,:] A[n]ᵀ` by candle, `[C·N, len·I]` in `order`.
+    fn dense(a: &Tensor, b: &Tensor, start: usize, len: usize, order: RowOrder) -> Result<Tensor> {
+        let (c, n, _, _) = b.dims4()?;
+        let i = a.dim(1)?;
+        let v = b
+            .narrow(2, start, len)?
+            .broadcast_matmul(&a.transpose(1, 2)?.unsqueeze(0)?)?; // [C, N, len, I]
+        let v = match order {
+            RowOrder::ClassMajor => v,
+            RowOrder::SampleMajor => v.transpose(0, 1)?,
+        };
+        v.contiguous()?.reshape((c * n, len * i))
+    }
+
+    /// Signals `[C, N, O, T]` zero off a support shared by the columns `c`
+    /// (each position kept with probability `density`), sample 0 dense.
+    fn signals(c: usize, n: usize, o: usize, t: usize, density: f64) -> Result<Tensor> {
+        let dev = Device::Cpu;
+        let kept = Tensor::rand(0f64, 1., (1, n, o, t), &dev)?
+            .lt(density)?
+            .to_dtype(DType::F64)?;
+        let dense_first =
+            Tensor::ones((1, 1, o, t), DType::F64, &dev)?.pad_with_zeros(1, 0, n - 1)?;
+        let kept = kept.maximum(&dense_first)?;
+        Tensor::randn(0f64, 1., (c, n, o, t), &dev)?.broadcast_mul(&kept)
+    }
+
+    /// Equal to the dense product for every row block (`C` = 1 to 9), both
+    /// row orders, channel slices, inputs `I` off the vector width, f32 and
+    /// f64, with a dense sample among sparse ones.
+    #[test]
+    fn equals_the_dense_product() -> Result<()> {
+        let (n, o, t) = (3, 5, 12);
+        for (c, i) in [(1, 64), (2, 70), (3, 65), (4, 100), (5, 64), (9, 81)] {
+            let a = Tensor::randn(0f64, 1., (n, i, t), &Device::Cpu)?;
+            let b = signals(c, n, o, t, 0.2)?;
+            for dtype in [DType::F64, DType::F32] {
+                let (a, b) = (a.to_dtype(dtype)?, b.to_dtype(dtype)?);
+                for (start, len) in [(0, o), (1, 3)] {
+                    for order in [RowOrder::ClassMajor, RowOrder::SampleMajor] {
+                        let Some(got) = weight_factor(&a, &b, start, len, order)? else {
+                            panic!("sparse signals formed densely: C {c} I {i}");
+                        };
+                        let want = dense(&a, &b, start, len, order)?;
+                        let diff = (got - want)?
+                            .abs()?
+                            .flatten_all()?
+                            .max(0)?
+                            .to_dtype(DType::F64)?
+                            .to_scalar::<f64>()?;
+                        let tol = if dtype == DType::F64 { 1e-12 } else { 1e-4 };
+                        assert!(diff < tol, "C {c} I {i} {dtype:?} {order:?}: {diff}");
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Dense signals, few inputs and single positions are left to faer.
+    #[test]
+    fn declines_where_it_does_not_pay() -> Result<()> {
+        let (c, n, o) = (2, 3, 4);
+        let dense_signals = Tensor::randn(0f32, 1., (c, n, o, 12), &Device::Cpu)?;
+        let a = Tensor::randn(0f32, 1., (n, 64, 12), &Device::Cpu)?;
+        assert!(weight_factor(&a, &dense_signals, 0, o, RowOrder::ClassMajor)?.is_none());
+        let sparse = signals(c, n, o, 12, 0.1)?.to_dtype(DType::F32)?;
+        let few = a.narrow(1, 0, MIN_INPUTS - 1)?;
+        assert!(weight_factor(&few, &sparse, 0, o, RowOrder::ClassMajor)?.is_none());
+        let single = sparse.narrow(3, 0, 1)?;
+        assert!(weight_factor(&a.narrow(2, 0, 1)?, &single, 0, o, RowOrder::ClassMajor)?.is_none());
+        Ok(())
+    }
+}
