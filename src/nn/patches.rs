@@ -251,8 +251,7 @@ impl Col2Im<'_> {
                     let dst = MatMut::from_row_major_slice_mut(cols, rows, positions);
                     let g = MatRef::from_row_major_slice(g, o, positions);
                     gemm(dst, Accum::Replace, wt, g, one, Par::Seq);
-                    // compiled for the CPU's vector extensions (AVX2 where there is)
-                    pulp::Arch::new().dispatch(|| self.add_patches(image, cols));
+                    self.add_patches(image, cols);
                 },
             );
         out
