@@ -21,6 +21,7 @@ use pulp::Simd;
 use rayon::prelude::*;
 
 use crate::cpu;
+use crate::linalg::{Gathered, Lane};
 
 /// A sample whose support holds more than this fraction of its `len·T`
 /// signal entries is multiplied densely (faer's gemm runs about three times
@@ -242,88 +243,13 @@ impl<T: Lane> pulp::WithSimd for Sample<'_, '_, T> {
                 let bc = &b[((c * d.n + s) * d.o + d.start + o) * d.t..][..d.t];
                 coef.extend(index.iter().map(|&p| bc[p]));
             }
-            let k = index.len();
-            let mut c0 = 0;
-            while c0 < d.c {
-                let block = Block {
-                    simd,
-                    at,
-                    index,
-                    coef: &coef[c0 * k..],
-                    k,
-                    i: d.i,
-                    col: o * d.i,
-                };
-                // about 12 vector accumulators a tile
-                c0 += match d.c - c0 {
-                    r if r >= 4 => block.rows::<4, 3>(&mut rows[c0..]),
-                    3 => block.rows::<3, 4>(&mut rows[c0..]),
-                    2 => block.rows::<2, 6>(&mut rows[c0..]),
-                    _ => block.rows::<1, 8>(&mut rows[c0..]),
-                };
-            }
-        }
-    }
-}
-
-/// One channel's product for some rows `c`: the gathered rows `index` of
-/// `at` (`[T, I]`) weighted by `coef` (`k` per row), written at column `col`.
-struct Block<'a, S, T> {
-    simd: S,
-    at: &'a [T],
-    index: &'a [usize],
-    coef: &'a [T],
-    k: usize,
-    i: usize,
-    col: usize,
-}
-
-impl<S: Simd, T: Lane> Block<'_, S, T> {
-    /// Rows `0..R` of `rows` in tiles of `R × G` vectors, then of `R × 1`,
-    /// then column by column; returns `R`.
-    #[inline(always)]
-    fn rows<const R: usize, const G: usize>(&self, rows: &mut [&mut [T]]) -> usize {
-        let lanes = T::lanes::<S>();
-        let mut j = 0;
-        while j + G * lanes <= self.i {
-            self.tile::<R, G>(rows, j);
-            j += G * lanes;
-        }
-        while j + lanes <= self.i {
-            self.tile::<R, 1>(rows, j);
-            j += lanes;
-        }
-        for col in j..self.i {
-            for (r, row) in rows.iter_mut().take(R).enumerate() {
-                let mut sum = T::zero();
-                for (q, &p) in self.index.iter().enumerate() {
-                    sum += self.coef[r * self.k + q] * self.at[p * self.i + col];
-                }
-                row[self.col + col] = sum;
-            }
-        }
-        R
-    }
-
-    /// Columns `j..j + G·lanes` of rows `0..R`, summed in `R × G` vectors.
-    #[inline(always)]
-    fn tile<const R: usize, const G: usize>(&self, rows: &mut [&mut [T]], j: usize) {
-        let (simd, width) = (self.simd, G * T::lanes::<S>());
-        let zero = T::splat(simd, T::zero());
-        let mut acc = [[zero; G]; R];
-        for (q, &p) in self.index.iter().enumerate() {
-            let (x, _) = T::vectors::<S>(&self.at[p * self.i + j..][..width]);
-            let w: [T::V<S>; R] =
-                std::array::from_fn(|r| T::splat(simd, self.coef[r * self.k + q]));
-            for (g, &x) in x.iter().enumerate() {
-                for (acc, &w) in acc.iter_mut().zip(&w) {
-                    acc[g] = T::mul_add(simd, w, x, acc[g]);
-                }
-            }
-        }
-        for (row, acc) in rows.iter_mut().zip(&acc) {
-            let (dst, _) = T::vectors_mut::<S>(&mut row[self.col + j..][..width]);
-            dst.copy_from_slice(acc);
+            let sums = Gathered {
+                x: at,
+                width: d.i,
+                index,
+                coef: &coef,
+            };
+            sums.write(simd, rows, o * d.i);
         }
     }
 }
@@ -341,64 +267,6 @@ fn transpose<T: Copy>(a: &[T], at: &mut [T], rows: usize, cols: usize) {
                 }
             }
         }
-    }
-}
-
-/// The values a kernel runs on, with their SIMD vectors for instruction set `S`.
-pub(crate) trait Lane: WithDType + RealField + std::ops::AddAssign {
-    /// A vector of `Self`.
-    type V<S: Simd>: Copy;
-    /// Values in a vector.
-    fn lanes<S: Simd>() -> usize {
-        std::mem::size_of::<Self::V<S>>() / std::mem::size_of::<Self>()
-    }
-    /// `[x, …, x]`.
-    fn splat<S: Simd>(simd: S, x: Self) -> Self::V<S>;
-    /// `a·b + c`, fused.
-    fn mul_add<S: Simd>(simd: S, a: Self::V<S>, b: Self::V<S>, c: Self::V<S>) -> Self::V<S>;
-    /// The whole vectors at the start of `x`, and the rest.
-    fn vectors<S: Simd>(x: &[Self]) -> (&[Self::V<S>], &[Self]);
-    /// The whole vectors at the start of `x`, and the rest.
-    fn vectors_mut<S: Simd>(x: &mut [Self]) -> (&mut [Self::V<S>], &mut [Self]);
-}
-
-impl Lane for f32 {
-    type V<S: Simd> = S::f32s;
-    #[inline(always)]
-    fn splat<S: Simd>(simd: S, x: Self) -> S::f32s {
-        simd.splat_f32s(x)
-    }
-    #[inline(always)]
-    fn mul_add<S: Simd>(simd: S, a: S::f32s, b: S::f32s, c: S::f32s) -> S::f32s {
-        simd.mul_add_e_f32s(a, b, c)
-    }
-    #[inline(always)]
-    fn vectors<S: Simd>(x: &[Self]) -> (&[S::f32s], &[Self]) {
-        S::as_simd_f32s(x)
-    }
-    #[inline(always)]
-    fn vectors_mut<S: Simd>(x: &mut [Self]) -> (&mut [S::f32s], &mut [Self]) {
-        S::as_mut_simd_f32s(x)
-    }
-}
-
-impl Lane for f64 {
-    type V<S: Simd> = S::f64s;
-    #[inline(always)]
-    fn splat<S: Simd>(simd: S, x: Self) -> S::f64s {
-        simd.splat_f64s(x)
-    }
-    #[inline(always)]
-    fn mul_add<S: Simd>(simd: S, a: S::f64s, b: S::f64s, c: S::f64s) -> S::f64s {
-        simd.mul_add_e_f64s(a, b, c)
-    }
-    #[inline(always)]
-    fn vectors<S: Simd>(x: &[Self]) -> (&[S::f64s], &[Self]) {
-        S::as_simd_f64s(x)
-    }
-    #[inline(always)]
-    fn vectors_mut<S: Simd>(x: &mut [Self]) -> (&mut [S::f64s], &mut [Self]) {
-        S::as_mut_simd_f64s(x)
     }
 }
 

@@ -2,9 +2,11 @@
 //! one (faer) and a partial one for the few largest eigenpairs ([`lanczos`]).
 
 mod dense;
+mod gathered;
 mod gemm;
 mod lanczos;
 
+pub(crate) use gathered::{Gathered, Lane};
 pub(crate) use gemm::{gram, matmul, matmul_values};
 
 use std::fmt;
