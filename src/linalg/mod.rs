@@ -5,9 +5,11 @@ mod dense;
 mod gathered;
 mod gemm;
 mod lanczos;
+mod lane;
 
-pub(crate) use gathered::{Gathered, Lane};
+pub(crate) use gathered::Gathered;
 pub(crate) use gemm::{gram, matmul, matmul_values};
+pub(crate) use lane::Lane;
 
 use std::fmt;
 
