@@ -231,7 +231,7 @@ impl<T: Lane> pulp::WithSimd for Sample<'_, '_, T> {
             s,
             support,
         } = self;
-        at.clear();
+        // every entry is written by the transposition
         at.resize(d.t * d.i, T::zero());
         transpose(a, at, d.i, d.t);
         let mut coef = Vec::new();
@@ -254,18 +254,27 @@ impl<T: Lane> pulp::WithSimd for Sample<'_, '_, T> {
     }
 }
 
-/// `at = aᵀ` `[cols, rows]` for a row-major `a` `[rows, cols]`, by square
-/// tiles (both sides stay in cache).
+/// `at = aᵀ` `[cols, rows]` for a row-major `a` `[rows, cols]`, 16 rows of
+/// `a` at a time: each column of them is 16 contiguous values of `at` (twice
+/// as fast as square tiles of 16 for fmnist_2c2d's `[800, 196]` patches).
 #[inline(always)]
 fn transpose<T: Copy>(a: &[T], at: &mut [T], rows: usize, cols: usize) {
-    const TILE: usize = 16;
-    for r0 in (0..rows).step_by(TILE) {
-        for c0 in (0..cols).step_by(TILE) {
-            for r in r0..(r0 + TILE).min(rows) {
-                for c in c0..(c0 + TILE).min(cols) {
-                    at[c * rows + r] = a[r * cols + c];
+    const K: usize = 16;
+    let mut r0 = 0;
+    while r0 + K <= rows {
+        let src: [&[T]; K] = std::array::from_fn(|k| &a[(r0 + k) * cols..][..cols]);
+        for (c, dst) in at[r0..].chunks_mut(rows).enumerate() {
+            if let Some(dst) = dst.first_chunk_mut::<K>() {
+                for (d, src) in dst.iter_mut().zip(&src) {
+                    *d = src[c];
                 }
             }
+        }
+        r0 += K;
+    }
+    for r in r0..rows {
+        for (c, &v) in a[r * cols..][..cols].iter().enumerate() {
+            at[c * rows + r] = v;
         }
     }
 }
