@@ -50,8 +50,8 @@ pub(crate) enum RowOrder {
 /// for inputs `a` `[N, I, T]` and signals `b` `[C, N, O, T]`:
 /// `V_W[c,n][o, :] = Σ_{t ∈ P(n,o)} B[c,n,o,t] A[n,:,t]`, sample by sample in
 /// parallel. `None` where this does not apply: off the CPU, other dtypes
-/// than f32 and f64, `T = 1`, `I <` [`MIN_INPUTS`], or signals without zeros to skip (more than
-/// [`DENSE_FRACTION`] of them nonzero in every sample).
+/// than f32 and f64, `T = 1`, `I <` [`MIN_INPUTS`], or signals without zeros
+/// to skip (more than [`DENSE_FRACTION`] of them nonzero in every sample).
 pub(crate) fn weight_factor(
     a: &Tensor,
     b: &Tensor,
@@ -59,16 +59,24 @@ pub(crate) fn weight_factor(
     len: usize,
     order: RowOrder,
 ) -> Result<Option<Tensor>> {
-    let applies = matches!(b.device(), Device::Cpu)
-        && a.dtype() == b.dtype()
-        && b.dim(3)? > 1
-        && a.dim(1)? >= MIN_INPUTS;
+    let (c, n, o, t) = b.dims4()?;
+    let d = Dims {
+        c,
+        n,
+        o,
+        t,
+        i: a.dim(1)?,
+        start,
+        len,
+    };
+    let applies =
+        matches!(b.device(), Device::Cpu) && a.dtype() == b.dtype() && t > 1 && d.i >= MIN_INPUTS;
     if !applies {
         return Ok(None);
     }
     match b.dtype() {
-        DType::F32 => formed::<f32>(a, b, start, len, order),
-        DType::F64 => formed::<f64>(a, b, start, len, order),
+        DType::F32 => formed::<f32>(a, b, d, order),
+        DType::F64 => formed::<f64>(a, b, d, order),
         _ => Ok(None),
     }
 }
@@ -88,24 +96,10 @@ struct Dims {
     len: usize,
 }
 
-fn formed<T: Lane>(
-    a: &Tensor,
-    b: &Tensor,
-    start: usize,
-    len: usize,
-    order: RowOrder,
-) -> Result<Option<Tensor>> {
-    let (c, n, o, t) = b.dims4()?;
-    let i = a.dim(1)?;
-    let dims = Dims {
-        c,
-        n,
-        o,
-        t,
-        i,
-        start,
-        len,
-    };
+fn formed<T: Lane>(a: &Tensor, b: &Tensor, dims: Dims, order: RowOrder) -> Result<Option<Tensor>> {
+    let Dims {
+        c, n, t, i, len, ..
+    } = dims;
     let (a, b) = (a.contiguous()?, b.contiguous()?);
     let (a_storage, a_layout) = a.storage_and_layout();
     let (b_storage, b_layout) = b.storage_and_layout();

@@ -22,42 +22,44 @@ pub(crate) trait Lane: WithDType + RealField + std::ops::AddAssign {
     fn vectors_mut<S: Simd>(x: &mut [Self]) -> (&mut [Self::V<S>], &mut [Self]);
 }
 
-impl Lane for f32 {
-    type V<S: Simd> = S::f32s;
-    #[inline(always)]
-    fn splat<S: Simd>(simd: S, x: Self) -> S::f32s {
-        simd.splat_f32s(x)
-    }
-    #[inline(always)]
-    fn mul_add<S: Simd>(simd: S, a: S::f32s, b: S::f32s, c: S::f32s) -> S::f32s {
-        simd.mul_add_e_f32s(a, b, c)
-    }
-    #[inline(always)]
-    fn vectors<S: Simd>(x: &[Self]) -> (&[S::f32s], &[Self]) {
-        S::as_simd_f32s(x)
-    }
-    #[inline(always)]
-    fn vectors_mut<S: Simd>(x: &mut [Self]) -> (&mut [S::f32s], &mut [Self]) {
-        S::as_mut_simd_f32s(x)
-    }
+/// `impl Lane` for a float type through pulp's methods for its vectors.
+macro_rules! lane {
+    ($t:ty, $v:ident, $splat:ident, $mul_add:ident, $simd:ident, $simd_mut:ident) => {
+        impl Lane for $t {
+            type V<S: Simd> = S::$v;
+            #[inline(always)]
+            fn splat<S: Simd>(simd: S, x: Self) -> S::$v {
+                simd.$splat(x)
+            }
+            #[inline(always)]
+            fn mul_add<S: Simd>(simd: S, a: S::$v, b: S::$v, c: S::$v) -> S::$v {
+                simd.$mul_add(a, b, c)
+            }
+            #[inline(always)]
+            fn vectors<S: Simd>(x: &[Self]) -> (&[S::$v], &[Self]) {
+                S::$simd(x)
+            }
+            #[inline(always)]
+            fn vectors_mut<S: Simd>(x: &mut [Self]) -> (&mut [S::$v], &mut [Self]) {
+                S::$simd_mut(x)
+            }
+        }
+    };
 }
 
-impl Lane for f64 {
-    type V<S: Simd> = S::f64s;
-    #[inline(always)]
-    fn splat<S: Simd>(simd: S, x: Self) -> S::f64s {
-        simd.splat_f64s(x)
-    }
-    #[inline(always)]
-    fn mul_add<S: Simd>(simd: S, a: S::f64s, b: S::f64s, c: S::f64s) -> S::f64s {
-        simd.mul_add_e_f64s(a, b, c)
-    }
-    #[inline(always)]
-    fn vectors<S: Simd>(x: &[Self]) -> (&[S::f64s], &[Self]) {
-        S::as_simd_f64s(x)
-    }
-    #[inline(always)]
-    fn vectors_mut<S: Simd>(x: &mut [Self]) -> (&mut [S::f64s], &mut [Self]) {
-        S::as_mut_simd_f64s(x)
-    }
-}
+lane!(
+    f32,
+    f32s,
+    splat_f32s,
+    mul_add_e_f32s,
+    as_simd_f32s,
+    as_mut_simd_f32s
+);
+lane!(
+    f64,
+    f64s,
+    splat_f64s,
+    mul_add_e_f64s,
+    as_simd_f64s,
+    as_mut_simd_f64s
+);
