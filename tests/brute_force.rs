@@ -127,6 +127,33 @@ fn conv2d_stride_padding_dilation() -> Result<()> {
     check_eigen(&p, &per_param(&p), Some(vec![2, 0]), 2)
 }
 
+/// A convolution with 72 inputs per position behind a ReLU and a max pooling:
+/// its output signals are at most a quarter nonzero, so its weight factor is
+/// formed on their support (`src/extension/support.rs`), not by the dense
+/// product.
+#[test]
+fn conv2d_relu_max_pool_factor_on_the_support() -> Result<()> {
+    let varmap = VarMap::new();
+    let cfg = Conv2dConfig {
+        padding: 1,
+        ..Default::default()
+    };
+    let conv = vnn::conv2d(8, 4, 3, cfg, vb(&varmap).pp("conv"))?;
+    let fc = vnn::linear(36, 3, vb(&varmap).pp("fc"))?;
+    let x = input(&[2, 8, 6, 6], 6)?;
+    let p = Problem::new(
+        varmap,
+        move || {
+            let h = vivit::nn::max_pool2d(&conv.forward(&x)?.relu()?, 2, 2)?; // [2, 4, 3, 3]
+            fc.forward(&h.flatten_from(1)?)
+        },
+        Loss::CrossEntropy,
+        6,
+    )?;
+    check_eigen(&p, &one_group(&p), None, 5)?;
+    check_eigen(&p, &per_param(&p), Some(vec![1, 0]), 3)
+}
+
 #[test]
 fn conv1d_dilation_avg_pool() -> Result<()> {
     let varmap = VarMap::new();
