@@ -110,7 +110,7 @@ fn formed<T: Lane>(a: &Tensor, b: &Tensor, dims: Dims, order: RowOrder) -> Resul
         .map(|s| Support::of(bv, dims, s))
         .collect();
     let dense = (len * t) as f64 * DENSE_FRACTION;
-    if supports.iter().all(|s| s.total as f64 > dense) {
+    if supports.iter().all(|s| s.total() as f64 > dense) {
         return Ok(None);
     }
     let row_len = len * i;
@@ -129,7 +129,7 @@ fn formed<T: Lane>(a: &Tensor, b: &Tensor, dims: Dims, order: RowOrder) -> Resul
         .enumerate()
         .for_each_init(Vec::new, |at, (s, (mut rows, support))| {
             let a_n = &av[s * i * t..][..i * t];
-            if support.total as f64 > dense {
+            if support.total() as f64 > dense {
                 dense_sample(&mut rows, a_n, bv, dims, s);
             } else {
                 let sample = Sample {
@@ -154,7 +154,6 @@ fn formed<T: Lane>(a: &Tensor, b: &Tensor, dims: Dims, order: RowOrder) -> Resul
 struct Support {
     offsets: Vec<usize>,
     index: Vec<usize>,
-    total: usize,
 }
 
 impl Support {
@@ -174,12 +173,12 @@ impl Support {
             index.extend((0..d.t).filter(|&p| nonzero[p]));
             offsets.push(index.len());
         }
-        let total = index.len();
-        Self {
-            offsets,
-            index,
-            total,
-        }
+        Self { offsets, index }
+    }
+
+    /// Positions in the support, over all channels of the slice.
+    fn total(&self) -> usize {
+        self.index.len()
     }
 }
 
@@ -294,17 +293,23 @@ mod tests {
         v.contiguous()?.reshape((c * n, len * i))
     }
 
-    /// Signals `[C, N, O, T]` zero off a support shared by the columns `c`
-    /// (each position kept with probability `density`), sample 0 dense.
-    fn signals(c: usize, n: usize, o: usize, t: usize, density: f64) -> Result<Tensor> {
-        let dev = Device::Cpu;
-        let kept = Tensor::rand(0f64, 1., (1, n, o, t), &dev)?
-            .lt(density)?
-            .to_dtype(DType::F64)?;
-        let dense_first =
-            Tensor::ones((1, 1, o, t), DType::F64, &dev)?.pad_with_zeros(1, 0, n - 1)?;
-        let kept = kept.maximum(&dense_first)?;
-        Tensor::randn(0f64, 1., (c, n, o, t), &dev)?.broadcast_mul(&kept)
+    /// Signals `[C, N, O, T]` zero off a support shared by the columns `c`:
+    /// sample 0 dense, the others keep one position in `every` (a fixed
+    /// pattern that differs between samples and channels).
+    fn signals(c: usize, n: usize, o: usize, t: usize, every: usize) -> Result<Tensor> {
+        let kept: Vec<f64> = (0..n * o * t)
+            .map(|j| {
+                let (s, ch, p) = (j / (o * t), j / t % o, j % t);
+                let on = s == 0 || (p + 3 * ch + 5 * s) % every == 0;
+                if on {
+                    1.0
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        let kept = Tensor::from_vec(kept, (1, n, o, t), &Device::Cpu)?;
+        Tensor::randn(0f64, 1., (c, n, o, t), &Device::Cpu)?.broadcast_mul(&kept)
     }
 
     /// Equal to the dense product for every row block (`C` = 1 to 9), both
@@ -315,7 +320,7 @@ mod tests {
         let (n, o, t) = (3, 5, 12);
         for (c, i) in [(1, 64), (2, 70), (3, 65), (4, 100), (5, 64), (9, 81)] {
             let a = Tensor::randn(0f64, 1., (n, i, t), &Device::Cpu)?;
-            let b = signals(c, n, o, t, 0.2)?;
+            let b = signals(c, n, o, t, 5)?;
             for dtype in [DType::F64, DType::F32] {
                 let (a, b) = (a.to_dtype(dtype)?, b.to_dtype(dtype)?);
                 for (start, len) in [(0, o), (1, 3)] {
@@ -346,7 +351,7 @@ mod tests {
         let dense_signals = Tensor::randn(0f32, 1., (c, n, o, 12), &Device::Cpu)?;
         let a = Tensor::randn(0f32, 1., (n, 64, 12), &Device::Cpu)?;
         assert!(weight_factor(&a, &dense_signals, 0, o, RowOrder::ClassMajor)?.is_none());
-        let sparse = signals(c, n, o, 12, 0.1)?.to_dtype(DType::F32)?;
+        let sparse = signals(c, n, o, 12, 10)?.to_dtype(DType::F32)?;
         let few = a.narrow(1, 0, MIN_INPUTS - 1)?;
         assert!(weight_factor(&few, &sparse, 0, o, RowOrder::ClassMajor)?.is_none());
         let single = sparse.narrow(3, 0, 1)?;
