@@ -263,7 +263,9 @@ impl LayerFactor {
     }
 
     /// Output channels `start..start + len` of `V_W` with sample-major rows,
-    /// `[N·C, len·I]` (row `n·C + c` is `V_W[c,n]`): one product per sample
+    /// `[N·C, len·I]` (row `n·C + c` is `V_W[c,n]`): on the support of the
+    /// signals where most are zero ([`support::weight_factor`]), else one
+    /// product per sample
     /// `[C·len, T] × [T, I]`, the `C` columns of a sample together. Taller
     /// products than one per column and sample (fmnist_2c2d's second
     /// convolution, sliced: the Gram stage 107 → 92 ms), for a transposed
@@ -305,8 +307,9 @@ impl LayerFactor {
     }
 
     /// Output channels `start..start + len` of `V_W`, `[C·N, len·I]`:
-    /// `V_W[c,n] = B[c,n] A[n]ᵀ`, one batched matmul over `(c, n)` that reads
-    /// `B` and `A` in place.
+    /// `V_W[c,n] = B[c,n] A[n]ᵀ`, on the support of the signals where most
+    /// are zero ([`support::weight_factor`]), else one batched matmul over
+    /// `(c, n)` that reads `B` and `A` in place.
     fn weight_factor_slice(&self, start: usize, len: usize) -> Result<Tensor> {
         if let Some(v) = support::weight_factor(&self.a, &self.b, start, len, RowOrder::ClassMajor)?
         {
