@@ -20,7 +20,7 @@
 //!
 //! 1. Build the model with tracked layers ([`nn`]); anything between them is
 //!    free-form Candle code.
-//! 2. Compute the loss inside [`record`] with a tracked loss ([`loss`]).
+//! 2. Compute the loss inside [`record()`] with a tracked loss ([`loss`]).
 //! 3. Run a computation ([`EigvalshComputation`], [`EighComputation`]) on
 //!    parameter groups ([`ParamGroup`]), or several at once with [`backward`].
 //!

@@ -38,7 +38,7 @@ pub(crate) enum LossKind {
 /// Mean cross-entropy of logits `[N, C]` against class indices `[N]`.
 ///
 /// `L = (1/N) Σ_n −log softmax(f_n)[y_n]`, the value of
-/// [`candle_nn::loss::cross_entropy`]. Inside [`crate::record`] it is the loss
+/// [`candle_nn::loss::cross_entropy`]. Inside [`crate::record()`] it is the loss
 /// the computations work with.
 ///
 /// Softmax and log-softmax subtract each row's maximum, so huge logits give a

@@ -1,8 +1,8 @@
 //! Tracked layers: candle_nn layers whose parameters the computations can see.
 //!
 //! [`Linear`], [`Conv1d`] and [`Conv2d`] wrap their candle_nn twins and are built
-//! the same way ([`linear`], [`conv2d`], …, or `From` a candle_nn layer). They
-//! implement [`candle_core::Module`]. Outside [`crate::record`] their forward is
+//! the same way ([`linear()`], [`conv2d`], …, or `From` a candle_nn layer). They
+//! implement [`candle_core::Module`]. Outside [`crate::record()`] their forward is
 //! exactly candle_nn's; inside, each call remembers its input and runs as one
 //! op whose backward hands the factor passes the gradient of its output and
 //! skips the weight gradients there (convolutions as patches · weights, equal
@@ -26,7 +26,7 @@ use patches::ConvGeometry;
 /// Forward of a tracked layer with parameters `weight` and `bias`.
 ///
 /// `forward(x, weight, bias)` is the plain layer forward, used outside
-/// [`crate::record`]; inside, see the module docs.
+/// [`crate::record()`]; inside, see the module docs.
 fn tracked_forward(
     kind: LayerKind,
     weight: &Tensor,

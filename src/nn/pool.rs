@@ -230,7 +230,7 @@ impl Windows {
     }
 }
 
-/// Max pooling as a CPU op; inside [`crate::record`] it keeps each window's
+/// Max pooling as a CPU op; inside [`crate::record()`] it keeps each window's
 /// argmax from the forward for the (many) backward passes.
 struct MaxPool {
     windows: Windows,

@@ -2,7 +2,7 @@
 //! that the factor passes can run without weight gradients and that hands them
 //! the gradient of the output.
 //!
-//! Inside [`crate::record`], a tracked layer's output is a custom op
+//! Inside [`crate::record()`], a tracked layer's output is a custom op
 //! `y = L(x, W, b)` whose forward returns values computed beforehand and whose
 //! backward applies the layer's Jacobian transposes:
 //!

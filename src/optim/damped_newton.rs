@@ -165,7 +165,7 @@ pub struct StepReport {
 ///
 /// `DampedNewton` is `Send` and `Sync`: two optimizers on two threads train
 /// independently (and bit-identically to running one after the other); the
-/// recording scope of [`crate::record`] is per thread.
+/// recording scope of [`crate::record()`] is per thread.
 #[derive(Debug, Clone)]
 pub struct DampedNewton {
     vars: Vec<Var>,
