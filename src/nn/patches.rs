@@ -4,12 +4,18 @@
 use candle_core::{
     CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor, WithDType,
 };
+use std::sync::OnceLock;
+
 use faer::linalg::matmul::matmul as gemm;
-use faer::traits::RealField;
 use faer::{Accum, MatMut, MatRef, Par};
 use rayon::prelude::*;
 
 use crate::cpu::contiguous;
+use crate::linalg::Lane;
+
+mod scatter;
+
+use scatter::{ChannelsLast, Scatter};
 
 /// Padding, stride and dilation of a convolution, as `(height, width)` pairs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,7 +143,9 @@ impl Patches {
     ///
     /// giving `[N, I, H, W]`. Sample by sample in parallel, each product into a
     /// cache-sized buffer of the thread, so the `[I·k_h·k_w, N·P]` patch
-    /// gradient is never formed.
+    /// gradient is never formed; a sample whose gradient is mostly zero
+    /// (behind a ReLU and a max pooling) is instead scattered from its
+    /// nonzero entries ([`scatter`]).
     pub fn transpose_product(&self, weight: &Tensor, grad: &Tensor) -> Result<Tensor> {
         weight
             .contiguous()?
@@ -230,7 +238,9 @@ impl Col2Im<'_> {
         }
     }
 
-    fn run<T: WithDType + RealField>(&self, weight: &[T], grad: &[T], o: usize) -> Vec<T> {
+    /// Sample by sample: [`Scatter`] where the gradient is sparse, else the
+    /// product `W_flatᵀ g_n` into the thread's buffer and col2im.
+    fn run<T: Lane>(&self, weight: &[T], grad: &[T], o: usize) -> Vec<T> {
         let ((h, w), (kh, kw)) = (self.patches.input, self.patches.kernel);
         let positions = self.patches.output.0 * self.patches.output.1;
         let rows = weight.len() / o.max(1);
@@ -243,11 +253,26 @@ impl Col2Im<'_> {
         // W_flatᵀ: the row-major [O, I·k·k] weight read column-major
         let wt = MatRef::from_column_major_slice(weight, rows, o);
         let one = T::from_f64(1.0);
+        let channels_last = OnceLock::new();
         out.par_chunks_mut(channels * h * w)
             .zip(grad.par_chunks(o * positions))
             .for_each_init(
-                || vec![T::zero(); rows * positions],
-                |cols, (image, g)| {
+                || (Vec::new(), Vec::new()),
+                |(cols, buffer), (image, g)| {
+                    if scatter::sparse(g, channels) {
+                        let weight = channels_last
+                            .get_or_init(|| ChannelsLast::new(weight, channels, kh * kw));
+                        // compiled for the CPU's vector extensions (AVX-512 where there is)
+                        pulp::Arch::new().dispatch(Scatter {
+                            patches: self.patches,
+                            weight,
+                            grad: g,
+                            buffer,
+                            image,
+                        });
+                        return;
+                    }
+                    cols.resize(rows * positions, T::zero());
                     let dst = MatMut::from_row_major_slice_mut(cols, rows, positions);
                     let g = MatRef::from_row_major_slice(g, o, positions);
                     gemm(dst, Accum::Replace, wt, g, one, Par::Seq);
@@ -371,6 +396,59 @@ mod tests {
                 (lhs - rhs).abs() < 1e-10 * lhs.abs().max(1.0),
                 "k {k} p {p} s {s} d {d}: {lhs} vs {rhs}"
             );
+        }
+        Ok(())
+    }
+
+    /// `W_flatᵀ g_n` then its col2im by candle's ops: `index_add` of the
+    /// columns into the padded input at the gather's positions, the padding
+    /// cut off.
+    fn col2im_by_index_add(patches: &Patches, w: &Tensor, g: &Tensor) -> Result<Tensor> {
+        let (n, _, _) = g.dims3()?;
+        let ((h, wd), (kh, kw)) = (patches.input, patches.kernel);
+        let (ph, pw) = patches.geo.padding;
+        let channels = w.dim(1)? / (kh * kw);
+        let cols = w.t()?.broadcast_matmul(g)?; // [N, I·k·k, P]
+        let cols = cols.reshape((n, channels, ()))?;
+        let (hp, wp) = (h + 2 * ph, wd + 2 * pw);
+        Tensor::zeros((n, channels, hp * wp), g.dtype(), g.device())?
+            .index_add(&patches.index, &cols, 2)?
+            .reshape((n, channels, hp, wp))?
+            .narrow(2, ph, h)?
+            .narrow(3, pw, wd)
+    }
+
+    /// Gradients mostly zero (a fixed pattern, one in seven entries, the
+    /// last sample dense) take the scatter, the dense sample the product and
+    /// col2im: both equal col2im by candle's `index_add`, for every geometry,
+    /// channel counts on and off the vector width, f32 and f64.
+    #[test]
+    fn sparse_gradients_scatter_to_the_same_input_gradient() -> Result<()> {
+        let dev = Device::Cpu;
+        for dtype in [DType::F32, DType::F64] {
+            for channels in [3, 16, 19] {
+                for (k, p, s, d) in GEOMETRIES {
+                    let x = Tensor::zeros((3, channels, 9, 8), dtype, &dev)?;
+                    let patches = Patches::new((9, 8), (k, k), geometry(p, s, d), &x)?;
+                    let (o, positions) = (5, patches.output.0 * patches.output.1);
+                    let w =
+                        Tensor::randn(0f64, 1., (o, channels * k * k), &dev)?.to_dtype(dtype)?;
+                    let g = Tensor::randn(0f64, 1., (3, o, positions), &dev)?;
+                    let len = o * positions;
+                    let mask: Vec<f64> = (0..3 * len)
+                        .map(|e| f64::from(u8::from(e % 7 == 3 || e >= 2 * len)))
+                        .collect();
+                    let mask = Tensor::from_vec(mask, g.shape(), &dev)?;
+                    let g = (g * mask)?.to_dtype(dtype)?;
+                    let got = patches.transpose_product(&w, &g)?.to_dtype(DType::F64)?;
+                    let want = col2im_by_index_add(&patches, &w, &g)?.to_dtype(DType::F64)?;
+                    let tol = if dtype == DType::F32 { 1e-4 } else { 1e-12 };
+                    assert!(
+                        max_diff(&got, &want)? < tol,
+                        "{dtype:?} I {channels} k {k} p {p} s {s} d {d}"
+                    );
+                }
+            }
         }
         Ok(())
     }
