@@ -24,10 +24,14 @@ the median of the binary's calls after its first (``VIVIT_BENCH_ONCE``):
 
 Each benchmark of the reference runs in a fresh subprocess (this script with
 ``--once ID``): the median seconds of 5 calls after a warm-up, and the peak RSS of
-that process. The crate's median is criterion's
-(``target/criterion/<id>/new/estimates.json``), its peak RSS that of the newest
+that process. This crate is timed the same way, in the same statistic: the newest
 bench binary ``target/release/deps/computations-*`` run with ``VIVIT_BENCH_ONCE=<id>``
-(3 iterations, no criterion). Machines are noisy: run both one right after the other,
+(a warm-up and 5 calls, no criterion), which also gives its peak RSS; the ratio
+``ref/viv`` compares those two medians. Criterion's median
+(``target/criterion/<id>/new/estimates.json``) is printed beside it with its ratio
+``ref/crit``: a median of samples that each average 1 to 10 calls, a different
+statistic (a call that stalls raises every sample it falls in, where a median of
+single calls leaves it out). Machines are noisy: run both one right after the other,
 on a quiet machine (the load average is printed). Peak RSS needs GNU time
 (``apt-get install time``). With another job busy on one of 2 cores, torch's OpenMP
 threads spin and run up to 100x slower; ``OMP_WAIT_POLICY=PASSIVE`` avoids that.
@@ -260,14 +264,20 @@ def once_env(bench_id: str):
     return env
 
 
+def once_median(out: str) -> float:
+    """Median seconds of the calls the bench binary printed in ``VIVIT_BENCH_ONCE`` mode,
+    its first call (the warm-up: cold caches, fresh pages) left out, as ``once`` times
+    the reference."""
+    times = [float(line.split()[-2]) for line in out.splitlines() if line.endswith(" s")]
+    return statistics.median(times[1:] or times)
+
+
 def vivit_once(binary, bench_id: str) -> float:
-    """Median seconds of this crate's bench binary on ``bench_id``, its first call
-    (cold caches, fresh pages) left out."""
+    """:func:`once_median` of this crate's bench binary on ``bench_id``."""
     out = subprocess.run(
         [str(binary)], stdout=subprocess.PIPE, env=once_env(bench_id), text=True, check=True
     ).stdout
-    times = [float(line.split()[-2]) for line in out.splitlines() if line.endswith(" s")]
-    return statistics.median(times[1:] or times)
+    return once_median(out)
 
 
 def paired(rounds: int, filters):
@@ -309,22 +319,29 @@ def main(filters):
     binary = bench_binary()
     print(f"{cpu}, {os.cpu_count()} CPUs; torch {torch.__version__}, {THREADS} threads")
     print(f"bench binary: {binary}; load average: {os.getloadavg()}")
-    row = "{:<40} {:>9} {:>9} {:>8} {:>9} {:>9} {:>8}"
-    print(row.format("id", "ref s", "vivit s", "ref/viv", "ref MB", "vivit MB", "ref/viv"))
+    row = "{:<40} {:>9} {:>9} {:>8} {:>9} {:>8} {:>9} {:>9} {:>8}"
+    print(
+        row.format(
+            "id", "ref s", "vivit s", "ref/viv", "crit. s", "ref/crit", "ref MB", "vivit MB",
+            "ref/viv",
+        )  # fmt: skip
+    )
     for bench_id in bench_ids():
         if filters and not any(f in bench_id for f in filters):
             continue
         out, ref_rss = run_measured([sys.executable, __file__, "--once", bench_id])
         ref = float(out)
-        ours_rss = None
+        ours, ours_rss = None, None
         if binary is not None:
-            _, ours_rss = run_measured([str(binary)], env=once_env(bench_id))
-        ours = criterion_seconds(bench_id)
+            out, ours_rss = run_measured([str(binary)], env=once_env(bench_id))
+            ours = once_median(out)
+        crit = criterion_seconds(bench_id)
         mb = [None if rss is None else rss / 2**20 for rss in (ref_rss, ours_rss)]
         print(
             row.format(
                 bench_id, f"{ref:.5f}", text(ours, ".5f"), ratio(ref, ours),
-                text(mb[0], ".0f"), text(mb[1], ".0f"), ratio(*mb),
+                text(crit, ".5f"), ratio(ref, crit), text(mb[0], ".0f"), text(mb[1], ".0f"),
+                ratio(*mb),
             ),  # fmt: skip
             flush=True,
         )
