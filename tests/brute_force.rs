@@ -127,10 +127,10 @@ fn conv2d_stride_padding_dilation() -> Result<()> {
     check_eigen(&p, &per_param(&p), Some(vec![2, 0]), 2)
 }
 
-/// A convolution with 72 inputs per position behind a ReLU and a max pooling:
-/// its output signals are at most a quarter nonzero, so its weight factor is
-/// formed on their support (`src/extension/support.rs`), not by the dense
-/// product.
+/// A convolution with 144 inputs per position behind a ReLU and a max
+/// pooling, 4 classes (3 loss-factor columns): its output signals are at most
+/// a quarter nonzero, so its weight factor is formed on their support
+/// (`src/extension/support.rs`), not by the dense product.
 #[test]
 fn conv2d_relu_max_pool_factor_on_the_support() -> Result<()> {
     let varmap = VarMap::new();
@@ -138,9 +138,9 @@ fn conv2d_relu_max_pool_factor_on_the_support() -> Result<()> {
         padding: 1,
         ..Default::default()
     };
-    let conv = vnn::conv2d(8, 4, 3, cfg, vb(&varmap).pp("conv"))?;
-    let fc = vnn::linear(36, 3, vb(&varmap).pp("fc"))?;
-    let x = input(&[2, 8, 6, 6], 6)?;
+    let conv = vnn::conv2d(16, 4, 3, cfg, vb(&varmap).pp("conv"))?;
+    let fc = vnn::linear(36, 4, vb(&varmap).pp("fc"))?;
+    let x = input(&[2, 16, 6, 6], 6)?;
     let p = Problem::new(
         varmap,
         move || {

@@ -32,10 +32,20 @@ use crate::linalg::{Gathered, Lane};
 const DENSE_FRACTION: f64 = 0.35;
 
 /// Fewer inputs `I` than this go to faer's gemm: the kernel's tiles are 48
-/// to 128 columns wide (f32 on AVX-512), and the columns left over are summed
-/// one by one (fmnist_2c2d's first convolution, `I = 25`, took 9 ms here
-/// against 4 ms).
-const MIN_INPUTS: usize = 64;
+/// to 128 columns wide (f32 on AVX-512), the columns left over are summed
+/// one by one, and short rows reuse each gathered load little. cifar10_3c3d's
+/// first convolution (`I = 75`, `T = 784`, `C = 9`, a quarter of the signals
+/// kept) took 40 ms on the support against 12 ms by faer's gemm, 22 against
+/// 11.5 ms at `I = 80`; fmnist_2c2d's first (`I = 25`) 9 against 4 ms.
+const MIN_INPUTS: usize = 128;
+
+/// Fewer loss-factor columns `C` than this go to faer's gemm: each sample's
+/// patches are transposed for the gathered rows, a cost shared by its `C`
+/// rows. A quarter of the signals kept, f32, 2 threads: `I = 800, T = 196`
+/// 7.5 against 3.7 ms at `C = 1`, 9.5 against 7.9 ms at `C = 2`, 28 against
+/// 36 ms at `C = 9`; `I = 576, T = 144` 4.7 against 2.6 ms at `C = 1` (a
+/// Monte-Carlo factor with one sample, or the gradient's).
+const MIN_COLUMNS: usize = 3;
 
 /// The order of the rows `(c, n)` of a formed factor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,8 +60,9 @@ pub(crate) enum RowOrder {
 /// for inputs `a` `[N, I, T]` and signals `b` `[C, N, O, T]`:
 /// `V_W[c,n][o, :] = Σ_{t ∈ P(n,o)} B[c,n,o,t] A[n,:,t]`, sample by sample in
 /// parallel. `None` where this does not apply: off the CPU, other dtypes
-/// than f32 and f64, `T = 1`, `I <` [`MIN_INPUTS`], or signals without zeros
-/// to skip (more than [`DENSE_FRACTION`] of them nonzero in every sample).
+/// than f32 and f64, `T = 1`, `I <` [`MIN_INPUTS`], `C <` [`MIN_COLUMNS`],
+/// or signals without zeros to skip (more than [`DENSE_FRACTION`] of them
+/// nonzero in every sample).
 pub(crate) fn weight_factor(
     a: &Tensor,
     b: &Tensor,
@@ -69,8 +80,11 @@ pub(crate) fn weight_factor(
         start,
         len,
     };
-    let applies =
-        matches!(b.device(), Device::Cpu) && a.dtype() == b.dtype() && t > 1 && d.i >= MIN_INPUTS;
+    let applies = matches!(b.device(), Device::Cpu)
+        && a.dtype() == b.dtype()
+        && t > 1
+        && d.i >= MIN_INPUTS
+        && c >= MIN_COLUMNS;
     if !applies {
         return Ok(None);
     }
@@ -312,13 +326,14 @@ mod tests {
         Tensor::randn(0f64, 1., (c, n, o, t), &Device::Cpu)?.broadcast_mul(&kept)
     }
 
-    /// Equal to the dense product for every row block (`C` = 1 to 9), both
-    /// row orders, channel slices, inputs `I` off the vector width, f32 and
-    /// f64, with a dense sample among sparse ones.
+    /// Equal to the dense product for every tile of rows (`C` = 3 to 9: tiles
+    /// of 4, 3, 2 and 1 rows), both row orders, channel slices, inputs `I` on
+    /// and off the vector width, f32 and f64, with a dense sample among
+    /// sparse ones.
     #[test]
     fn equals_the_dense_product() -> Result<()> {
         let (n, o, t) = (3, 5, 12);
-        for (c, i) in [(1, 64), (2, 70), (3, 65), (4, 100), (5, 64), (9, 81)] {
+        for (c, i) in [(3, 128), (4, 135), (5, 130), (6, 160), (9, 201)] {
             let a = Tensor::randn(0f64, 1., (n, i, t), &Device::Cpu)?;
             let b = signals(c, n, o, t, 5)?;
             for dtype in [DType::F64, DType::F32] {
@@ -344,18 +359,22 @@ mod tests {
         Ok(())
     }
 
-    /// Dense signals, few inputs and single positions are left to faer.
+    /// Dense signals, few inputs, few columns and single positions are left
+    /// to faer; sparse signals otherwise alike are formed on the support.
     #[test]
     fn declines_where_it_does_not_pay() -> Result<()> {
-        let (c, n, o) = (2, 3, 4);
-        let dense_signals = Tensor::randn(0f32, 1., (c, n, o, 12), &Device::Cpu)?;
-        let a = Tensor::randn(0f32, 1., (n, 64, 12), &Device::Cpu)?;
-        assert!(weight_factor(&a, &dense_signals, 0, o, RowOrder::ClassMajor)?.is_none());
+        let (c, n, o) = (MIN_COLUMNS, 3, 4);
+        let a = Tensor::randn(0f32, 1., (n, MIN_INPUTS, 12), &Device::Cpu)?;
         let sparse = signals(c, n, o, 12, 10)?.to_dtype(DType::F32)?;
-        let few = a.narrow(1, 0, MIN_INPUTS - 1)?;
-        assert!(weight_factor(&few, &sparse, 0, o, RowOrder::ClassMajor)?.is_none());
-        let single = sparse.narrow(3, 0, 1)?;
-        assert!(weight_factor(&a.narrow(2, 0, 1)?, &single, 0, o, RowOrder::ClassMajor)?.is_none());
+        let formed = |a: &Tensor, b: &Tensor| -> Result<bool> {
+            Ok(weight_factor(a, b, 0, o, RowOrder::ClassMajor)?.is_some())
+        };
+        assert!(formed(&a, &sparse)?);
+        let dense_signals = Tensor::randn(0f32, 1., (c, n, o, 12), &Device::Cpu)?;
+        assert!(!formed(&a, &dense_signals)?);
+        assert!(!formed(&a.narrow(1, 0, MIN_INPUTS - 1)?, &sparse)?);
+        assert!(!formed(&a, &sparse.narrow(0, 0, MIN_COLUMNS - 1)?)?);
+        assert!(!formed(&a.narrow(2, 0, 1)?, &sparse.narrow(3, 0, 1)?)?);
         Ok(())
     }
 }
