@@ -1,11 +1,12 @@
 //! Input patches of a convolution (im2col), and the convolution's input-Jacobian
-//! transpose through their adjoint (col2im).
+//! transpose through their adjoint (col2im), or, where the output gradient is
+//! mostly zero, scattered from its nonzero entries ([`scatter`]).
+
+use std::sync::OnceLock;
 
 use candle_core::{
     CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor, WithDType,
 };
-use std::sync::OnceLock;
-
 use faer::linalg::matmul::matmul as gemm;
 use faer::{Accum, MatMut, MatRef, Par};
 use rayon::prelude::*;
