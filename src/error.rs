@@ -166,6 +166,24 @@ pub enum Error {
     )]
     NoComplementDamping(String),
 
+    /// A Levenberg–Marquardt damping in a step that does not evaluate the
+    /// loss after it.
+    #[error(
+        "Levenberg–Marquardt damping adapts δ from the loss after each step, which {0} does not \
+         evaluate: step with DampedNewton::step_with_model(&recorded, &model), or use \
+         Damping::constant"
+    )]
+    NeedsModel(&'static str),
+
+    /// An optimizer setting out of its range.
+    #[error("{what} is {value}: the momentum must be in [0, 1), the weight decay finite and ≥ 0")]
+    InvalidConfig {
+        /// Which setting.
+        what: &'static str,
+        /// Its value.
+        value: f64,
+    },
+
     /// `DampedNewton::step` found no recorded loss behind the gradients.
     #[error(
         "no live vivit::record tape produced these gradients: compute the loss inside vivit::record \
@@ -187,6 +205,19 @@ pub enum Error {
     EigenSolver {
         /// Size of the Gram matrix.
         size: usize,
+    },
+
+    /// The damped Gram matrix `G̃ + δI` of a Woodbury step is not numerically
+    /// positive definite.
+    #[error(
+        "the Cholesky factorization of the {size}×{size} Gram matrix + δI failed (δ = {delta}): \
+         δ is below the rounding level of the Gram matrix; use a larger damping"
+    )]
+    Cholesky {
+        /// Size of the Gram matrix.
+        size: usize,
+        /// The damping.
+        delta: f64,
     },
 
     /// [`crate::Eigensolver::Partial`] was asked for with a criterion that

@@ -35,6 +35,8 @@ pub struct Criterion {
     /// `Some(k)`: keeps some of the `k` largest eigenvalues and decides from
     /// those alone, so the partial eigensolver can serve it.
     top: Option<usize>,
+    /// Drops the kept directions of eigenvalue `λ ≤ 0` ([`Self::positive`]).
+    positive_only: bool,
 }
 
 impl Criterion {
@@ -86,6 +88,7 @@ impl Criterion {
             name,
             select: Arc::new(select),
             top,
+            positive_only: false,
         }
     }
 
@@ -96,6 +99,17 @@ impl Criterion {
     /// the whole. `None` if it needs the whole spectrum.
     pub(crate) fn top_bound(&self) -> Option<usize> {
         self.top
+    }
+
+    /// This criterion without the directions of eigenvalue `λ ≤ 0` it would
+    /// keep (a damped Newton step divides by `λ`; numerically null
+    /// directions carry no curvature), dropped after [`Self::select`] has
+    /// checked its answer; same name, same `top` bound.
+    pub(crate) fn positive(&self) -> Self {
+        Self {
+            positive_only: true,
+            ..self.clone()
+        }
     }
 
     /// Applies the criterion and checks its answer.
@@ -115,6 +129,9 @@ impl Criterion {
             if std::mem::replace(&mut seen[i], true) {
                 return Err(Error::CriterionRepeated(i));
             }
+        }
+        if self.positive_only {
+            return Ok(keep.into_iter().filter(|&i| evals[i] > 0.0).collect());
         }
         Ok(keep)
     }

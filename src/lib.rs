@@ -72,7 +72,7 @@ mod record;
 
 pub use computations::{
     DirectionalDampedNewtonComputation, DirectionalDerivativesComputation, Eigenpairs,
-    EighComputation, EigvalshComputation,
+    EighComputation, EigvalshComputation, StepSolver,
 };
 pub use error::{Error, Result};
 pub use extension::{backward, Computation};

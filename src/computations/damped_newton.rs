@@ -6,8 +6,10 @@ use candle_core::{DType, Tensor};
 
 use super::directions::{warn_small, Directional};
 use super::options::{
-    curvature_setters, eigensolver_setter, gradient_setter, lookup, warn_setter, Options,
+    curvature_setters, eigensolver_setter, gradient_setter, lookup, step_solver_setter,
+    warn_setter, Options,
 };
+use super::woodbury;
 use crate::error::{check_finite, Error, Result};
 use crate::extension::{say, Computation, Extension, FactorId};
 use crate::group::{GroupId, ParamGroup};
@@ -32,6 +34,12 @@ use crate::record::Recorded;
 /// Levenberg–Marquardt step `−(G_K + δ I)⁻¹ ḡ` of the rank-`K` truncated GGN
 /// `G_K = Σ_k λ_k e_k e_kᵀ`.
 ///
+/// With [`Self::step_solver`]`(`[`StepSolver::Woodbury`]`)` the step keeps
+/// every direction with the group's one `δ` and the complement, the
+/// Levenberg–Marquardt step `−(G + δ I)⁻¹ ḡ` of the group's whole GGN,
+/// solved through the Gram matrix without an eigendecomposition (the
+/// criterion is not used).
+///
 /// The step is returned, not applied; [`crate::DampedNewton`] applies it.
 /// All-zero gradients give an exactly zero step (no error); a step with NaN
 /// or ±∞ is refused ([`Error::NonFinite`]). `Send` and `Sync`, like every
@@ -53,6 +61,7 @@ impl DirectionalDampedNewtonComputation {
     gradient_setter!();
     warn_setter!();
     eigensolver_setter!();
+    step_solver_setter!();
 
     /// Also steps along the gradient outside the kept eigenspace, `−g_⊥/δ_⊥`,
     /// with `δ_⊥` from the group's damping.
@@ -91,31 +100,48 @@ impl Computation for DirectionalDampedNewtonComputation {
     }
 }
 
+/// How a group's damped Newton step is solved.
+///
+/// Both solve with the group's GGN `G = V Vᵀ` (`V` `[D, m]`, `m = C_eff·N_g`
+/// columns) and its Gram matrix `G̃ = Vᵀ V` `[m, m]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StepSolver {
+    /// `s = Σ_k −γ̄_k/(λ̄_k + δ_k) e_k` along the eigenvectors the criterion
+    /// keeps (eigendecomposition of `G̃`), with a damping per direction, plus
+    /// `−g_⊥/δ_⊥` with the complement step.
+    #[default]
+    Directional,
+    /// Every direction, one `δ > 0` ([`crate::Damping::constant`], or the
+    /// current `δ` of [`crate::Damping::levenberg_marquardt`]), by the
+    /// Sherman–Morrison–Woodbury identity:
+    ///
+    /// ```text
+    /// s = −(V Vᵀ + δ I)⁻¹ ḡ = (V c − ḡ) / δ,   (G̃ + δ I) c = Vᵀ ḡ,
+    /// ```
+    ///
+    /// one Cholesky factorization of the `m × m` matrix `G̃ + δI`
+    /// (`m³/3` multiply-adds) and no eigendecomposition. It equals
+    /// [`StepSolver::Directional`] with [`crate::Criterion::all`], a constant
+    /// `δ` and the complement step.
+    Woodbury,
+}
+
 /// A group's step and what the quadratic model predicts of it.
 #[derive(Debug)]
 pub(crate) struct NewtonStep {
     /// One tensor per parameter.
     pub step: Vec<Tensor>,
-    /// `γ̄_k` and `τ_k` (the step's coordinate along `e_k`).
-    gamma_bar: Vec<f64>,
-    lambda_bar: Vec<f64>,
-    tau: Vec<f64>,
-    /// `‖g_⊥‖²/δ_⊥` of the complement step (0 without it).
-    complement_decrease: f64,
+    /// `ḡᵀ s` (along the kept directions and the complement).
+    pub slope: f64,
+    /// `sᵀ G s` of the GGN the step is solved with (`G_K` for the directional step).
+    pub curvature: f64,
 }
 
 impl NewtonStep {
     /// The change of the quadratic model for the step `lr · s`:
-    /// `Σ_k (γ̄_k lr τ_k + ½ λ̄_k lr² τ_k²) − lr ‖g_⊥‖²/δ_⊥`.
+    /// `lr ḡᵀs + ½ lr² sᵀ G s`.
     pub fn predicted_change(&self, lr: f64) -> f64 {
-        let eigenspace: f64 = self
-            .gamma_bar
-            .iter()
-            .zip(&self.lambda_bar)
-            .zip(&self.tau)
-            .map(|((g, l), t)| g * lr * t + 0.5 * l * (lr * t).powi(2))
-            .sum();
-        eigenspace - lr * self.complement_decrease
+        lr * self.slope + 0.5 * lr * lr * self.curvature
     }
 }
 
@@ -130,10 +156,13 @@ pub(crate) fn newton_steps(
     groups
         .iter()
         .enumerate()
-        .map(|(g, group)| {
-            let d = Directional::compute(ext, ggn, grad, g, group, o)?;
-            warn_small(&d.pairs.evals, o.warn_small_eigvals);
-            newton_step(ext, ggn, grad, g, group, &d, complement, o.verbose)
+        .map(|(g, group)| match o.step_solver {
+            StepSolver::Directional => {
+                let d = Directional::compute(ext, ggn, grad, g, group, o)?;
+                warn_small(&d.pairs.evals, o.warn_small_eigvals);
+                newton_step(ext, ggn, grad, g, group, &d, complement, o.verbose)
+            }
+            StepSolver::Woodbury => woodbury::step(ext, ggn, grad, g, group, o.verbose),
         })
         .collect()
 }
@@ -229,11 +258,10 @@ fn newton_step(
         check_finite(s, "the damped Newton step")?;
     }
     say(verbose, || format!("group {g}: step done"));
+    let eigenspace_slope: f64 = gamma_bar.iter().zip(&tau).map(|(g, t)| g * t).sum();
     Ok(NewtonStep {
         step,
-        gamma_bar,
-        lambda_bar,
-        tau,
-        complement_decrease,
+        slope: eigenspace_slope - complement_decrease,
+        curvature: lambda_bar.iter().zip(&tau).map(|(l, t)| l * t * t).sum(),
     })
 }

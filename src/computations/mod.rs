@@ -6,10 +6,13 @@ mod directions;
 mod eigh;
 mod eigvalsh;
 mod options;
+mod woodbury;
 
-pub use damped_newton::DirectionalDampedNewtonComputation;
 pub(crate) use damped_newton::{newton_steps, NewtonStep};
+pub use damped_newton::{DirectionalDampedNewtonComputation, StepSolver};
 pub use directional_derivatives::DirectionalDerivativesComputation;
 pub use eigh::{Eigenpairs, EighComputation};
 pub use eigvalsh::EigvalshComputation;
-pub(crate) use options::{curvature_setters, eigensolver_setter, gradient_setter, Options};
+pub(crate) use options::{
+    curvature_setters, eigensolver_setter, gradient_setter, step_solver_setter, Options,
+};

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 
+use super::StepSolver;
 use crate::error::{Error, Result};
 use crate::group::{GroupId, ParamGroup};
 use crate::linalg::Eigensolver;
@@ -29,6 +30,8 @@ pub(crate) struct Options {
     pub warn_small_eigvals: f64,
     /// The eigensolver of the kept eigenpairs.
     pub eigensolver: Eigensolver,
+    /// How a damped Newton step is solved.
+    pub step_solver: StepSolver,
 }
 
 impl Default for Options {
@@ -41,6 +44,7 @@ impl Default for Options {
             verbose: false,
             warn_small_eigvals: 1e-4,
             eigensolver: Eigensolver::Auto,
+            step_solver: StepSolver::Directional,
         }
     }
 }
@@ -116,4 +120,20 @@ macro_rules! eigensolver_setter {
     };
 }
 
-pub(crate) use {curvature_setters, eigensolver_setter, gradient_setter, warn_setter};
+/// The `step_solver` setter.
+macro_rules! step_solver_setter {
+    () => {
+        /// Chooses how the damped Newton step is solved (default
+        /// [`crate::StepSolver::Directional`]): along the kept eigenvectors
+        /// with per-direction damping, or with every direction and one `δ`
+        /// through the Gram matrix ([`crate::StepSolver::Woodbury`]).
+        pub fn step_solver(mut self, step_solver: crate::StepSolver) -> Self {
+            self.options.step_solver = step_solver;
+            self
+        }
+    };
+}
+
+pub(crate) use {
+    curvature_setters, eigensolver_setter, gradient_setter, step_solver_setter, warn_setter,
+};

@@ -6,10 +6,12 @@ mod gathered;
 mod gemm;
 mod lanczos;
 mod lane;
+mod shifted;
 
 pub(crate) use gathered::Gathered;
 pub(crate) use gemm::{gram, matmul, matmul_values};
 pub(crate) use lane::Lane;
+pub(crate) use shifted::solve_shifted;
 
 use std::fmt;
 

@@ -1,113 +1,18 @@
 //! `DampedNewton`: a candle optimizer taking directionally damped Newton steps.
 
+use std::collections::HashMap;
+
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Tensor, TensorId, Var};
 use candle_nn::optim::Optimizer;
 use candle_nn::VarMap;
 
-use crate::computations::{
-    curvature_setters, eigensolver_setter, gradient_setter, newton_steps, NewtonStep, Options,
-};
+use super::config::{Blocks, DampedNewtonConfig};
+use crate::computations::{newton_steps, NewtonStep, Options};
 use crate::error::{check_finite, Error, Result};
 use crate::extension::{backward_tape, Computation, Extension};
-use crate::group::{Criterion, ParamGroup};
-use crate::optim::Damping;
+use crate::group::ParamGroup;
 use crate::record::{self, Recorded, Tape};
-
-/// How the parameters split into GGN diagonal blocks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Blocks {
-    /// One block: the full GGN.
-    #[default]
-    One,
-    /// One block per parameter tensor.
-    PerParameter,
-    /// One block per tracked layer (its weight and bias).
-    PerLayer,
-}
-
-/// Settings of [`DampedNewton`]; chainable setters, sensible defaults.
-///
-/// Defaults: learning rate 1, exact GGN, one block,
-/// [`Criterion::top_k_above`]`(10, 1e-6)`, [`Damping::constant`]`(1.0)`, and
-/// the complement step on (the Levenberg–Marquardt step `−(G_K + I)⁻¹ g` of the
-/// rank-10 truncated GGN), all samples.
-///
-/// Chosen by measurement on the digits example (64-128-64-10 MLP, N = 64,
-/// 300 steps, lr 1, final training loss / test accuracy, seed 42): with the
-/// complement step δ = 1 gives 0.030 / 96.6 % (δ = 10: 0.22 / 92.9 %; δ ≤ 0.1
-/// diverges; top-20: 0.032); the eigenspace step alone stalls (δ = 1: 1.88 /
-/// 29 %; best δ = 0.01: 1.13). Tuned SGD (lr 0.5) reached 0.037 / 97.3 % and
-/// Adam (lr 1e-2) 0.041 / 94.6 % on the same run. The threshold keeps
-/// directions of (numerically) zero curvature out, which Monte-Carlo Gram
-/// matrices often have.
-#[derive(Debug, Clone)]
-pub struct DampedNewtonConfig {
-    /// Learning rate: the update is `θ ← θ + lr · s`.
-    pub lr: f64,
-    /// Directions kept in each block.
-    pub criterion: Criterion,
-    /// Damping of each kept direction.
-    pub damping: Damping,
-    /// Block structure (ignored by [`DampedNewton::with_groups`]).
-    pub blocks: Blocks,
-    /// Also step along the gradient outside the kept eigenspace (`−g_⊥/δ_⊥`).
-    pub complement: bool,
-    options: Options,
-}
-
-impl Default for DampedNewtonConfig {
-    fn default() -> Self {
-        Self {
-            lr: 1.0,
-            criterion: Criterion::top_k_above(10, 1e-6),
-            damping: Damping::default(),
-            blocks: Blocks::One,
-            complement: true,
-            options: Options {
-                warn_small_eigvals: 0.0,
-                ..Options::default()
-            },
-        }
-    }
-}
-
-impl DampedNewtonConfig {
-    /// Sets the learning rate.
-    pub fn lr(mut self, lr: f64) -> Self {
-        self.lr = lr;
-        self
-    }
-
-    /// Sets the criterion.
-    pub fn criterion(mut self, criterion: Criterion) -> Self {
-        self.criterion = criterion;
-        self
-    }
-
-    /// Sets the damping.
-    pub fn damping(mut self, damping: Damping) -> Self {
-        self.damping = damping;
-        self
-    }
-
-    /// Sets the block structure.
-    pub fn blocks(mut self, blocks: Blocks) -> Self {
-        self.blocks = blocks;
-        self
-    }
-
-    /// Adds the complement step `−g_⊥/δ_⊥`, which turns a constant damping
-    /// into the Levenberg–Marquardt step of the truncated GGN.
-    pub fn complement(mut self, complement: bool) -> Self {
-        self.complement = complement;
-        self
-    }
-
-    curvature_setters!(subsampling_ggn, mc_samples);
-    gradient_setter!();
-    eigensolver_setter!();
-}
 
 /// What a step did.
 #[derive(Debug, Clone, PartialEq)]
@@ -171,6 +76,8 @@ pub struct DampedNewton {
     vars: Vec<Var>,
     groups: Option<Vec<ParamGroup>>,
     config: DampedNewtonConfig,
+    /// The momentum buffer `u` of each variable (empty without momentum).
+    velocity: HashMap<TensorId, Tensor>,
 }
 
 impl DampedNewton {
@@ -181,6 +88,7 @@ impl DampedNewton {
             vars: groups.iter().flat_map(|g| g.params().to_vec()).collect(),
             groups: Some(groups),
             config,
+            velocity: HashMap::new(),
         }
     }
 
@@ -202,6 +110,7 @@ impl DampedNewton {
             vars,
             groups: None,
             config,
+            velocity: HashMap::new(),
         }
     }
 
@@ -213,10 +122,27 @@ impl DampedNewton {
     /// Computes and applies the step for the recorded loss.
     ///
     /// # Errors
-    /// Any error of [`crate::DirectionalDampedNewtonComputation::compute`];
-    /// the parameters are then unchanged.
+    /// Any error of [`crate::DirectionalDampedNewtonComputation::compute`],
+    /// [`Error::InvalidConfig`], and [`Error::NeedsModel`] for a
+    /// Levenberg–Marquardt damping (it adapts from the loss after the step,
+    /// which only [`Self::step_with_model`] evaluates); the parameters are
+    /// then unchanged.
     pub fn step_recorded(&mut self, recorded: &Recorded) -> Result<StepReport> {
+        self.refuse_adaptive("DampedNewton::step_recorded")?;
         self.step_tape(recorded.tape()?)
+    }
+
+    /// [`Error::NeedsModel`] if a block's damping adapts from the loss after
+    /// the step, which `caller` does not evaluate.
+    fn refuse_adaptive(&self, caller: &'static str) -> Result<()> {
+        let adapts = match &self.groups {
+            Some(groups) => groups.iter().any(|g| g.damping_ref().adapts()),
+            None => self.config.damping.adapts(),
+        };
+        if adapts {
+            return Err(Error::NeedsModel(caller));
+        }
+        Ok(())
     }
 
     /// As [`Self::step_recorded`], then evaluates the loss on the same batch
@@ -237,23 +163,25 @@ impl DampedNewton {
             .iter()
             .map(|v| Ok((v.clone(), v.as_tensor().copy()?)))
             .collect::<Result<_>>()?;
-        let restore = || -> Result<()> {
+        let velocity = self.velocity.clone();
+        let restore = |opt: &mut Self| -> Result<()> {
             for (var, value) in &saved {
                 var.set(value)?;
             }
+            opt.velocity = velocity.clone();
             Ok(())
         };
         let mut report = self.step_tape(recorded.tape()?)?;
         let new_loss = match model.loss().map_err(Error::from).and_then(|l| scalar(&l)) {
             Ok(loss) => loss,
             Err(e) => {
-                restore()?;
+                restore(self)?;
                 return Err(e);
             }
         };
         let actual = new_loss - report.loss;
         if actual.is_nan() || actual > 0.0 {
-            restore()?;
+            restore(self)?;
             report.rejected = true;
         }
         match &self.groups {
@@ -267,33 +195,64 @@ impl DampedNewton {
     }
 
     fn step_tape(&mut self, tape: &Tape) -> Result<StepReport> {
-        let groups = match &self.groups {
-            Some(groups) => groups.clone(),
-            None => self.blocks(tape),
-        };
-        let mut runner = Runner {
-            options: &self.config.options,
-            complement: self.config.complement,
-            steps: Vec::new(),
-        };
-        backward_tape(tape, &groups, &mut [&mut runner])?;
-        let lr = self.config.lr;
+        let DampedNewtonConfig {
+            lr,
+            momentum,
+            weight_decay,
+            ..
+        } = self.config;
         if !lr.is_finite() {
             return Err(Error::NonFinite {
                 what: "the learning rate",
                 value: lr,
             });
         }
+        check_setting("the momentum", momentum, (0.0..1.0).contains(&momentum))?;
+        check_setting(
+            "the weight decay",
+            weight_decay,
+            weight_decay.is_finite() && weight_decay >= 0.0,
+        )?;
+        // a direction without positive curvature is never stepped along
+        let groups: Vec<ParamGroup> = match &self.groups {
+            Some(groups) => groups.clone(),
+            None => self.blocks(tape),
+        }
+        .into_iter()
+        .map(|g| {
+            let positive = g.criterion_ref().positive();
+            g.criterion(positive)
+        })
+        .collect();
+        let mut runner = Runner {
+            options: &self.config.options,
+            complement: self.config.complement,
+            steps: Vec::new(),
+        };
+        backward_tape(tape, &groups, &mut [&mut runner])?;
         let mut updates = Vec::new();
         for (group, step) in groups.iter().zip(&runner.steps) {
             for (var, s) in group.params().iter().zip(&step.step) {
-                let value = (var.as_tensor() + (s * lr)?)?;
+                let u = match self.velocity.get(&var.id()) {
+                    Some(u) if momentum > 0.0 => ((u * momentum)? + s)?,
+                    _ => s.clone(),
+                };
+                let theta = var.as_tensor();
+                let decayed = if weight_decay > 0.0 {
+                    (theta - (theta * (lr * weight_decay))?)?
+                } else {
+                    theta.clone()
+                };
+                let value = (decayed + (&u * lr)?)?;
                 check_finite(&value, "a parameter after the step")?;
-                updates.push((var, value));
+                updates.push((var, value, u));
             }
         }
-        for (var, value) in updates {
+        for (var, value, u) in updates {
             var.set(&value)?;
+            if momentum > 0.0 {
+                self.velocity.insert(var.id(), u);
+            }
         }
         Ok(StepReport {
             loss: scalar(&tape.value)?,
@@ -338,6 +297,14 @@ impl DampedNewton {
     }
 }
 
+/// [`Error::InvalidConfig`] naming `what` unless `ok`.
+fn check_setting(what: &'static str, value: f64, ok: bool) -> Result<()> {
+    if ok {
+        return Ok(());
+    }
+    Err(Error::InvalidConfig { what, value })
+}
+
 fn scalar(t: &Tensor) -> Result<f64> {
     Ok(t.to_dtype(DType::F64)?.to_scalar::<f64>()?)
 }
@@ -364,11 +331,16 @@ impl Optimizer for DampedNewton {
             vars: vars.into_iter().filter(|v| v.dtype().is_float()).collect(),
             groups: None,
             config,
+            velocity: HashMap::new(),
         })
     }
 
-    /// Steps on the recorded loss whose `backward` gave `grads`.
+    /// Steps on the recorded loss whose `backward` gave `grads`; a
+    /// Levenberg–Marquardt damping is refused ([`Error::NeedsModel`]: use
+    /// [`DampedNewton::step_with_model`]).
     fn step(&mut self, grads: &GradStore) -> candle_core::Result<()> {
+        self.refuse_adaptive("Optimizer::step (and backward_step)")
+            .map_err(candle_core::Error::wrap)?;
         let tape =
             record::tape_of(grads).ok_or_else(|| candle_core::Error::wrap(Error::NotRecorded))?;
         self.step_tape(&tape)

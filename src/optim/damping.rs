@@ -115,6 +115,23 @@ impl Damping {
         }
     }
 
+    /// The one `δ` of a damping that damps every direction alike: the
+    /// constant, or the current Levenberg–Marquardt `δ`; `None` for dampings
+    /// that choose per direction.
+    pub(crate) fn scalar(&self) -> Option<f64> {
+        match &self.kind {
+            Kind::Constant(d) => Some(*d),
+            Kind::LevenbergMarquardt(lm) => Some(lock(lm).delta),
+            Kind::Custom(_) | Kind::Bootstrap(_) => None,
+        }
+    }
+
+    /// Whether `δ` adapts from the loss after each step (Levenberg–Marquardt),
+    /// which only [`crate::DampedNewton::step_with_model`] evaluates.
+    pub(crate) fn adapts(&self) -> bool {
+        matches!(self.kind, Kind::LevenbergMarquardt(_))
+    }
+
     /// The current `δ` of a Levenberg–Marquardt damping, `None` for the others.
     pub fn current(&self) -> Option<f64> {
         match &self.kind {

@@ -5,6 +5,7 @@
 pub mod arch;
 pub mod brute_force;
 pub mod proptest_config;
+pub mod tiny;
 
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Module, Tensor, Var, D};

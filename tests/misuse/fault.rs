@@ -58,6 +58,9 @@ const DIRECTIONAL: [Entry; 7] = [
     BackwardStep,
     StepWithModel,
 ];
+/// The computations among [`DIRECTIONAL`]: the optimizer drops directions
+/// of non-positive curvature that a criterion keeps instead of refusing them.
+const COMPUTED_DIRECTIONAL: [Entry; 3] = [DirectionalDerivatives, DampedNewtonStep, Backward];
 /// Entries that damp (all with the complement step).
 const DAMPED: [Entry; 6] = [
     DampedNewtonStep,
@@ -68,6 +71,11 @@ const DAMPED: [Entry; 6] = [
     StepWithModel,
 ];
 const OPTIMIZER: [Entry; 4] = [StepRecorded, Step, BackwardStep, StepWithModel];
+/// Entries that take a Levenberg–Marquardt damping (the optimizer's only with
+/// the loss after the step).
+const ADAPTIVE: [Entry; 3] = [DampedNewtonStep, Backward, StepWithModel];
+/// Optimizer entries that do not evaluate the loss after the step.
+const WITHOUT_MODEL: [Entry; 3] = [StepRecorded, Step, BackwardStep];
 
 impl Entry {
     /// Entries whose errors come through `candle_nn::optim::Optimizer`, as text.
@@ -101,6 +109,9 @@ pub enum Fault {
     ComplementDamping(f64),
     NoComplementDamping,
     LevenbergMarquardtBounds(f64, f64),
+    /// A valid Levenberg–Marquardt damping in a step that does not evaluate
+    /// the loss after it.
+    LevenbergMarquardtWithoutModel,
     BootstrapEmptyGrid,
     EmptyGroup,
     ParamInTwoGroups,
@@ -164,7 +175,7 @@ pub fn misuse() -> impl Strategy<Value = (Fault, Entry)> {
             .prop_map(|(i, e)| (Subsampling(Samples::Gradient, i), e)),
         (0..50usize, pick(&DIRECTIONS)).prop_map(|(i, e)| (CriterionIndex(i), e)),
         (0..12usize, pick(&DIRECTIONS)).prop_map(|(i, e)| (CriterionRepeats(i), e)),
-        with(CriterionKeepsZero, &DIRECTIONAL),
+        with(CriterionKeepsZero, &COMPUTED_DIRECTIONAL),
         (prop_oneof![Just(0usize), 2..10usize], pick(&DAMPED))
             .prop_map(|(n, e)| (DampingLength(n), e)),
         (
@@ -185,9 +196,10 @@ pub fn misuse() -> impl Strategy<Value = (Fault, Entry)> {
                 Just((2.0, 1.0)),
                 Just((-1.0, 1.0))
             ],
-            pick(&DAMPED)
+            pick(&ADAPTIVE)
         )
             .prop_map(|((min, max), e)| (LevenbergMarquardtBounds(min, max), e)),
+        with(LevenbergMarquardtWithoutModel, &WITHOUT_MODEL),
         with(BootstrapEmptyGrid, &DAMPED),
         with(EmptyGroup, &ALL),
         with(ParamInTwoGroups, &ALL),
@@ -251,6 +263,10 @@ impl Fault {
             ComplementDamping(_) | LevenbergMarquardtBounds(..) | BootstrapEmptyGrid => (
                 matches!(err, Error::InvalidDamping(_)),
                 "invalid damping settings",
+            ),
+            LevenbergMarquardtWithoutModel => (
+                matches!(err, Error::NeedsModel(_)),
+                "step_with_model",
             ),
             NoComplementDamping => (
                 matches!(err, Error::NoComplementDamping(_)),

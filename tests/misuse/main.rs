@@ -164,6 +164,9 @@ fn damping(fault: &Fault) -> Damping {
                 ..LevenbergMarquardt::default()
             })
         }
+        Fault::LevenbergMarquardtWithoutModel => {
+            Damping::levenberg_marquardt(LevenbergMarquardt::default())
+        }
         Fault::BootstrapEmptyGrid => Damping::bootstrap(Bootstrap {
             grid: vec![],
             seed: Some(0),

@@ -1,0 +1,123 @@
+//! `DampedNewtonConfig`: the settings of [`crate::DampedNewton`].
+
+use crate::computations::{
+    curvature_setters, eigensolver_setter, gradient_setter, step_solver_setter, Options,
+};
+use crate::group::Criterion;
+use crate::optim::Damping;
+
+/// How the parameters split into GGN diagonal blocks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Blocks {
+    /// One block: the full GGN.
+    #[default]
+    One,
+    /// One block per parameter tensor.
+    PerParameter,
+    /// One block per tracked layer (its weight and bias).
+    PerLayer,
+}
+
+/// Settings of [`crate::DampedNewton`]; chainable setters, sensible defaults.
+///
+/// The update of a parameter `θ` with step `s` (per block, from
+/// [`crate::DirectionalDampedNewtonComputation`]) is
+///
+/// ```text
+/// u ← μ u + s,   θ ← θ − lr · wd · θ + lr · u
+/// ```
+///
+/// (`μ` the momentum, `wd` the decoupled weight decay; `u = s` for `μ = 0`).
+///
+/// Defaults: learning rate 1, exact GGN, one block,
+/// [`Criterion::top_k_above`]`(10, 1e-6)`, [`Damping::constant`]`(1.0)`, the
+/// complement step on (the Levenberg–Marquardt step `−(G_K + I)⁻¹ g` of the
+/// rank-10 truncated GGN), all samples, no momentum, no weight decay.
+/// Directions whose eigenvalue is not positive are never stepped along,
+/// whatever the criterion keeps.
+#[derive(Debug, Clone)]
+pub struct DampedNewtonConfig {
+    /// Learning rate: the update is `θ ← θ + lr · s`.
+    pub lr: f64,
+    /// Directions kept in each block ([`crate::StepSolver::Directional`]).
+    pub criterion: Criterion,
+    /// Damping of each kept direction.
+    pub damping: Damping,
+    /// Block structure (ignored by [`crate::DampedNewton::with_groups`]).
+    pub blocks: Blocks,
+    /// Also step along the gradient outside the kept eigenspace (`−g_⊥/δ_⊥`).
+    pub complement: bool,
+    /// Heavy-ball momentum `μ ∈ [0, 1)` on the step.
+    pub momentum: f64,
+    /// Decoupled weight decay `wd ≥ 0`: `θ ← θ − lr · wd · θ` each step.
+    pub weight_decay: f64,
+    pub(crate) options: Options,
+}
+
+impl Default for DampedNewtonConfig {
+    fn default() -> Self {
+        Self {
+            lr: 1.0,
+            criterion: Criterion::top_k_above(10, 1e-6),
+            damping: Damping::default(),
+            blocks: Blocks::One,
+            complement: true,
+            momentum: 0.0,
+            weight_decay: 0.0,
+            options: Options {
+                warn_small_eigvals: 0.0,
+                ..Options::default()
+            },
+        }
+    }
+}
+
+impl DampedNewtonConfig {
+    /// Sets the learning rate.
+    pub fn lr(mut self, lr: f64) -> Self {
+        self.lr = lr;
+        self
+    }
+
+    /// Sets the criterion.
+    pub fn criterion(mut self, criterion: Criterion) -> Self {
+        self.criterion = criterion;
+        self
+    }
+
+    /// Sets the damping.
+    pub fn damping(mut self, damping: Damping) -> Self {
+        self.damping = damping;
+        self
+    }
+
+    /// Sets the block structure.
+    pub fn blocks(mut self, blocks: Blocks) -> Self {
+        self.blocks = blocks;
+        self
+    }
+
+    /// Adds the complement step `−g_⊥/δ_⊥`, which turns a constant damping
+    /// into the Levenberg–Marquardt step of the truncated GGN.
+    pub fn complement(mut self, complement: bool) -> Self {
+        self.complement = complement;
+        self
+    }
+
+    /// Sets the heavy-ball momentum `μ` (`u ← μ u + s`, `θ ← θ + lr · u`).
+    pub fn momentum(mut self, momentum: f64) -> Self {
+        self.momentum = momentum;
+        self
+    }
+
+    /// Sets the decoupled weight decay `wd` (`θ ← θ − lr · wd · θ` each step).
+    pub fn weight_decay(mut self, weight_decay: f64) -> Self {
+        self.weight_decay = weight_decay;
+        self
+    }
+
+    curvature_setters!(subsampling_ggn, mc_samples);
+    gradient_setter!();
+    eigensolver_setter!();
+    step_solver_setter!();
+}
