@@ -55,6 +55,7 @@ pub(super) fn step(
         )
     });
     let c = solve_shifted(gram, delta, &r)?;
+    say(verbose, || format!("group {g}: Cholesky solve done"));
     let n = ext.factor_samples(grad);
     let mean_weights = (Tensor::ones((1, n), r.dtype(), r.device())? / n as f64)?;
     let g_bar = ext.apply(grad, g, &mean_weights)?;

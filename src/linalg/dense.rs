@@ -9,11 +9,13 @@
 
 use faer::diag::Diag;
 use faer::dyn_stack::{MemBuffer, MemStack};
+use faer::linalg::cholesky::llt;
+use faer::linalg::cholesky::llt::factor::{LltError, LltRegularization};
 use faer::linalg::evd::{self, ComputeEigenvectors, EvdError};
 use faer::linalg::householder;
 use faer::linalg::qr::no_pivoting::factor as qr;
 use faer::traits::RealField;
-use faer::{Conj, Mat, MatRef, Par};
+use faer::{Conj, Mat, MatMut, MatRef, Par};
 
 /// The thin Householder QR `Z = Q R` of `z` `[n, b]`, `n ≥ b`, on one thread:
 /// `Q` `[n, b]` with orthonormal columns and `R` `[b, b]` upper triangular.
@@ -82,6 +84,39 @@ pub(super) fn self_adjoint_eigen<T: RealField>(
     )?;
     let values = (0..m).map(|i| s.column_vector()[i].clone()).collect();
     Ok((values, u))
+}
+
+/// Solves `A x = b` in place for the symmetric positive definite `a`
+/// (lower triangle read, overwritten by its Cholesky factor `L`) and the
+/// right-hand sides `b` (overwritten by `x`), on one thread.
+pub(super) fn cholesky_solve_in_place(
+    mut a: MatMut<'_, f64>,
+    b: MatMut<'_, f64>,
+) -> Result<(), LltError> {
+    let n = a.nrows();
+    llt::factor::cholesky_in_place(
+        a.as_mut(),
+        LltRegularization::default(),
+        Par::Seq,
+        MemStack::new(&mut MemBuffer::new(llt::factor::cholesky_in_place_scratch::<f64>(
+            n,
+            Par::Seq,
+            Default::default(),
+        ))),
+        Default::default(),
+    )?;
+    llt::solve::solve_in_place_with_conj(
+        a.as_ref(),
+        Conj::No,
+        b,
+        Par::Seq,
+        MemStack::new(&mut MemBuffer::new(llt::solve::solve_in_place_scratch::<f64>(
+            n,
+            1,
+            Par::Seq,
+        ))),
+    );
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1,8 +1,9 @@
 //! Solves with the damped Gram matrix `G̃ + δI`, by Cholesky on the host in f64.
 
 use candle_core::{DType, Device, Tensor};
-use faer::linalg::solvers::Solve;
-use faer::{Mat, Side};
+use faer::Mat;
+
+use super::dense::cholesky_solve_in_place;
 
 use crate::error::{Error, Result};
 
@@ -10,10 +11,11 @@ use crate::error::{Error, Result};
 /// `G̃` `[n, n]`, `δ > 0` and `rhs` `r` `[n]`, returned in `rhs`'s dtype and
 /// device.
 ///
-/// `G̃ + δI` is factorized as `L Lᵀ` (faer's Cholesky, `n³/3` multiply-adds,
-/// about a ninth of a symmetric eigendecomposition with eigenvectors) from an
-/// f64 copy of its lower triangle on the host, then `L Lᵀ c = r` is solved by
-/// two triangular solves. The copies to and from the host are the only ones.
+/// `G̃ + δI` is factorized as `L Lᵀ` (faer's Cholesky on one thread, `n³/3`
+/// multiply-adds, about a ninth of a symmetric eigendecomposition with
+/// eigenvectors) from an f64 copy of its lower triangle on the host, then
+/// `L Lᵀ c = r` is solved by two triangular solves. The copies to and from
+/// the host are the only ones.
 ///
 /// # Errors
 /// [`Error::NonFinite`] if `gram` or `rhs` holds NaN or ±∞;
@@ -34,11 +36,10 @@ pub(crate) fn solve_shifted(gram: &Tensor, delta: f64, rhs: &Tensor) -> Result<T
     };
     let g = host(gram, "the Gram matrix")?;
     let r = host(rhs, "the Gram-space gradient Vᵀḡ")?;
-    let shifted = Mat::from_fn(n, n, |i, j| g[i * n + j] + if i == j { delta } else { 0.0 });
-    let llt = shifted
-        .llt(Side::Lower)
+    let mut shifted = Mat::from_fn(n, n, |i, j| g[i * n + j] + if i == j { delta } else { 0.0 });
+    let mut c = Mat::from_fn(n, 1, |i, _| r[i]);
+    cholesky_solve_in_place(shifted.as_mut(), c.as_mut())
         .map_err(|_| Error::Cholesky { size: n, delta })?;
-    let c = llt.solve(Mat::from_fn(n, 1, |i, _| r[i]));
     let c: Vec<f64> = (0..n).map(|i| c[(i, 0)]).collect();
     Ok(Tensor::from_vec(c, n, &Device::Cpu)?
         .to_dtype(rhs.dtype())?
