@@ -176,7 +176,7 @@ pub enum Error {
     NeedsModel(&'static str),
 
     /// An optimizer setting out of its range.
-    #[error("{what} is {value}: the momentum must be in [0, 1), the weight decay finite and ≥ 0")]
+    #[error("{what} is {value}: the momentum must be in [0, 1), the weight decay finite and ≥ 0, the trust region finite and > 0")]
     InvalidConfig {
         /// Which setting.
         what: &'static str,

@@ -185,6 +185,8 @@ fn refused_steps_leave_parameters_unchanged() -> Result<()> {
         (base().momentum(-0.1), "the momentum"),
         (base().weight_decay(-1e-3), "the weight decay"),
         (base().weight_decay(f64::NAN), "the weight decay"),
+        (base().trust_region(0.0), "the trust region"),
+        (base().trust_region(f64::INFINITY), "the trust region"),
     ] {
         let err = refuse(config);
         assert!(
@@ -428,6 +430,60 @@ fn updates_apply_the_computed_step() -> Result<()> {
                     want,
                     "{solver:?}, μ = {momentum}, wd = {weight_decay}"
                 );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The trust region scales the step to `lr² ν² |ḡᵀs| = κ` where it is larger,
+/// and a curvature budget of 60 Gram rows on 48 samples of 3 outputs takes
+/// the curvature on every second sample, from offset 0 and then 1; both
+/// against the Woodbury step of the computation on those samples, with `ḡ`
+/// from an ordinary backward pass.
+#[test]
+fn trust_region_and_curvature_budget() -> Result<()> {
+    use vivit::{DirectionalDampedNewtonComputation, ParamGroup, StepSolver};
+    let (lr, delta, kappa) = (1.0, 0.1, 1e-3);
+    let task = Task::new(true, 11)?;
+    let config = DampedNewtonConfig::default()
+        .lr(lr)
+        .damping(Damping::constant(delta))
+        .step_solver(StepSolver::Woodbury)
+        .trust_region(kappa)
+        .curvature_budget(60);
+    let mut opt = DampedNewton::from_varmap(&task.varmap, config);
+    let vars: Vec<Var> = sorted(&task.varmap).into_iter().map(|(_, v)| v).collect();
+    for offset in [0, 1] {
+        let loss = task.record()?;
+        let grads = loss.backward()?;
+        let group = [ParamGroup::new(vars.clone()).damping(Damping::constant(delta))];
+        let mut newton = DirectionalDampedNewtonComputation::new()
+            .step_solver(StepSolver::Woodbury)
+            .subsampling_ggn((0..20).map(|i| offset + 2 * i));
+        newton.compute(&loss, &group)?;
+        let steps = newton.result(&group[0])?;
+        let mut slope = 0.0;
+        for (var, s) in vars.iter().zip(&steps) {
+            let g = grads.get(var.as_tensor()).expect("gradient");
+            slope += (g * s)?.sum_all()?.to_scalar::<f64>()?;
+        }
+        let size = lr * lr * slope.abs();
+        assert!(size > kappa, "the trust region must bind: {size}");
+        let nu = (kappa / size).sqrt();
+        let want: Vec<Vec<f64>> = vars
+            .iter()
+            .zip(&steps)
+            .map(|(var, s)| {
+                let theta = var.flatten_all()?.to_vec1::<f64>()?;
+                let s = s.flatten_all()?.to_vec1::<f64>()?;
+                Ok(theta.iter().zip(s).map(|(t, s)| t + lr * nu * s).collect())
+            })
+            .collect::<Result<_>>()?;
+        opt.step_recorded(&loss)?;
+        for (got, want) in task.values()?.iter().zip(&want) {
+            for (a, b) in got.iter().zip(want) {
+                assert!((a - b).abs() <= 1e-12 * b.abs().max(1.0), "{a} vs {b}");
             }
         }
     }

@@ -98,11 +98,9 @@ pub(super) fn cholesky_solve_in_place(
         a.as_mut(),
         LltRegularization::default(),
         Par::Seq,
-        MemStack::new(&mut MemBuffer::new(llt::factor::cholesky_in_place_scratch::<f64>(
-            n,
-            Par::Seq,
-            Default::default(),
-        ))),
+        MemStack::new(&mut MemBuffer::new(
+            llt::factor::cholesky_in_place_scratch::<f64>(n, Par::Seq, Default::default()),
+        )),
         Default::default(),
     )?;
     llt::solve::solve_in_place_with_conj(
@@ -110,11 +108,9 @@ pub(super) fn cholesky_solve_in_place(
         Conj::No,
         b,
         Par::Seq,
-        MemStack::new(&mut MemBuffer::new(llt::solve::solve_in_place_scratch::<f64>(
-            n,
-            1,
-            Par::Seq,
-        ))),
+        MemStack::new(&mut MemBuffer::new(
+            llt::solve::solve_in_place_scratch::<f64>(n, 1, Par::Seq),
+        )),
     );
     Ok(())
 }

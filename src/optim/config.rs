@@ -28,6 +28,9 @@ pub enum Blocks {
 /// ```
 ///
 /// (`μ` the momentum, `wd` the decoupled weight decay; `u = s` for `μ = 0`).
+/// With a trust region `κ`, `s` is first scaled by
+/// `ν = min(1, √(κ / (lr² |ḡᵀs|)))`, K-FAC's KL clipping: for the full-rank
+/// step `lr² |ḡᵀs| = ‖lr s‖²` in the norm of `G + δI`.
 ///
 /// Defaults: learning rate 1, exact GGN, one block,
 /// [`Criterion::top_k_above`]`(10, 1e-6)`, [`Damping::constant`]`(1.0)`, the
@@ -51,6 +54,12 @@ pub struct DampedNewtonConfig {
     pub momentum: f64,
     /// Decoupled weight decay `wd ≥ 0`: `θ ← θ − lr · wd · θ` each step.
     pub weight_decay: f64,
+    /// The trust region `κ > 0` of the step (none if `None`).
+    pub trust_region: Option<f64>,
+    /// The most Gram rows `C_eff · N_c` the curvature may have (none if
+    /// `None`): a larger batch has its curvature subsampled (see
+    /// [`Self::curvature_budget`]).
+    pub curvature_budget: Option<usize>,
     pub(crate) options: Options,
 }
 
@@ -64,6 +73,8 @@ impl Default for DampedNewtonConfig {
             complement: true,
             momentum: 0.0,
             weight_decay: 0.0,
+            trust_region: None,
+            curvature_budget: None,
             options: Options {
                 warn_small_eigvals: 0.0,
                 ..Options::default()
@@ -113,6 +124,25 @@ impl DampedNewtonConfig {
     /// Sets the decoupled weight decay `wd` (`θ ← θ − lr · wd · θ` each step).
     pub fn weight_decay(mut self, weight_decay: f64) -> Self {
         self.weight_decay = weight_decay;
+        self
+    }
+
+    /// Sets the trust region `κ`: the step is scaled down to
+    /// `lr² |ḡᵀs| ≤ κ` where it is larger.
+    pub fn trust_region(mut self, kappa: f64) -> Self {
+        self.trust_region = Some(kappa);
+        self
+    }
+
+    /// Bounds the Gram matrix to `budget` rows: where the batch of `N`
+    /// samples has `C_eff · N > budget` (`C_eff` = the model's outputs per
+    /// sample, or the Monte-Carlo samples), the curvature is taken on
+    /// `N_c = max(1, ⌊budget / C_eff⌋)` of them, every `⌊N / N_c⌋`-th from an
+    /// offset that advances by one each step, so that every sample of a
+    /// repeated (full) batch takes its turn. The gradient stays on the
+    /// whole batch. An explicit [`Self::subsampling_ggn`] takes precedence.
+    pub fn curvature_budget(mut self, budget: usize) -> Self {
+        self.curvature_budget = Some(budget);
         self
     }
 

@@ -78,6 +78,8 @@ pub struct DampedNewton {
     config: DampedNewtonConfig,
     /// The momentum buffer `u` of each variable (empty without momentum).
     velocity: HashMap<TensorId, Tensor>,
+    /// Steps taken (the offset of a budgeted curvature subsample).
+    steps: usize,
 }
 
 impl DampedNewton {
@@ -89,6 +91,7 @@ impl DampedNewton {
             groups: Some(groups),
             config,
             velocity: HashMap::new(),
+            steps: 0,
         }
     }
 
@@ -111,6 +114,7 @@ impl DampedNewton {
             groups: None,
             config,
             velocity: HashMap::new(),
+            steps: 0,
         }
     }
 
@@ -208,6 +212,9 @@ impl DampedNewton {
             });
         }
         check_setting("the momentum", momentum, (0.0..1.0).contains(&momentum))?;
+        if let Some(kappa) = self.config.trust_region {
+            check_setting("the trust region", kappa, kappa.is_finite() && kappa > 0.0)?;
+        }
         check_setting(
             "the weight decay",
             weight_decay,
@@ -224,18 +231,21 @@ impl DampedNewton {
             g.criterion(positive)
         })
         .collect();
+        let options = self.budgeted_options(tape)?;
         let mut runner = Runner {
-            options: &self.config.options,
+            options: &options,
             complement: self.config.complement,
             steps: Vec::new(),
         };
         backward_tape(tape, &groups, &mut [&mut runner])?;
+        let scale = trust_scale(self.config.trust_region, lr, &runner.steps);
         let mut updates = Vec::new();
         for (group, step) in groups.iter().zip(&runner.steps) {
             for (var, s) in group.params().iter().zip(&step.step) {
+                let s = if scale < 1.0 { (s * scale)? } else { s.clone() };
                 let u = match self.velocity.get(&var.id()) {
-                    Some(u) if momentum > 0.0 => ((u * momentum)? + s)?,
-                    _ => s.clone(),
+                    Some(u) if momentum > 0.0 => ((u * momentum)? + &s)?,
+                    _ => s,
                 };
                 let theta = var.as_tensor();
                 let decayed = if weight_decay > 0.0 {
@@ -254,12 +264,40 @@ impl DampedNewton {
                 self.velocity.insert(var.id(), u);
             }
         }
+        self.steps += 1;
         Ok(StepReport {
             loss: scalar(&tape.value)?,
-            predicted_change: runner.steps.iter().map(|s| s.predicted_change(lr)).sum(),
+            predicted_change: runner
+                .steps
+                .iter()
+                .map(|s| s.predicted_change(scale * lr))
+                .sum(),
             new_loss: None,
             rejected: false,
         })
+    }
+
+    /// The options of this step: the configured ones, with the curvature
+    /// subsample of [`DampedNewtonConfig::curvature_budget`] where the batch
+    /// exceeds it.
+    fn budgeted_options(&self, tape: &Tape) -> Result<Options> {
+        let mut options = self.config.options.clone();
+        let (Some(budget), None) = (self.config.curvature_budget, &options.subsampling) else {
+            return Ok(options);
+        };
+        let output = &tape.loss.output;
+        let n = output.dim(0)?;
+        let columns = match options.mc_samples {
+            0 => output.elem_count() / n.max(1),
+            m => m,
+        };
+        if n * columns > budget {
+            let kept = (budget / columns).clamp(1, n);
+            let stride = n / kept;
+            let offset = self.steps % stride;
+            options.subsampling = Some((0..kept).map(|i| offset + i * stride).collect());
+        }
+        Ok(options)
     }
 
     /// The groups of `config.blocks` over this optimizer's variables.
@@ -294,6 +332,22 @@ impl DampedNewton {
                 layers.into_iter().map(|(_, vars)| group(vars)).collect()
             }
         }
+    }
+}
+
+/// The factor `ν = min(1, √(κ / (lr² |ḡᵀs|)))` that keeps
+/// `ν² lr² |ḡᵀs| ≤ κ` (K-FAC's KL clipping; for the full-rank step
+/// `|ḡᵀs| = sᵀ(G + δI)s`, so `ν lr s` stays in the ball of radius `√κ` of that
+/// norm), summed over the groups; 1 without a trust region.
+fn trust_scale(trust_region: Option<f64>, lr: f64, steps: &[NewtonStep]) -> f64 {
+    let Some(kappa) = trust_region else {
+        return 1.0;
+    };
+    let size = lr * lr * steps.iter().map(|s| s.slope).sum::<f64>().abs();
+    if size > kappa {
+        (kappa / size).sqrt()
+    } else {
+        1.0
     }
 }
 
@@ -332,6 +386,7 @@ impl Optimizer for DampedNewton {
             groups: None,
             config,
             velocity: HashMap::new(),
+            steps: 0,
         })
     }
 

@@ -264,10 +264,9 @@ impl Fault {
                 matches!(err, Error::InvalidDamping(_)),
                 "invalid damping settings",
             ),
-            LevenbergMarquardtWithoutModel => (
-                matches!(err, Error::NeedsModel(_)),
-                "step_with_model",
-            ),
+            LevenbergMarquardtWithoutModel => {
+                (matches!(err, Error::NeedsModel(_)), "step_with_model")
+            }
             NoComplementDamping => (
                 matches!(err, Error::NoComplementDamping(_)),
                 "the complement step needs δ_⊥",
