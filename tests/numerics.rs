@@ -279,7 +279,7 @@ fn warnings() -> &'static Warnings {
 }
 
 /// Tiny curvature in f32 (inputs of size 1e-4, so `λ ≈ 1e-9`): `Eigh` warns
-/// through `log` below `warn_small_eigvals` (default 1e-4); the optimizer's
+/// through `log` below `warn_small_eigvals` (default 1e-4); the directional optimizer's
 /// default criterion (`λ > 1e-6`) keeps no direction, never divides by such a
 /// `λ`, and takes the complement step `−ḡ/δ`: a gradient step.
 #[test]
@@ -305,7 +305,7 @@ fn tiny_curvature_in_f32() -> Result<()> {
     let grad = loss.backward()?;
     let gradient = to_f64(grad.get(vars[0].as_tensor()).expect("gradient"))?;
     let before = to_f64(vars[0].as_tensor())?;
-    let mut opt = DampedNewton::new(vars.clone(), DampedNewtonConfig::default())?;
+    let mut opt = DampedNewton::new(vars.clone(), DampedNewtonConfig::directional())?;
     opt.step_recorded(&loss)?;
     let moved: Vec<f64> = to_f64(vars[0].as_tensor())?
         .iter()
@@ -341,7 +341,7 @@ fn subnormal_curvature_in_f32() -> Result<()> {
     eigvalsh.compute(&loss, &groups)?;
     let evals = to_f64(&eigvalsh.result(&groups[0])?)?;
     assert!(evals.iter().all(|l| l.abs() < 1e-30), "{evals:?}");
-    let mut opt = DampedNewton::new(vars, DampedNewtonConfig::default())?;
+    let mut opt = DampedNewton::new(vars, DampedNewtonConfig::directional())?;
     opt.step_recorded(&loss)?;
     Ok(())
 }

@@ -334,7 +334,7 @@ fn partial_refuses_criteria_that_need_the_whole_spectrum() -> Result<()> {
             .expect_err("refused")
     ));
     // the optimizer's option reaches the computation too
-    let config = DampedNewtonConfig::default()
+    let config = DampedNewtonConfig::directional()
         .criterion(Criterion::above(0.1))
         .eigensolver(Eigensolver::Partial);
     let mut opt = DampedNewton::from_varmap(&mlp.varmap, config);

@@ -67,6 +67,22 @@ impl Candidate {
         }
     }
 
+    /// `candle_nn::AdamW` with learning rate `lr`, other settings default
+    /// (weight decay 0.01).
+    pub fn adamw(lr: f64) -> Self {
+        Self {
+            name: format!("AdamW lr={lr}"),
+            build: Box::new(move |mlp| {
+                let params = candle_nn::ParamsAdamW {
+                    lr,
+                    ..candle_nn::ParamsAdamW::default()
+                };
+                let opt = candle_nn::AdamW::new(mlp.vars(), params)?;
+                Ok(Box::new(Plain(opt)) as Box<dyn Stepper>)
+            }),
+        }
+    }
+
     /// `DampedNewton` stepping with `backward_step`.
     pub fn damped_newton(name: impl Into<String>, config: DampedNewtonConfig) -> Self {
         Self {

@@ -1,5 +1,6 @@
 //! `DampedNewtonConfig`: the settings of [`crate::DampedNewton`].
 
+use crate::computations::StepSolver;
 use crate::computations::{
     curvature_setters, eigensolver_setter, gradient_setter, step_solver_setter, Options,
 };
@@ -68,15 +69,16 @@ impl Default for DampedNewtonConfig {
         Self {
             lr: 1.0,
             criterion: Criterion::top_k_above(10, 1e-6),
-            damping: Damping::default(),
+            damping: Damping::constant(0.03),
             blocks: Blocks::One,
             complement: true,
             momentum: 0.0,
             weight_decay: 0.0,
-            trust_region: None,
-            curvature_budget: None,
+            trust_region: Some(0.1),
+            curvature_budget: Some(1024),
             options: Options {
                 warn_small_eigvals: 0.0,
+                step_solver: StepSolver::Woodbury,
                 ..Options::default()
             },
         }
@@ -84,6 +86,21 @@ impl Default for DampedNewtonConfig {
 }
 
 impl DampedNewtonConfig {
+    /// The directional step of the seed's `DirectionalDampedNewtonComputation`
+    /// (the default before the Woodbury step): [`StepSolver::Directional`]
+    /// along the top 10 eigenvectors above `1e-6` with the complement step,
+    /// [`Damping::constant`]`(1.0)`, lr 1, no trust region, no curvature
+    /// budget; the other settings as [`Self::default`].
+    pub fn directional() -> Self {
+        Self {
+            damping: Damping::constant(1.0),
+            trust_region: None,
+            curvature_budget: None,
+            ..Self::default()
+        }
+        .step_solver(StepSolver::Directional)
+    }
+
     /// Sets the learning rate.
     pub fn lr(mut self, lr: f64) -> Self {
         self.lr = lr;

@@ -34,6 +34,16 @@ impl Task {
     /// Regression: y = sin(x·w) on 3 inputs; classification: 3 classes by the
     /// sign pattern of two projections of 4 inputs.
     pub fn new(classify: bool, seed: u64) -> Result<Self> {
+        Self::build(classify, false, seed)
+    }
+
+    /// The classification task with every fourth label shifted by one class:
+    /// not separable, so the loss has a finite minimum above 0.
+    pub fn with_label_noise(seed: u64) -> Result<Self> {
+        Self::build(true, true, seed)
+    }
+
+    fn build(classify: bool, noisy: bool, seed: u64) -> Result<Self> {
         let dev = Device::Cpu;
         let (n, i, o) = if classify { (48, 4, 3) } else { (40, 3, 1) };
         let varmap = VarMap::new();
@@ -58,10 +68,19 @@ impl Task {
         let y = if classify {
             let labels: Vec<u32> = xs
                 .iter()
-                .map(|r| match (r[0] + r[1] > 0.0, r[2] - r[3] > 0.0) {
-                    (true, _) => 0,
-                    (false, true) => 1,
-                    (false, false) => 2,
+                .enumerate()
+                .map(|(n, r)| {
+                    let label = match (r[0] + r[1] > 0.0, r[2] - r[3] > 0.0) {
+                        (true, _) => 0,
+                        (false, true) => 1,
+                        (false, false) => 2,
+                    };
+                    // label noise: every fourth sample's class shifted by one
+                    if noisy && n % 4 == 3 {
+                        (label + 1) % 3
+                    } else {
+                        label
+                    }
                 })
                 .collect();
             Tensor::new(labels.as_slice(), &dev)?

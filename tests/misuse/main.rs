@@ -219,7 +219,8 @@ fn optimizer_entry(
     recorded: &vivit::Recorded,
     groups: Vec<ParamGroup>,
 ) -> Result<vivit::Result<()>> {
-    let mut config = DampedNewtonConfig::default();
+    // the directional step: the criterion and damping faults reach it
+    let mut config = DampedNewtonConfig::directional();
     if let Some(s) = subsampling(fault, Samples::Curvature) {
         config = config.subsampling_ggn(s);
     }
