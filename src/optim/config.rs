@@ -33,10 +33,14 @@ pub enum Blocks {
 /// `ν = min(1, √(κ / (lr² |ḡᵀs|)))`, K-FAC's KL clipping: for the full-rank
 /// step `lr² |ḡᵀs| = ‖lr s‖²` in the norm of `G + δI`.
 ///
-/// Defaults: learning rate 1, exact GGN, one block,
-/// [`Criterion::top_k_above`]`(10, 1e-6)`, [`Damping::constant`]`(1.0)`, the
-/// complement step on (the Levenberg–Marquardt step `−(G_K + I)⁻¹ g` of the
-/// rank-10 truncated GGN), all samples, no momentum, no weight decay.
+/// Defaults: [`StepSolver::Woodbury`] (the full-rank Levenberg–Marquardt
+/// step `s = −(G + δI)⁻¹ ḡ` of the mini-batch GGN) with
+/// [`Damping::constant`]`(0.03)`, the trust region `κ = 0.1`, a curvature
+/// budget of 2,048 Gram rows, learning rate 1, exact GGN, one block, no
+/// momentum, no weight decay; chosen on `cargo bench --bench training` by
+/// rank across its tasks (`docs/training/` has the figures). For the
+/// directional step ([`Self::directional`]) the criterion defaults to
+/// [`Criterion::top_k_above`]`(10, 1e-6)` with the complement step.
 /// Directions whose eigenvalue is not positive are never stepped along,
 /// whatever the criterion keeps.
 #[derive(Debug, Clone)]
@@ -75,7 +79,7 @@ impl Default for DampedNewtonConfig {
             momentum: 0.0,
             weight_decay: 0.0,
             trust_region: Some(0.1),
-            curvature_budget: Some(1024),
+            curvature_budget: Some(2048),
             options: Options {
                 warn_small_eigvals: 0.0,
                 step_solver: StepSolver::Woodbury,

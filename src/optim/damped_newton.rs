@@ -1,4 +1,4 @@
-//! `DampedNewton`: a candle optimizer taking directionally damped Newton steps.
+//! `DampedNewton`: a candle optimizer taking damped Newton steps.
 
 use std::collections::HashMap;
 
@@ -29,15 +29,18 @@ pub struct StepReport {
     pub rejected: bool,
 }
 
-/// An optimizer whose update is the directionally damped Newton step
-/// `θ ← θ + lr · s` of [`crate::DirectionalDampedNewtonComputation`], per GGN
-/// block, with pluggable damping. It implements [`candle_nn::optim::Optimizer`],
-/// so it replaces SGD or Adam in a Candle training loop:
+/// An optimizer whose update is the damped Newton step `θ ← θ + lr · s` of
+/// [`crate::DirectionalDampedNewtonComputation`], per GGN block, with
+/// pluggable damping: by default the full-rank Levenberg–Marquardt step
+/// `s = −(G + δI)⁻¹ ḡ` through the Gram matrix ([`crate::StepSolver::Woodbury`]),
+/// inside a trust region (see [`DampedNewtonConfig`]). It implements
+/// [`candle_nn::optim::Optimizer`], so it replaces SGD or Adam in a Candle
+/// training loop:
 ///
 /// ```
 /// use candle_core::{DType, Device, Module, Tensor};
 /// use candle_nn::{optim::Optimizer, VarBuilder, VarMap};
-/// use vivit::{nn as vnn, Criterion, Damping, DampedNewton, DampedNewtonConfig};
+/// use vivit::{nn as vnn, Damping, DampedNewton, DampedNewtonConfig};
 ///
 /// # fn main() -> vivit::Result<()> {
 /// let dev = Device::Cpu;
@@ -48,9 +51,9 @@ pub struct StepReport {
 /// let x = Tensor::randn(0f32, 1., (16, 4), &dev)?;
 /// let y = Tensor::from_vec((0..16u32).map(|i| i % 3).collect(), 16, &dev)?;
 ///
-/// let config = DampedNewtonConfig::default()
-///     .criterion(Criterion::top_k(5))
-///     .damping(Damping::constant(1.0));
+/// // Woodbury, δ = 0.03, trust region 0.1; the seed's directional step:
+/// // DampedNewtonConfig::directional().criterion(Criterion::top_k(5))
+/// let config = DampedNewtonConfig::default().damping(Damping::constant(0.03));
 /// let mut opt = DampedNewton::new(varmap.all_vars(), config)?;
 /// for _ in 0..3 {
 ///     let loss = vivit::record(|| {
