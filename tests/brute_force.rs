@@ -5,14 +5,10 @@
 mod common;
 
 use anyhow::Result;
-use candle_core::{DType, Device, Module, Tensor};
-use candle_nn::{Conv1dConfig, Conv2dConfig, VarBuilder, VarMap};
-use common::brute_force::{check_eigen, check_newton, input, Loss, Problem};
+use candle_core::{Module, Tensor};
+use candle_nn::{Conv1dConfig, Conv2dConfig, VarMap};
+use common::brute_force::{check_eigen, check_newton, input, tanh_mlp, vb, Loss, Problem};
 use vivit::nn as vnn;
-
-fn vb(varmap: &VarMap) -> VarBuilder<'static> {
-    VarBuilder::from_varmap(varmap, DType::F64, &Device::Cpu)
-}
 
 /// `[[0, 1, …]]`, one group of every parameter.
 fn one_group(problem: &Problem) -> Vec<Vec<usize>> {
@@ -24,16 +20,7 @@ fn per_param(problem: &Problem) -> Vec<Vec<usize>> {
 }
 
 fn mlp(loss: Loss) -> Result<Problem> {
-    let varmap = VarMap::new();
-    let fc1 = vnn::linear(5, 4, vb(&varmap).pp("fc1"))?;
-    let fc2 = vnn::linear(4, 3, vb(&varmap).pp("fc2"))?;
-    let x = input(&[4, 5], 1)?;
-    Problem::new(
-        varmap,
-        move || fc2.forward(&fc1.forward(&x)?.tanh()?),
-        loss,
-        1,
-    )
+    tanh_mlp(loss, 4, 1)
 }
 
 #[test]

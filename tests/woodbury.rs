@@ -5,9 +5,9 @@
 mod common;
 
 use anyhow::Result;
-use candle_core::{DType, Device, Module, Var};
-use candle_nn::{Conv2dConfig, VarBuilder, VarMap};
-use common::brute_force::{input, Loss, Problem};
+use candle_core::{Module, Var};
+use candle_nn::{Conv2dConfig, VarMap};
+use common::brute_force::{input, tanh_mlp, vb, Loss, Problem};
 use common::{assert_close, to_f64};
 use faer::linalg::solvers::Solve;
 use faer::{Mat, Side};
@@ -18,21 +18,8 @@ use vivit::{nn as vnn, Damping, DirectionalDampedNewtonComputation, ParamGroup, 
 /// rounding errors stay near `1e-14`.
 const RTOL: f64 = 1e-10;
 
-fn vb(varmap: &VarMap) -> VarBuilder<'static> {
-    VarBuilder::from_varmap(varmap, DType::F64, &Device::Cpu)
-}
-
 fn mlp(loss: Loss) -> Result<Problem> {
-    let varmap = VarMap::new();
-    let fc1 = vnn::linear(5, 4, vb(&varmap).pp("fc1"))?;
-    let fc2 = vnn::linear(4, 3, vb(&varmap).pp("fc2"))?;
-    let x = input(&[6, 5], 2)?;
-    Problem::new(
-        varmap,
-        move || fc2.forward(&fc1.forward(&x)?.tanh()?),
-        loss,
-        2,
-    )
+    tanh_mlp(loss, 6, 2)
 }
 
 fn conv() -> Result<Problem> {

@@ -19,8 +19,8 @@
 //! relative to the largest value compared.
 
 use anyhow::{ensure, Result};
-use candle_core::{Device, Tensor, Var, D};
-use candle_nn::VarMap;
+use candle_core::{DType, Device, Module, Tensor, Var, D};
+use candle_nn::{VarBuilder, VarMap};
 use faer::linalg::solvers::Solve;
 use faer::{Mat, Side};
 use vivit::{
@@ -54,6 +54,26 @@ pub struct Problem {
     pub jacobian_forward: Option<Forward>,
     pub loss: Loss,
     pub targets: Tensor,
+}
+
+/// A builder of f64 variables on the CPU in `varmap`.
+pub fn vb(varmap: &VarMap) -> VarBuilder<'static> {
+    VarBuilder::from_varmap(varmap, DType::F64, &Device::Cpu)
+}
+
+/// The 5-4-3 tanh MLP of tracked linear layers on a batch of `batch` inputs
+/// from `seed` (candle's initialization), with `loss`.
+pub fn tanh_mlp(loss: Loss, batch: usize, seed: u64) -> Result<Problem> {
+    let varmap = VarMap::new();
+    let fc1 = vivit::nn::linear(5, 4, vb(&varmap).pp("fc1"))?;
+    let fc2 = vivit::nn::linear(4, 3, vb(&varmap).pp("fc2"))?;
+    let x = input(&[batch, 5], seed)?;
+    Problem::new(
+        varmap,
+        move || fc2.forward(&fc1.forward(&x)?.tanh()?),
+        loss,
+        seed,
+    )
 }
 
 /// Deterministic inputs `sin((i + 1)(seed + 0.37))` of `shape`.
