@@ -236,6 +236,11 @@ pub enum Error {
 /// `Result` with [`Error`] as the error type.
 pub type Result<T> = std::result::Result<T, Error>;
 
+/// The value of the scalar tensor `t` as an f64 (copied to the host).
+pub(crate) fn scalar(t: &candle_core::Tensor) -> Result<f64> {
+    Ok(t.to_dtype(DType::F64)?.to_scalar::<f64>()?)
+}
+
 /// [`Error::NonFinite`] with the first NaN or ±∞ of `t`, named `what`.
 ///
 /// The test runs in `t`'s dtype and device, `Σ 0·x = 0` exactly when every `x`

@@ -4,13 +4,13 @@ use std::collections::HashMap;
 
 use candle_core::{DType, Tensor};
 
-use super::directions::{warn_small, Directional};
+use super::directions::{mean_gradient, warn_small, Directional};
 use super::options::{
     curvature_setters, eigensolver_setter, gradient_setter, lookup, step_solver_setter,
     warn_setter, Options,
 };
 use super::woodbury;
-use crate::error::{check_finite, Error, Result};
+use crate::error::{check_finite, scalar, Error, Result};
 use crate::extension::{say, Computation, Extension, FactorId};
 use crate::group::{GroupId, ParamGroup};
 use crate::linalg::matmul;
@@ -240,17 +240,10 @@ fn newton_step(
     let mut complement_decrease = 0.0;
     if let Some(dp) = delta_perp {
         let n = ext.factor_samples(grad);
-        let mean_weights = (Tensor::ones((1, n), v.dtype(), v.device())? / n as f64)?;
-        let g_bar = ext.apply(grad, g, &mean_weights)?;
-        for (s, gb) in step.iter_mut().zip(g_bar) {
+        for (s, gb) in step.iter_mut().zip(mean_gradient(ext, grad, g)?) {
             *s = (&*s - (gb.squeeze(0)? / dp)?)?;
         }
-        let g_sq: f64 = ext
-            .cross_gram(grad, grad, g)?
-            .sum_all()?
-            .to_dtype(DType::F64)?
-            .to_scalar::<f64>()?
-            / (n * n) as f64;
+        let g_sq = scalar(&ext.cross_gram(grad, grad, g)?.sum_all()?)? / (n * n) as f64;
         let perp_sq = (g_sq - gamma_bar.iter().map(|x| x * x).sum::<f64>()).max(0.0);
         complement_decrease = perp_sq / dp;
     }

@@ -240,6 +240,15 @@ fn with_omitted_zeros(evals: &[f64], zeros: usize) -> (Vec<f64>, Vec<Option<usiz
     (all, source)
 }
 
+/// The mean gradient `ḡ = (1/N_grad) Σ_n g_n` of the gradient factor `grad`
+/// over the group's parameters, one `[1, *p.shape]` tensor each.
+pub(crate) fn mean_gradient(ext: &Extension<'_>, grad: FactorId, g: usize) -> Result<Vec<Tensor>> {
+    let n = ext.factor_samples(grad);
+    let (dtype, device) = ext.dtype_device();
+    let weights = (Tensor::ones((1, n), dtype, &device)? / n as f64)?;
+    ext.apply(grad, g, &weights)
+}
+
 /// Warns through `log` when a kept eigenvalue is below `threshold` in magnitude.
 pub(crate) fn warn_small(evals: &[f64], threshold: f64) {
     if let Some(small) = evals.iter().find(|l| l.abs() < threshold) {

@@ -1,9 +1,8 @@
 //! The full-rank damped Newton step of a group through its Gram matrix.
 
-use candle_core::{DType, Tensor};
-
 use super::damped_newton::NewtonStep;
-use crate::error::{check_finite, Error, Result};
+use super::directions::mean_gradient;
+use crate::error::{check_finite, scalar, Error, Result};
 use crate::extension::{say, Extension, FactorId};
 use crate::group::ParamGroup;
 use crate::linalg::solve_shifted;
@@ -56,9 +55,7 @@ pub(super) fn step(
     });
     let c = solve_shifted(gram, delta, &r)?;
     say(verbose, || format!("group {g}: Cholesky solve done"));
-    let n = ext.factor_samples(grad);
-    let mean_weights = (Tensor::ones((1, n), r.dtype(), r.device())? / n as f64)?;
-    let g_bar = ext.apply(grad, g, &mean_weights)?;
+    let g_bar = mean_gradient(ext, grad, g)?;
     let v_c = ext.apply(ggn, g, &c.unsqueeze(0)?)?;
     let mut g_sq = 0.0;
     let mut step = Vec::with_capacity(g_bar.len());
@@ -75,8 +72,4 @@ pub(super) fn step(
         slope: (scalar(&(&r * &c)?.sum_all()?)? - g_sq) / delta,
         curvature: scalar(&vt_s.sqr()?.sum_all()?)?,
     })
-}
-
-fn scalar(t: &Tensor) -> Result<f64> {
-    Ok(t.to_dtype(DType::F64)?.to_scalar::<f64>()?)
 }

@@ -93,7 +93,7 @@ pub(super) fn cholesky_solve_in_place(
     mut a: MatMut<'_, f64>,
     b: MatMut<'_, f64>,
 ) -> Result<(), LltError> {
-    let n = a.nrows();
+    let (n, rhs) = (a.nrows(), b.ncols());
     llt::factor::cholesky_in_place(
         a.as_mut(),
         LltRegularization::default(),
@@ -109,7 +109,7 @@ pub(super) fn cholesky_solve_in_place(
         b,
         Par::Seq,
         MemStack::new(&mut MemBuffer::new(
-            llt::solve::solve_in_place_scratch::<f64>(n, 1, Par::Seq),
+            llt::solve::solve_in_place_scratch::<f64>(n, rhs, Par::Seq),
         )),
     );
     Ok(())

@@ -3,13 +3,13 @@
 use std::collections::HashMap;
 
 use candle_core::backprop::GradStore;
-use candle_core::{DType, Tensor, TensorId, Var};
+use candle_core::{Tensor, TensorId, Var};
 use candle_nn::optim::Optimizer;
 use candle_nn::VarMap;
 
 use super::config::{Blocks, DampedNewtonConfig};
 use crate::computations::{newton_steps, NewtonStep, Options};
-use crate::error::{check_finite, Error, Result};
+use crate::error::{check_finite, scalar, Error, Result};
 use crate::extension::{backward_tape, Computation, Extension};
 use crate::group::ParamGroup;
 use crate::record::{self, Recorded, Tape};
@@ -360,10 +360,6 @@ fn check_setting(what: &'static str, value: f64, ok: bool) -> Result<()> {
         return Ok(());
     }
     Err(Error::InvalidConfig { what, value })
-}
-
-fn scalar(t: &Tensor) -> Result<f64> {
-    Ok(t.to_dtype(DType::F64)?.to_scalar::<f64>()?)
 }
 
 /// Runs the Newton step of every group inside the extended backward pass.
