@@ -4,6 +4,7 @@ use crate::computations::StepSolver;
 use crate::computations::{
     curvature_setters, eigensolver_setter, gradient_setter, step_solver_setter, Options,
 };
+use crate::error::{Error, Result};
 use crate::group::Criterion;
 use crate::optim::Damping;
 
@@ -171,4 +172,33 @@ impl DampedNewtonConfig {
     gradient_setter!();
     eigensolver_setter!();
     step_solver_setter!();
+
+    /// Checks the settings a step uses before it changes anything.
+    ///
+    /// # Errors
+    /// [`Error::NonFinite`] for the learning rate, [`Error::InvalidConfig`]
+    /// for a momentum outside `[0, 1)`, a trust region that is not finite
+    /// and positive, or a weight decay that is not finite and `≥ 0`.
+    pub(crate) fn check(&self) -> Result<()> {
+        if !self.lr.is_finite() {
+            return Err(Error::NonFinite {
+                what: "the learning rate",
+                value: self.lr,
+            });
+        }
+        let setting = |what: &'static str, value: f64, ok: bool| {
+            if ok {
+                Ok(())
+            } else {
+                Err(Error::InvalidConfig { what, value })
+            }
+        };
+        let m = self.momentum;
+        setting("the momentum", m, (0.0..1.0).contains(&m))?;
+        if let Some(kappa) = self.trust_region {
+            setting("the trust region", kappa, kappa.is_finite() && kappa > 0.0)?;
+        }
+        let wd = self.weight_decay;
+        setting("the weight decay", wd, wd.is_finite() && wd >= 0.0)
+    }
 }

@@ -89,13 +89,8 @@ impl DampedNewton {
     /// An optimizer over explicit parameter groups, each with its own criterion
     /// and damping; `config.criterion`, `damping` and `blocks` are not used.
     pub fn with_groups(groups: Vec<ParamGroup>, config: DampedNewtonConfig) -> Self {
-        Self {
-            vars: groups.iter().flat_map(|g| g.params().to_vec()).collect(),
-            groups: Some(groups),
-            config,
-            velocity: HashMap::new(),
-            steps: 0,
-        }
+        let vars = groups.iter().flat_map(|g| g.params().to_vec()).collect();
+        Self::build(vars, Some(groups), config)
     }
 
     /// An optimizer over the float variables of `varmap`, ordered by name
@@ -112,9 +107,14 @@ impl DampedNewton {
             .map(|(_, v)| v.clone())
             .filter(|v| v.dtype().is_float())
             .collect();
+        Self::build(vars, None, config)
+    }
+
+    /// An optimizer over `vars` (in `groups`, if given) that has taken no step.
+    fn build(vars: Vec<Var>, groups: Option<Vec<ParamGroup>>, config: DampedNewtonConfig) -> Self {
         Self {
             vars,
-            groups: None,
+            groups,
             config,
             velocity: HashMap::new(),
             steps: 0,
@@ -202,27 +202,13 @@ impl DampedNewton {
     }
 
     fn step_tape(&mut self, tape: &Tape) -> Result<StepReport> {
+        self.config.check()?;
         let DampedNewtonConfig {
             lr,
             momentum,
             weight_decay,
             ..
         } = self.config;
-        if !lr.is_finite() {
-            return Err(Error::NonFinite {
-                what: "the learning rate",
-                value: lr,
-            });
-        }
-        check_setting("the momentum", momentum, (0.0..1.0).contains(&momentum))?;
-        if let Some(kappa) = self.config.trust_region {
-            check_setting("the trust region", kappa, kappa.is_finite() && kappa > 0.0)?;
-        }
-        check_setting(
-            "the weight decay",
-            weight_decay,
-            weight_decay.is_finite() && weight_decay >= 0.0,
-        )?;
         // a direction without positive curvature is never stepped along
         let groups: Vec<ParamGroup> = match &self.groups {
             Some(groups) => groups.clone(),
@@ -354,14 +340,6 @@ fn trust_scale(trust_region: Option<f64>, lr: f64, steps: &[NewtonStep]) -> f64 
     }
 }
 
-/// [`Error::InvalidConfig`] naming `what` unless `ok`.
-fn check_setting(what: &'static str, value: f64, ok: bool) -> Result<()> {
-    if ok {
-        return Ok(());
-    }
-    Err(Error::InvalidConfig { what, value })
-}
-
 /// Runs the Newton step of every group inside the extended backward pass.
 struct Runner<'o> {
     options: &'o Options,
@@ -380,13 +358,8 @@ impl Optimizer for DampedNewton {
     type Config = DampedNewtonConfig;
 
     fn new(vars: Vec<Var>, config: DampedNewtonConfig) -> candle_core::Result<Self> {
-        Ok(Self {
-            vars: vars.into_iter().filter(|v| v.dtype().is_float()).collect(),
-            groups: None,
-            config,
-            velocity: HashMap::new(),
-            steps: 0,
-        })
+        let vars = vars.into_iter().filter(|v| v.dtype().is_float()).collect();
+        Ok(Self::build(vars, None, config))
     }
 
     /// Steps on the recorded loss whose `backward` gave `grads`; a
