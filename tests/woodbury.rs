@@ -1,6 +1,7 @@
 //! The Woodbury step (`StepSolver::Woodbury`) against the dense solve of
 //! `(G + δI) s = −ḡ` with the explicit GGN of tiny f64 nets, exact and
-//! subsampled, in one group and in blocks; and `DampedNewton` applying it.
+//! subsampled, in one group and in blocks; and `DampedNewton` reusing its
+//! curvature over steps (`curvature_interval`).
 
 mod common;
 
@@ -11,7 +12,10 @@ use common::brute_force::{input, tanh_mlp, vb, Loss, Problem};
 use common::{assert_close, to_f64};
 use faer::linalg::solvers::Solve;
 use faer::{Mat, Side};
-use vivit::{nn as vnn, Damping, DirectionalDampedNewtonComputation, ParamGroup, StepSolver};
+use vivit::{
+    nn as vnn, DampedNewton, DampedNewtonConfig, Damping, DirectionalDampedNewtonComputation,
+    ParamGroup, StepSolver,
+};
 
 /// Relative to the largest step entry: both sides solve in f64 with a
 /// condition number `(λ_max + δ)/δ` of at most a few hundred here, so the
@@ -49,7 +53,20 @@ fn dense_step(
     grad_samples: &[usize],
     delta: f64,
 ) -> Result<Vec<f64>> {
-    let (g, d) = problem.ggn(params, ggn_samples)?;
+    let ggn = problem.ggn(params, ggn_samples)?;
+    dense_solve(&ggn, problem, params, grad_samples, delta)
+}
+
+/// `s = −(G + δI)⁻¹ ḡ` for the explicit GGN `ggn` (`D×D`, row-major, and
+/// `D`) and the problem's mean gradient on `grad_samples` now.
+fn dense_solve(
+    (g, d): &(Vec<f64>, usize),
+    problem: &Problem,
+    params: &[Var],
+    grad_samples: &[usize],
+    delta: f64,
+) -> Result<Vec<f64>> {
+    let d = *d;
     let grads = problem.sample_gradients(params, grad_samples)?;
     let shifted = Mat::from_fn(d, d, |i, j| g[i * d + j] + if i == j { delta } else { 0.0 });
     let rhs = Mat::from_fn(d, 1, |i, _| {
@@ -157,6 +174,152 @@ fn woodbury_needs_one_positive_delta() -> Result<()> {
             DirectionalDampedNewtonComputation::new().step_solver(StepSolver::Woodbury);
         let err = newton.compute(&loss, &groups).expect_err("refused");
         assert!(matches!(err, vivit::Error::InvalidDamping(_)), "{err}");
+    }
+    Ok(())
+}
+
+/// The parameters, flattened and concatenated.
+fn values(params: &[Var]) -> Result<Vec<f64>> {
+    let mut all = Vec::new();
+    for p in params {
+        all.extend(to_f64(p.as_tensor())?);
+    }
+    Ok(all)
+}
+
+/// The Woodbury step without trust region or curvature budget, so that the
+/// update is exactly `lr · s`.
+fn plain(delta: f64, interval: usize) -> DampedNewtonConfig {
+    let mut config = DampedNewtonConfig::default();
+    config.trust_region = None;
+    config.curvature_budget = None;
+    config
+        .damping(Damping::constant(delta))
+        .lr(0.5)
+        .curvature_interval(interval)
+}
+
+/// With `T = 3`, steps 2 and 3 solve with the GGN of step 1 (its parameters)
+/// and their own gradients; step 4 computes the curvature afresh. Gradients
+/// on 3 of the samples, so the kept factor and the gradients differ in `N`.
+fn check_amortized(problem: &Problem) -> Result<()> {
+    let (delta, lr, interval) = (0.1, 0.5, 3);
+    let params: Vec<Var> = problem.params().into_iter().map(|(_, v)| v).collect();
+    let n = problem.batch_size()?;
+    let (all, grad_samples): (Vec<usize>, Vec<usize>) = ((0..n).collect(), vec![1, n - 2, n - 1]);
+    let config = plain(delta, interval).subsampling_grad(grad_samples.clone());
+    let group = ParamGroup::new(params.clone()).damping(Damping::constant(delta));
+    let mut opt = DampedNewton::with_groups(vec![group], config);
+    let mut ggn = problem.ggn(&params, &all)?;
+    for t in 0..5 {
+        if t % interval == 0 {
+            ggn = problem.ggn(&params, &all)?;
+        }
+        let want = dense_solve(&ggn, problem, &params, &grad_samples, delta)?;
+        let before = values(&params)?;
+        opt.step_recorded(&problem.record()?)?;
+        let got: Vec<f64> = values(&params)?
+            .iter()
+            .zip(&before)
+            .map(|(after, before)| (after - before) / lr)
+            .collect();
+        assert_close(&format!("step {t} with T = {interval}"), &got, &want, RTOL);
+    }
+    Ok(())
+}
+
+#[test]
+fn amortized_steps_solve_with_the_kept_curvature_mlp() -> Result<()> {
+    check_amortized(&tanh_mlp(Loss::CrossEntropy, 6, 3)?)?;
+    check_amortized(&tanh_mlp(Loss::Mse, 6, 4)?)
+}
+
+#[test]
+fn amortized_steps_solve_with_the_kept_curvature_conv() -> Result<()> {
+    check_amortized(&conv()?)
+}
+
+/// `T = 1` steps equal those of optimizers built afresh for every step (no
+/// state at all) bit for bit, and the first step of `T = 3` equals them too.
+#[test]
+fn interval_one_is_unamortized_bit_for_bit() -> Result<()> {
+    let problem = tanh_mlp(Loss::CrossEntropy, 6, 2)?;
+    let params: Vec<Var> = problem.params().into_iter().map(|(_, v)| v).collect();
+    let initial: Vec<candle_core::Tensor> = params
+        .iter()
+        .map(|p| p.as_tensor().copy())
+        .collect::<candle_core::Result<_>>()?;
+    let run = |interval: usize, fresh: bool| -> Result<Vec<Vec<f64>>> {
+        for (p, v) in params.iter().zip(&initial) {
+            p.set(v)?;
+        }
+        let build = || {
+            let group = ParamGroup::new(params.clone()).damping(Damping::constant(0.1));
+            DampedNewton::with_groups(vec![group], plain(0.1, interval))
+        };
+        let mut opt = build();
+        let mut trace = Vec::new();
+        for _ in 0..3 {
+            if fresh {
+                opt = build();
+            }
+            opt.step_recorded(&problem.record()?)?;
+            trace.push(values(&params)?);
+        }
+        Ok(trace)
+    };
+    let unamortized = run(1, true)?;
+    assert_eq!(run(1, false)?, unamortized);
+    let amortized = run(3, false)?;
+    assert_eq!(amortized[0], unamortized[0]);
+    assert_ne!(
+        amortized[1], unamortized[1],
+        "the second step reuses the curvature"
+    );
+    Ok(())
+}
+
+/// A changed `δ` makes the next step compute its curvature afresh.
+#[test]
+fn a_new_delta_refreshes_the_curvature() -> Result<()> {
+    use candle_nn::optim::Optimizer;
+    use candle_optimisers::OptimParams;
+    let problem = tanh_mlp(Loss::CrossEntropy, 6, 5)?;
+    let params: Vec<Var> = problem.params().into_iter().map(|(_, v)| v).collect();
+    let all: Vec<usize> = (0..6).collect();
+    let mut opt = DampedNewton::new(params.clone(), plain(0.1, 5))?;
+    opt.step_recorded(&problem.record()?)?;
+    opt.set_params(plain(0.3, 5));
+    let want = dense_step(&problem, &params, &all, &all, 0.3)?;
+    let before = values(&params)?;
+    opt.step_recorded(&problem.record()?)?;
+    let got: Vec<f64> = values(&params)?
+        .iter()
+        .zip(&before)
+        .map(|(after, before)| (after - before) / 0.5)
+        .collect();
+    assert_close("step after δ changed", &got, &want, RTOL);
+    Ok(())
+}
+
+/// An interval of 0, or above 1 with the directional solver, is refused
+/// before anything changes.
+#[test]
+fn bad_intervals_are_refused() -> Result<()> {
+    let problem = tanh_mlp(Loss::CrossEntropy, 6, 2)?;
+    let params: Vec<Var> = problem.params().into_iter().map(|(_, v)| v).collect();
+    let before = values(&params)?;
+    for config in [
+        plain(0.1, 0),
+        DampedNewtonConfig::directional().curvature_interval(2),
+    ] {
+        let mut opt = DampedNewton::with_groups(vec![ParamGroup::new(params.clone())], config);
+        let err = opt.step_recorded(&problem.record()?).expect_err("refused");
+        assert!(
+            matches!(err, vivit::Error::InvalidConfig { what, .. } if what.contains("curvature interval")),
+            "{err}"
+        );
+        assert_eq!(values(&params)?, before);
     }
     Ok(())
 }

@@ -27,6 +27,12 @@ pub fn damped_newton_variants() -> Vec<(String, DampedNewtonConfig)> {
             "DampedNewton κ=1".to_string(),
             DampedNewtonConfig::default().trust_region(1.0),
         ));
+        for interval in [2, 4, 8] {
+            variants.push((
+                format!("DampedNewton T={interval}"),
+                DampedNewtonConfig::default().curvature_interval(interval),
+            ));
+        }
     }
     variants
 }

@@ -9,7 +9,7 @@ use super::options::{
     curvature_setters, eigensolver_setter, gradient_setter, lookup, step_solver_setter,
     warn_setter, Options,
 };
-use super::woodbury;
+use super::woodbury::{self, WoodburyCurvature};
 use crate::error::{check_finite, scalar, Error, Result};
 use crate::extension::{say, Computation, Extension, FactorId};
 use crate::group::{GroupId, ParamGroup};
@@ -135,6 +135,8 @@ pub(crate) struct NewtonStep {
     pub slope: f64,
     /// `sᵀ G s` of the GGN the step is solved with (`G_K` for the directional step).
     pub curvature: f64,
+    /// The curvature of a Woodbury step, for the gradients of later passes.
+    pub reusable: Option<WoodburyCurvature>,
 }
 
 impl NewtonStep {
@@ -256,5 +258,6 @@ fn newton_step(
         step,
         slope: eigenspace_slope - complement_decrease,
         curvature: lambda_bar.iter().zip(&tau).map(|(l, t)| l * t * t).sum(),
+        reusable: None,
     })
 }

@@ -1,11 +1,14 @@
 //! The full-rank damped Newton step of a group through its Gram matrix.
 
+use candle_core::Tensor;
+
 use super::damped_newton::NewtonStep;
 use super::directions::mean_gradient;
+use super::options::Options;
 use crate::error::{check_finite, scalar, Error, Result};
-use crate::extension::{say, Extension, FactorId};
+use crate::extension::{say, Extension, FactorId, KeptFactor};
 use crate::group::ParamGroup;
-use crate::linalg::solve_shifted;
+use crate::linalg::ShiftedCholesky;
 
 /// The Levenberg–Marquardt step `s = −(V Vᵀ + δ I)⁻¹ ḡ` of the group's GGN
 /// factor `ggn` (`V`), with `ḡ` the mean of the gradient factor `grad`, by
@@ -16,7 +19,8 @@ use crate::linalg::solve_shifted;
 /// ḡᵀ s = (rᵀ c − ‖ḡ‖²) / δ,   Vᵀ s = (G̃ c − r) / δ,   sᵀ G s = ‖Vᵀ s‖².
 /// ```
 ///
-/// `G̃` and `Vᵀ g_n` are formed together (one pass over each weight factor).
+/// `r` is one product of `Vᵀ` with `ḡ`, not the mean of the `Vᵀ g_n`. The
+/// step carries its [`WoodburyCurvature`] for later gradients.
 ///
 /// # Errors
 /// [`Error::InvalidDamping`] unless the group's damping gives one finite
@@ -31,6 +35,66 @@ pub(super) fn step(
     group: &ParamGroup,
     verbose: bool,
 ) -> Result<NewtonStep> {
+    let delta = scalar_damping(group)?;
+    let gram = ext.gram(ggn, g, verbose)?;
+    say(verbose, || {
+        format!(
+            "group {g}: Woodbury step, Cholesky of the {m}×{m} Gram matrix + {delta}·I",
+            m = gram.dim(0).unwrap_or(0)
+        )
+    });
+    let curvature = WoodburyCurvature {
+        factor: ext.keep_factor(ggn, g),
+        cholesky: ShiftedCholesky::new(&gram, delta)?,
+        gram,
+    };
+    say(verbose, || {
+        format!("group {g}: Cholesky factorization done")
+    });
+    let mut step = curvature.solve(ext, grad, g, verbose)?;
+    step.reusable = Some(curvature);
+    Ok(step)
+}
+
+/// The Woodbury steps of all groups for this pass's gradients (option
+/// `subsampling_grad`) with the curvature `kept[g]` of an earlier pass, or
+/// `None` where a curvature does not fit this pass: another number of
+/// groups, or a damping that now gives another `δ`
+/// ([`crate::Damping::levenberg_marquardt`] adapts). The caller checks that
+/// the groups hold the same parameters.
+///
+/// # Errors
+/// As [`step`], without [`Error::Cholesky`].
+pub(crate) fn kept_steps(
+    ext: &mut Extension<'_>,
+    groups: &[ParamGroup],
+    kept: &[WoodburyCurvature],
+    o: &Options,
+) -> Result<Option<Vec<NewtonStep>>> {
+    if kept.len() != groups.len() {
+        return Ok(None);
+    }
+    for (group, curvature) in groups.iter().zip(kept) {
+        if scalar_damping(group)? != curvature.cholesky.delta() {
+            return Ok(None);
+        }
+    }
+    let request = Extension::gradient_request(o.subsampling_grad.as_deref(), "subsampling_grad");
+    let grad = ext.factors(&[request], o.verbose)?[0];
+    kept.iter()
+        .enumerate()
+        .map(|(g, curvature)| {
+            say(o.verbose, || {
+                format!("group {g}: Woodbury step with the kept curvature")
+            });
+            curvature.solve(ext, grad, g, o.verbose)
+        })
+        .collect::<Result<_>>()
+        .map(Some)
+}
+
+/// The one `δ > 0` of the group's damping.
+fn scalar_damping(group: &ParamGroup) -> Result<f64> {
     let damping = group.damping_ref();
     let delta = damping.scalar().ok_or_else(|| {
         Error::InvalidDamping(format!(
@@ -44,32 +108,51 @@ pub(super) fn step(
             "δ = {delta} for the Woodbury step of {damping:?}; it must be finite and > 0"
         )));
     }
-    let grams = ext.cross_grams(ggn, &[ggn, grad], g)?;
-    let (gram, vt_g) = (&grams[0], &grams[1]); // G̃ [m, m], Vᵀ g_n [m, N_grad]
-    let r = vt_g.mean(1)?;
-    say(verbose, || {
-        format!(
-            "group {g}: Woodbury step, Cholesky of the {m}×{m} Gram matrix + {delta}·I",
-            m = r.dim(0).unwrap_or(0)
-        )
-    });
-    let c = solve_shifted(gram, delta, &r)?;
-    say(verbose, || format!("group {g}: Cholesky solve done"));
-    let g_bar = mean_gradient(ext, grad, g)?;
-    let v_c = ext.apply(ggn, g, &c.unsqueeze(0)?)?;
-    let mut g_sq = 0.0;
-    let mut step = Vec::with_capacity(g_bar.len());
-    for (vc, gb) in v_c.iter().zip(&g_bar) {
-        g_sq += scalar(&gb.sqr()?.sum_all()?)?;
-        let s = ((vc - gb)? / delta)?.squeeze(0)?;
-        check_finite(&s, "the damped Newton step")?;
-        step.push(s);
+    Ok(delta)
+}
+
+/// What a group's Woodbury step needs of its GGN `G = V Vᵀ`, kept beyond the
+/// pass it was computed in: the factor `V`, the Gram matrix `G̃ = Vᵀ V` and
+/// the Cholesky factor of `G̃ + δ I`. With it, a later gradient `ḡ'` gets
+/// the step `−(V Vᵀ + δ I)⁻¹ ḡ'` of the earlier curvature at the cost of
+/// `Vᵀ ḡ'`, two triangular solves and `V c`, without backpropagating the
+/// loss-Hessian factor.
+#[derive(Debug, Clone)]
+pub(crate) struct WoodburyCurvature {
+    factor: KeptFactor,
+    gram: Tensor,
+    cholesky: ShiftedCholesky,
+}
+
+impl WoodburyCurvature {
+    /// The step for the mean `ḡ` of the gradient factor `grad` of this pass.
+    fn solve(
+        &self,
+        ext: &Extension<'_>,
+        grad: FactorId,
+        g: usize,
+        verbose: bool,
+    ) -> Result<NewtonStep> {
+        let delta = self.cholesky.delta();
+        let g_bar = mean_gradient(ext, grad, g)?;
+        let r = self.factor.transpose_apply(&g_bar)?;
+        let c = self.cholesky.solve(&r)?;
+        let v_c = self.factor.apply(&c.unsqueeze(0)?)?;
+        let mut g_sq = 0.0;
+        let mut step = Vec::with_capacity(g_bar.len());
+        for (vc, gb) in v_c.iter().zip(&g_bar) {
+            g_sq += scalar(&gb.sqr()?.sum_all()?)?;
+            let s = ((vc - gb)? / delta)?.squeeze(0)?;
+            check_finite(&s, "the damped Newton step")?;
+            step.push(s);
+        }
+        let vt_s = ((self.gram.matmul(&c.unsqueeze(1)?)?.squeeze(1)? - &r)? / delta)?;
+        say(verbose, || format!("group {g}: step done"));
+        Ok(NewtonStep {
+            step,
+            slope: (scalar(&(&r * &c)?.sum_all()?)? - g_sq) / delta,
+            curvature: scalar(&vt_s.sqr()?.sum_all()?)?,
+            reusable: None,
+        })
     }
-    let vt_s = ((gram.matmul(&c.unsqueeze(1)?)?.squeeze(1)? - &r)? / delta)?;
-    say(verbose, || format!("group {g}: step done"));
-    Ok(NewtonStep {
-        step,
-        slope: (scalar(&(&r * &c)?.sum_all()?)? - g_sq) / delta,
-        curvature: scalar(&vt_s.sqr()?.sum_all()?)?,
-    })
 }

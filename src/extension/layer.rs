@@ -47,7 +47,9 @@ pub(crate) enum Role {
 }
 
 /// A layer's per-sample factor: inputs `a` `[N, I, T]`, output signals `b` `[C, N, O, T]`.
-#[derive(Debug)]
+///
+/// Cloning shares the tensors (and the formed factors), copying nothing.
+#[derive(Debug, Clone)]
 pub(crate) struct LayerFactor {
     a: Tensor,
     b: Tensor,
@@ -318,6 +320,33 @@ impl LayerFactor {
         let (c, n, _, _, i) = self.dims()?;
         let b = self.b.narrow(2, start, len)?; // [C, N, len, T]
         matmul(&b, &self.a.transpose(1, 2)?)?.reshape((c * n, len * i))
+    }
+
+    /// `V_pᵀ x` `[C·N]` for `x` shaped as the parameter `p` (a leading 1 allowed):
+    ///
+    /// ```text
+    /// (V_Wᵀ X)[c,n] = Σ_t B[c,n,:,t]ᵀ X A[n,:,t],   (V_bᵀ x)[c,n] = V_b[c,n]ᵀ x,
+    /// ```
+    ///
+    /// `X` `[O, I]`: one product `X A` `[O, N·T]` and a contraction with `B`
+    /// (`O·I·N·T + C·N·O·T` multiply-adds, against `C·N·N'·(O+I)` for the
+    /// cross Gram block with a factor of `N'` per-sample gradients).
+    pub fn transpose_apply(&self, role: Role, x: &Tensor) -> Result<Tensor> {
+        let (c, n, t, o, i) = self.dims()?;
+        if role == Role::Bias {
+            return matmul(self.bias_factor()?, &x.reshape((o, 1))?)?.reshape(c * n);
+        }
+        let x = x.reshape((o, i))?;
+        let xa = if t == 1 {
+            matmul(&self.a.reshape((n, i))?, &x.t()?)?.unsqueeze(2)? // [N, O, 1]
+        } else {
+            let a = self.a.transpose(0, 1)?.contiguous()?.reshape((i, n * t))?;
+            matmul(&x, &a)?.reshape((o, n, t))?.transpose(0, 1)? // [N, O, T]
+        };
+        self.b
+            .broadcast_mul(&xa.unsqueeze(0)?)?
+            .sum((2, 3))?
+            .reshape(c * n)
     }
 
     /// `V_p · E` for Gram-space vectors `e` `[K, C·N]`: `[K, *p.shape]`.

@@ -7,6 +7,7 @@
 //! computations with the same factor settings backpropagate once.
 
 mod factor;
+mod kept;
 mod layer;
 mod operator;
 mod stacked;
@@ -23,6 +24,7 @@ use crate::group::ParamGroup;
 use crate::linalg::matmul;
 use crate::record::{Recorded, Tape};
 use factor::{backprop, check_dtype, Backpropagated, Columns, FactorSpec, TrackedLayer};
+pub(crate) use kept::KeptFactor;
 use layer::{LayerFactor, Role};
 pub(crate) use operator::GramOperator;
 

@@ -86,14 +86,10 @@ pub(super) fn self_adjoint_eigen<T: RealField>(
     Ok((values, u))
 }
 
-/// Solves `A x = b` in place for the symmetric positive definite `a`
-/// (lower triangle read, overwritten by its Cholesky factor `L`) and the
-/// right-hand sides `b` (overwritten by `x`), on one thread.
-pub(super) fn cholesky_solve_in_place(
-    mut a: MatMut<'_, f64>,
-    b: MatMut<'_, f64>,
-) -> Result<(), LltError> {
-    let (n, rhs) = (a.nrows(), b.ncols());
+/// Overwrites the lower triangle of the symmetric positive definite `a` with
+/// its Cholesky factor `L` (`A = L Lᵀ`), on one thread.
+pub(super) fn cholesky_in_place(mut a: MatMut<'_, f64>) -> Result<(), LltError> {
+    let n = a.nrows();
     llt::factor::cholesky_in_place(
         a.as_mut(),
         LltRegularization::default(),
@@ -103,8 +99,16 @@ pub(super) fn cholesky_solve_in_place(
         )),
         Default::default(),
     )?;
+    Ok(())
+}
+
+/// Solves `L Lᵀ x = b` in place for the Cholesky factor `l` of
+/// [`cholesky_in_place`] and the right-hand sides `b` (overwritten by `x`),
+/// on one thread.
+pub(super) fn cholesky_solve_in_place(l: MatRef<'_, f64>, b: MatMut<'_, f64>) {
+    let (n, rhs) = (l.nrows(), b.ncols());
     llt::solve::solve_in_place_with_conj(
-        a.as_ref(),
+        l,
         Conj::No,
         b,
         Par::Seq,
@@ -112,7 +116,6 @@ pub(super) fn cholesky_solve_in_place(
             llt::solve::solve_in_place_scratch::<f64>(n, rhs, Par::Seq),
         )),
     );
-    Ok(())
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ mod shifted;
 pub(crate) use gathered::Gathered;
 pub(crate) use gemm::{gram, matmul, matmul_values};
 pub(crate) use lane::Lane;
-pub(crate) use shifted::solve_shifted;
+pub(crate) use shifted::ShiftedCholesky;
 
 use std::fmt;
 

@@ -3,47 +3,73 @@
 use candle_core::{DType, Device, Tensor};
 use faer::Mat;
 
-use super::dense::cholesky_solve_in_place;
+use super::dense::{cholesky_in_place, cholesky_solve_in_place};
 
 use crate::error::{Error, Result};
 
-/// `c = (G̃ + δ I)⁻¹ r` for the symmetric positive semi-definite `gram`
-/// `G̃` `[n, n]`, `δ > 0` and `rhs` `r` `[n]`, returned in `rhs`'s dtype and
-/// device.
+/// The Cholesky factorization `G̃ + δ I = L Lᵀ` of a symmetric positive
+/// semi-definite Gram matrix `G̃` `[n, n]` shifted by `δ > 0`, for solves
+/// `c = (G̃ + δ I)⁻¹ r` with as many right-hand sides as wanted.
 ///
-/// `G̃ + δI` is factorized as `L Lᵀ` (faer's Cholesky on one thread, `n³/3`
-/// multiply-adds, about a ninth of a symmetric eigendecomposition with
-/// eigenvectors) from an f64 copy of its lower triangle on the host, then
-/// `L Lᵀ c = r` is solved by two triangular solves. The copies to and from
-/// the host are the only ones.
-///
-/// # Errors
-/// [`Error::NonFinite`] if `gram` or `rhs` holds NaN or ±∞;
-/// [`Error::Cholesky`] if `G̃ + δI` is not numerically positive definite
-/// (`δ` below the rounding level of `G̃`).
-pub(crate) fn solve_shifted(gram: &Tensor, delta: f64, rhs: &Tensor) -> Result<Tensor> {
-    let n = gram.dim(0)?;
-    let host = |t: &Tensor, what: &'static str| -> Result<Vec<f64>> {
-        let values = t
-            .to_device(&Device::Cpu)?
-            .to_dtype(DType::F64)?
-            .flatten_all()?
-            .to_vec1::<f64>()?;
-        match values.iter().find(|v| !v.is_finite()) {
-            Some(&value) => Err(Error::NonFinite { what, value }),
-            None => Ok(values),
-        }
-    };
-    let g = host(gram, "the Gram matrix")?;
-    let r = host(rhs, "the Gram-space gradient Vᵀḡ")?;
-    let mut shifted = Mat::from_fn(n, n, |i, j| g[i * n + j] + if i == j { delta } else { 0.0 });
-    let mut c = Mat::from_fn(n, 1, |i, _| r[i]);
-    cholesky_solve_in_place(shifted.as_mut(), c.as_mut())
-        .map_err(|_| Error::Cholesky { size: n, delta })?;
-    let c: Vec<f64> = (0..n).map(|i| c[(i, 0)]).collect();
-    Ok(Tensor::from_vec(c, n, &Device::Cpu)?
-        .to_dtype(rhs.dtype())?
-        .to_device(rhs.device())?)
+/// `L` is faer's Cholesky factor on one thread (`n³/3` multiply-adds, about a
+/// ninth of a symmetric eigendecomposition with eigenvectors) of an f64 copy
+/// of the lower triangle on the host; a solve is two triangular solves
+/// (`n²` multiply-adds each). The copies to and from the host are the only
+/// ones.
+#[derive(Debug, Clone)]
+pub(crate) struct ShiftedCholesky {
+    /// `L` in the lower triangle.
+    factor: Mat<f64>,
+    delta: f64,
+}
+
+impl ShiftedCholesky {
+    /// Factorizes `gram + delta · I`.
+    ///
+    /// # Errors
+    /// [`Error::NonFinite`] if `gram` holds NaN or ±∞; [`Error::Cholesky`]
+    /// if `G̃ + δI` is not numerically positive definite (`δ` below the
+    /// rounding level of `G̃`).
+    pub fn new(gram: &Tensor, delta: f64) -> Result<Self> {
+        let n = gram.dim(0)?;
+        let g = host(gram, "the Gram matrix")?;
+        let mut factor = Mat::from_fn(n, n, |i, j| g[i * n + j] + if i == j { delta } else { 0.0 });
+        cholesky_in_place(factor.as_mut()).map_err(|_| Error::Cholesky { size: n, delta })?;
+        Ok(Self { factor, delta })
+    }
+
+    /// The shift `δ`.
+    pub fn delta(&self) -> f64 {
+        self.delta
+    }
+
+    /// `c = (G̃ + δ I)⁻¹ r` for `rhs` `r` `[n]`, in `rhs`'s dtype and device.
+    ///
+    /// # Errors
+    /// [`Error::NonFinite`] if `rhs` holds NaN or ±∞.
+    pub fn solve(&self, rhs: &Tensor) -> Result<Tensor> {
+        let n = self.factor.nrows();
+        let r = host(rhs, "the Gram-space gradient Vᵀḡ")?;
+        let mut c = Mat::from_fn(n, 1, |i, _| r[i]);
+        cholesky_solve_in_place(self.factor.as_ref(), c.as_mut());
+        let c: Vec<f64> = (0..n).map(|i| c[(i, 0)]).collect();
+        Ok(Tensor::from_vec(c, n, &Device::Cpu)?
+            .to_dtype(rhs.dtype())?
+            .to_device(rhs.device())?)
+    }
+}
+
+/// `t`'s values in f64 on the host, refused if one is NaN or ±∞.
+fn host(t: &Tensor, what: &'static str) -> Result<Vec<f64>> {
+    let values = t
+        .to_device(&Device::Cpu)?
+        .to_dtype(DType::F64)?
+        .flatten_all()?
+        .to_vec1::<f64>()?;
+    match values.iter().find(|v| !v.is_finite()) {
+        Some(&value) => Err(Error::NonFinite { what, value }),
+        None => Ok(values),
+    }
 }
 
 #[cfg(test)]
@@ -63,12 +89,9 @@ mod tests {
             .collect();
         let r: Vec<f64> = (0..n).map(|i| (i as f64).sin()).collect();
         let dev = Device::Cpu;
-        let c = solve_shifted(
-            &Tensor::from_vec(g.clone(), (n, n), &dev)?,
-            delta,
-            &Tensor::from_vec(r.clone(), n, &dev)?,
-        )?
-        .to_vec1::<f64>()?;
+        let c = ShiftedCholesky::new(&Tensor::from_vec(g.clone(), (n, n), &dev)?, delta)?
+            .solve(&Tensor::from_vec(r.clone(), n, &dev)?)?
+            .to_vec1::<f64>()?;
         for i in 0..n {
             let lhs: f64 = (0..n).map(|j| g[i * n + j] * c[j]).sum::<f64>() + delta * c[i];
             assert!((lhs - r[i]).abs() < 1e-12, "row {i}: {lhs} vs {}", r[i]);
@@ -81,9 +104,8 @@ mod tests {
     fn indefinite_is_an_error() -> Result<()> {
         let dev = Device::Cpu;
         let g = Tensor::eye(3, DType::F64, &dev)?;
-        let r = Tensor::ones(3, DType::F64, &dev)?;
         assert!(matches!(
-            solve_shifted(&g, -2.0, &r),
+            ShiftedCholesky::new(&g, -2.0),
             Err(Error::Cholesky { size: 3, .. })
         ));
         Ok(())

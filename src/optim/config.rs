@@ -66,6 +66,9 @@ pub struct DampedNewtonConfig {
     /// `None`): a larger batch has its curvature subsampled (see
     /// [`Self::curvature_budget`]).
     pub curvature_budget: Option<usize>,
+    /// Steps `T ≥ 1` one curvature serves ([`StepSolver::Woodbury`] only; see
+    /// [`Self::curvature_interval`]).
+    pub curvature_interval: usize,
     pub(crate) options: Options,
 }
 
@@ -81,6 +84,7 @@ impl Default for DampedNewtonConfig {
             weight_decay: 0.0,
             trust_region: Some(0.1),
             curvature_budget: Some(2048),
+            curvature_interval: 1,
             options: Options {
                 warn_small_eigvals: 0.0,
                 step_solver: StepSolver::Woodbury,
@@ -168,6 +172,28 @@ impl DampedNewtonConfig {
         self
     }
 
+    /// Computes the curvature every `T`-th step only and reuses it for the
+    /// fresh gradients of the steps in between (as K-FAC and Shampoo amortize
+    /// their inverses): with the GGN factor `V`, `G̃ = VᵀV` and the Cholesky
+    /// factor of `G̃ + δI` kept from step `t₀`, step `t₀ + j` (`j < T`) is
+    ///
+    /// ```text
+    /// s = −(V Vᵀ + δ I)⁻¹ ḡ_{t₀+j} = (V c − ḡ) / δ,   (G̃ + δI) c = Vᵀ ḡ,
+    /// ```
+    ///
+    /// which costs the gradient (one backward pass), `Vᵀ ḡ`, two triangular
+    /// solves and `V c`: no loss-Hessian factor is backpropagated, no Gram
+    /// matrix formed, nothing factorized. `T = 1` (the default) computes the
+    /// curvature at every step and keeps nothing. The curvature is also
+    /// recomputed where it no longer fits: other blocks, or a changed `δ`
+    /// (Levenberg–Marquardt damping under
+    /// [`crate::DampedNewton::step_with_model`]). Needs
+    /// [`StepSolver::Woodbury`].
+    pub fn curvature_interval(mut self, steps: usize) -> Self {
+        self.curvature_interval = steps;
+        self
+    }
+
     curvature_setters!(subsampling_ggn, mc_samples);
     gradient_setter!();
     eigensolver_setter!();
@@ -178,7 +204,8 @@ impl DampedNewtonConfig {
     /// # Errors
     /// [`Error::NonFinite`] for the learning rate, [`Error::InvalidConfig`]
     /// for a momentum outside `[0, 1)`, a trust region that is not finite
-    /// and positive, or a weight decay that is not finite and `≥ 0`.
+    /// and positive, a weight decay that is not finite and `≥ 0`, a curvature
+    /// interval of 0, or one above 1 with [`StepSolver::Directional`].
     pub(crate) fn check(&self) -> Result<()> {
         if !self.lr.is_finite() {
             return Err(Error::NonFinite {
@@ -199,6 +226,13 @@ impl DampedNewtonConfig {
             setting("the trust region", kappa, kappa.is_finite() && kappa > 0.0)?;
         }
         let wd = self.weight_decay;
-        setting("the weight decay", wd, wd.is_finite() && wd >= 0.0)
+        setting("the weight decay", wd, wd.is_finite() && wd >= 0.0)?;
+        let t = self.curvature_interval;
+        setting("the curvature interval", t as f64, t >= 1)?;
+        setting(
+            "the curvature interval (above 1 it needs StepSolver::Woodbury)",
+            t as f64,
+            t == 1 || self.options.step_solver == StepSolver::Woodbury,
+        )
     }
 }

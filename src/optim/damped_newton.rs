@@ -7,8 +7,9 @@ use candle_core::{Tensor, TensorId, Var};
 use candle_nn::optim::Optimizer;
 use candle_nn::VarMap;
 
+use super::amortization::{Amortization, Steps};
 use super::config::{Blocks, DampedNewtonConfig};
-use crate::computations::{newton_steps, NewtonStep, Options};
+use crate::computations::{NewtonStep, Options};
 use crate::error::{check_finite, scalar, Error, Result};
 use crate::extension::{backward_tape, Computation, Extension};
 use crate::group::ParamGroup;
@@ -83,6 +84,8 @@ pub struct DampedNewton {
     velocity: HashMap<TensorId, Tensor>,
     /// Steps taken (the offset of a budgeted curvature subsample).
     steps: usize,
+    /// The curvature kept for later steps ([`DampedNewtonConfig::curvature_interval`]).
+    amortization: Amortization,
 }
 
 impl DampedNewton {
@@ -118,6 +121,7 @@ impl DampedNewton {
             config,
             velocity: HashMap::new(),
             steps: 0,
+            amortization: Amortization::default(),
         }
     }
 
@@ -224,12 +228,17 @@ impl DampedNewton {
         let mut runner = Runner {
             options: &options,
             complement: self.config.complement,
-            steps: Vec::new(),
+            interval: self.config.curvature_interval,
+            amortization: &self.amortization,
+            steps: None,
         };
         backward_tape(tape, &groups, &mut [&mut runner])?;
-        let scale = trust_scale(self.config.trust_region, lr, &runner.steps);
+        let mut steps = runner
+            .steps
+            .expect("the runner runs once in the backward pass");
+        let scale = trust_scale(self.config.trust_region, lr, &steps.steps);
         let mut updates = Vec::new();
-        for (group, step) in groups.iter().zip(&runner.steps) {
+        for (group, step) in groups.iter().zip(&steps.steps) {
             for (var, s) in group.params().iter().zip(&step.step) {
                 let s = if scale < 1.0 { (s * scale)? } else { s.clone() };
                 let u = match self.velocity.get(&var.id()) {
@@ -254,9 +263,11 @@ impl DampedNewton {
             }
         }
         self.steps += 1;
+        self.amortization
+            .commit(&mut steps, &groups, self.config.curvature_interval);
         Ok(StepReport {
             loss: scalar(&tape.value)?,
-            predicted_change: runner
+            predicted_change: steps
                 .steps
                 .iter()
                 .map(|s| s.predicted_change(scale * lr))
@@ -344,12 +355,20 @@ fn trust_scale(trust_region: Option<f64>, lr: f64, steps: &[NewtonStep]) -> f64 
 struct Runner<'o> {
     options: &'o Options,
     complement: bool,
-    steps: Vec<NewtonStep>,
+    interval: usize,
+    amortization: &'o Amortization,
+    steps: Option<Steps>,
 }
 
 impl Computation for Runner<'_> {
     fn run(&mut self, ext: &mut Extension<'_>, groups: &[ParamGroup]) -> Result<()> {
-        self.steps = newton_steps(ext, groups, self.options, self.complement)?;
+        self.steps = Some(self.amortization.steps(
+            ext,
+            groups,
+            self.options,
+            self.complement,
+            self.interval,
+        )?);
         Ok(())
     }
 }

@@ -1,5 +1,6 @@
 //! The `DampedNewton` optimizer and its damping strategies.
 
+mod amortization;
 mod config;
 mod damped_newton;
 mod damping;
