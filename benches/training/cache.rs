@@ -35,11 +35,14 @@ impl Cache {
         Ok(Self { dir })
     }
 
-    /// The cached curve of a run, if there is one of this suite version.
+    /// The cached curve of a run, if there is one of this suite version and
+    /// of the method's current settings.
     pub fn get(&self, task: &Task, method: &Method, seed: u64) -> Option<Curve> {
         let text = fs::read_to_string(self.path(task, method, seed)).ok()?;
         let value: serde_json::Value = serde_json::from_str(&text).ok()?;
-        if value["version"].as_u64() != Some(VERSION) {
+        if value["version"].as_u64() != Some(VERSION)
+            || value["settings"].as_str().unwrap_or_default() != method.settings()
+        {
             return None;
         }
         Curve::from_json(&value["curve"])
@@ -56,6 +59,7 @@ impl Cache {
             "seed": seed,
             "steps": task.steps,
             "batch_size": task.batch_size,
+            "settings": method.settings(),
             "curve": curve.to_json(),
         });
         fs::write(&path, value.to_string()).with_context(|| format!("writing {}", path.display()))

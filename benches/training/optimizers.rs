@@ -90,6 +90,16 @@ impl Method {
         }
     }
 
+    /// The settings beyond the name and learning rate (a DampedNewton
+    /// variant's whole configuration), so that a cached run of a variant
+    /// whose settings changed under the same name is not reused.
+    pub fn settings(&self) -> String {
+        match self {
+            Self::DampedNewton { config, .. } => format!("{config:?}"),
+            _ => String::new(),
+        }
+    }
+
     /// Whether this is a DampedNewton variant (not a baseline).
     pub fn is_damped_newton(&self) -> bool {
         matches!(self, Self::DampedNewton { .. })
