@@ -37,8 +37,9 @@ pub enum Blocks {
 /// Defaults: [`StepSolver::Woodbury`] (the full-rank Levenberg–Marquardt
 /// step `s = −(G + δI)⁻¹ ḡ` of the mini-batch GGN) with
 /// [`Damping::constant`]`(0.03)`, the trust region `κ = 0.1`, a curvature
-/// budget of 2,048 Gram rows, learning rate 1, exact GGN, one block, no
-/// momentum, no weight decay; chosen on `cargo bench --bench training` by
+/// budget of 2,048 Gram rows, fresh curvature every step
+/// ([`Self::curvature_interval`] 1), learning rate 1, exact GGN, one block,
+/// no momentum, no weight decay; chosen on `cargo bench --bench training` by
 /// rank across its tasks (`docs/training/` has the figures). For the
 /// directional step ([`Self::directional`]) the criterion defaults to
 /// [`Criterion::top_k_above`]`(10, 1e-6)` with the complement step.
