@@ -323,3 +323,38 @@ fn bad_intervals_are_refused() -> Result<()> {
     }
     Ok(())
 }
+
+/// Under a curvature budget the subsample's offset advances with each
+/// computed curvature, not with each step: with `T = 2` the third step's
+/// curvature is on the other half of the batch.
+#[test]
+fn the_budget_rotates_with_each_computed_curvature() -> Result<()> {
+    let (delta, lr) = (0.1, 0.5);
+    let problem = tanh_mlp(Loss::CrossEntropy, 6, 7)?;
+    let params: Vec<Var> = problem.params().into_iter().map(|(_, v)| v).collect();
+    let all: Vec<usize> = (0..6).collect();
+    // 3 outputs: 9 rows are 3 samples, every second one
+    let config = plain(delta, 2).curvature_budget(9);
+    let group = ParamGroup::new(params.clone()).damping(Damping::constant(delta));
+    let mut opt = DampedNewton::with_groups(vec![group], config);
+    for (t, curvature) in [Some([0, 2, 4]), None, Some([1, 3, 5])]
+        .into_iter()
+        .enumerate()
+    {
+        let before = values(&params)?;
+        let want = match curvature {
+            Some(samples) => Some(dense_step(&problem, &params, &samples, &all, delta)?),
+            None => None,
+        };
+        opt.step_recorded(&problem.record()?)?;
+        if let Some(want) = want {
+            let got: Vec<f64> = values(&params)?
+                .iter()
+                .zip(&before)
+                .map(|(after, before)| (after - before) / lr)
+                .collect();
+            assert_close(&format!("step {t}"), &got, &want, RTOL);
+        }
+    }
+    Ok(())
+}

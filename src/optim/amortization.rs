@@ -23,7 +23,8 @@ pub(super) struct Amortization {
 /// The steps of one pass and whether they computed their curvature.
 pub(super) struct Steps {
     pub steps: Vec<NewtonStep>,
-    refreshed: bool,
+    /// Whether they computed their curvature (not the kept one).
+    pub refreshed: bool,
 }
 
 impl Amortization {

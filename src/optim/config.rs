@@ -164,10 +164,10 @@ impl DampedNewtonConfig {
     /// Bounds the Gram matrix to `budget` rows: where the batch of `N`
     /// samples has `C_eff · N > budget` (`C_eff` = the model's outputs per
     /// sample, or the Monte-Carlo samples), the curvature is taken on
-    /// `N_c = max(1, ⌊budget / C_eff⌋)` of them, every `⌊N / N_c⌋`-th from an
-    /// offset that advances by one each step, so that every sample of a
-    /// repeated (full) batch takes its turn. The gradient stays on the
-    /// whole batch. An explicit [`Self::subsampling_ggn`] takes precedence.
+    /// `N_c = max(1, ⌊budget / C_eff⌋)` of them, every `⌊N / N_c⌋`-th from
+    /// an offset that advances by one each time the curvature is computed,
+    /// so that every sample of a repeated (full) batch takes its turn. The
+    /// gradient stays on the whole batch. An explicit [`Self::subsampling_ggn`] takes precedence.
     pub fn curvature_budget(mut self, budget: usize) -> Self {
         self.curvature_budget = Some(budget);
         self

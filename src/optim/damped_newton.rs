@@ -82,8 +82,8 @@ pub struct DampedNewton {
     config: DampedNewtonConfig,
     /// The momentum buffer `u` of each variable (empty without momentum).
     velocity: HashMap<TensorId, Tensor>,
-    /// Steps taken (the offset of a budgeted curvature subsample).
-    steps: usize,
+    /// Curvatures computed (the offset of a budgeted curvature subsample).
+    curvatures: usize,
     /// The curvature kept for later steps ([`DampedNewtonConfig::curvature_interval`]).
     amortization: Amortization,
 }
@@ -120,7 +120,7 @@ impl DampedNewton {
             groups,
             config,
             velocity: HashMap::new(),
-            steps: 0,
+            curvatures: 0,
             amortization: Amortization::default(),
         }
     }
@@ -262,7 +262,7 @@ impl DampedNewton {
                 self.velocity.insert(var.id(), u);
             }
         }
-        self.steps += 1;
+        self.curvatures += usize::from(steps.refreshed);
         self.amortization
             .commit(&mut steps, &groups, self.config.curvature_interval);
         Ok(StepReport {
@@ -294,7 +294,7 @@ impl DampedNewton {
         if n * columns > budget {
             let kept = (budget / columns).clamp(1, n);
             let stride = n / kept;
-            let offset = self.steps % stride;
+            let offset = self.curvatures % stride;
             options.subsampling = Some((0..kept).map(|i| offset + i * stride).collect());
         }
         Ok(options)
