@@ -3,7 +3,8 @@
 use candle_core::Tensor;
 
 use super::layer::{LayerFactor, Role};
-use super::{Extension, FactorId};
+use super::{Extension, FactorId, Member};
+use crate::cpu::add;
 use crate::error::Result;
 
 /// The factor `V` of one group, taken out of its [`Extension`]: each tracked
@@ -32,11 +33,7 @@ impl KeptFactor {
     pub fn transpose_apply(&self, x: &[Tensor]) -> Result<Tensor> {
         let mut sum: Option<Tensor> = None;
         for (&(layer, role), x) in self.members.iter().zip(x) {
-            let part = self.layers[layer].transpose_apply(role, x)?;
-            sum = Some(match sum {
-                Some(s) => (s + part)?,
-                None => part,
-            });
+            sum = Some(add(sum, self.layers[layer].transpose_apply(role, x)?)?);
         }
         Ok(sum.expect("groups are checked to be non-empty"))
     }
@@ -45,26 +42,25 @@ impl KeptFactor {
 impl Extension<'_> {
     /// The group's factor `factor`, kept for later passes.
     pub(crate) fn keep_factor(&self, factor: FactorId, group: usize) -> KeptFactor {
-        let layers: Vec<usize> = self
+        let layers: Vec<Member> = self
             .group_layers(group)
             .into_iter()
-            .map(|(m, _)| m.layer)
+            .map(|(m, _)| m)
             .collect();
         let members = self.members[group]
             .iter()
             .map(|m| {
                 let layer = layers
                     .iter()
-                    .position(|&l| l == m.layer)
+                    .position(|l| l.layer == m.layer)
                     .expect("every member's layer is one of the group's layers");
                 (layer, m.role)
             })
             .collect();
         KeptFactor {
-            layers: self
-                .group_layers(group)
+            layers: layers
                 .into_iter()
-                .map(|(m, _)| self.layer_factor(factor, m).clone())
+                .map(|m| self.layer_factor(factor, m).clone())
                 .collect(),
             members,
         }

@@ -8,9 +8,10 @@ use crate::error::Result;
 use crate::extension::Extension;
 use crate::group::ParamGroup;
 
-/// The curvature of the last refresh, the blocks it belongs to and how many
-/// steps it has served. Owned by [`crate::DampedNewton`], changed only by a
-/// step that was applied ([`Self::commit`]).
+/// The curvature of the last refresh, the blocks it belongs to, how many
+/// steps it has served and how many curvatures were computed. Owned by
+/// [`crate::DampedNewton`], changed only by a step that was applied
+/// ([`Self::commit`]).
 #[derive(Debug, Clone, Default)]
 pub(super) struct Amortization {
     kept: Vec<WoodburyCurvature>,
@@ -18,16 +19,23 @@ pub(super) struct Amortization {
     blocks: Vec<Vec<TensorId>>,
     /// Steps taken with it, the refresh included.
     age: usize,
+    /// Curvatures computed so far (the offset of a budgeted subsample).
+    computed: usize,
 }
 
 /// The steps of one pass and whether they computed their curvature.
 pub(super) struct Steps {
     pub steps: Vec<NewtonStep>,
     /// Whether they computed their curvature (not the kept one).
-    pub refreshed: bool,
+    refreshed: bool,
 }
 
 impl Amortization {
+    /// How many curvatures the applied steps have computed.
+    pub fn computed(&self) -> usize {
+        self.computed
+    }
+
     /// The steps of `groups` in this pass: with the kept curvature while it
     /// is younger than `interval` steps and fits, else with fresh curvature.
     pub fn steps(
@@ -61,13 +69,18 @@ impl Amortization {
         }
         let kept: Option<Vec<WoodburyCurvature>> =
             steps.steps.iter_mut().map(|s| s.reusable.take()).collect();
+        let computed = self.computed + 1;
         *self = match kept {
             Some(kept) if interval > 1 => Self {
                 kept,
                 blocks: block_ids(groups),
                 age: 1,
+                computed,
             },
-            _ => Self::default(),
+            _ => Self {
+                computed,
+                ..Self::default()
+            },
         };
     }
 }

@@ -82,9 +82,8 @@ pub struct DampedNewton {
     config: DampedNewtonConfig,
     /// The momentum buffer `u` of each variable (empty without momentum).
     velocity: HashMap<TensorId, Tensor>,
-    /// Curvatures computed (the offset of a budgeted curvature subsample).
-    curvatures: usize,
-    /// The curvature kept for later steps ([`DampedNewtonConfig::curvature_interval`]).
+    /// The curvature kept for later steps
+    /// ([`DampedNewtonConfig::curvature_interval`]) and the count of those computed.
     amortization: Amortization,
 }
 
@@ -120,7 +119,6 @@ impl DampedNewton {
             groups,
             config,
             velocity: HashMap::new(),
-            curvatures: 0,
             amortization: Amortization::default(),
         }
     }
@@ -262,7 +260,6 @@ impl DampedNewton {
                 self.velocity.insert(var.id(), u);
             }
         }
-        self.curvatures += usize::from(steps.refreshed);
         self.amortization
             .commit(&mut steps, &groups, self.config.curvature_interval);
         Ok(StepReport {
@@ -294,7 +291,7 @@ impl DampedNewton {
         if n * columns > budget {
             let kept = (budget / columns).clamp(1, n);
             let stride = n / kept;
-            let offset = self.curvatures % stride;
+            let offset = self.amortization.computed() % stride;
             options.subsampling = Some((0..kept).map(|i| offset + i * stride).collect());
         }
         Ok(options)
