@@ -7,7 +7,9 @@ mod common;
 use anyhow::Result;
 use candle_core::{Module, Tensor};
 use candle_nn::{Conv1dConfig, Conv2dConfig, VarMap};
-use common::brute_force::{check_eigen, check_newton, input, tanh_mlp, vb, Loss, Problem};
+use common::brute_force::{
+    check_eigen, check_newton, input, strided_conv, tanh_mlp, vb, Loss, Problem,
+};
 use vivit::nn as vnn;
 
 /// `[[0, 1, …]]`, one group of every parameter.
@@ -244,20 +246,6 @@ fn newton_residual_mse() -> Result<()> {
 
 #[test]
 fn newton_conv() -> Result<()> {
-    let varmap = VarMap::new();
-    let cfg = Conv2dConfig {
-        padding: 1,
-        stride: 2,
-        ..Default::default()
-    };
-    let conv = vnn::conv2d(2, 2, 3, cfg, vb(&varmap).pp("conv"))?;
-    let fc = vnn::linear(8, 3, vb(&varmap).pp("fc"))?;
-    let x = input(&[4, 2, 4, 4], 8)?;
-    let p = Problem::new(
-        varmap,
-        move || fc.forward(&conv.forward(&x)?.tanh()?.flatten_from(1)?),
-        Loss::CrossEntropy,
-        8,
-    )?;
+    let p = strided_conv()?;
     check_newton(&p, &one_group(&p), None, Some(vec![0, 1, 2]), 4)
 }

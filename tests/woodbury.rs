@@ -6,15 +6,14 @@
 mod common;
 
 use anyhow::Result;
-use candle_core::{Module, Var};
-use candle_nn::{Conv2dConfig, VarMap};
-use common::brute_force::{input, tanh_mlp, vb, Loss, Problem};
+use candle_core::Var;
+use common::brute_force::{strided_conv, tanh_mlp, Loss, Problem};
 use common::{assert_close, to_f64};
 use faer::linalg::solvers::Solve;
 use faer::{Mat, Side};
 use vivit::{
-    nn as vnn, DampedNewton, DampedNewtonConfig, Damping, DirectionalDampedNewtonComputation,
-    ParamGroup, StepSolver,
+    DampedNewton, DampedNewtonConfig, Damping, DirectionalDampedNewtonComputation, ParamGroup,
+    StepSolver,
 };
 
 /// Relative to the largest step entry: both sides solve in f64 with a
@@ -24,24 +23,6 @@ const RTOL: f64 = 1e-10;
 
 fn mlp(loss: Loss) -> Result<Problem> {
     tanh_mlp(loss, 6, 2)
-}
-
-fn conv() -> Result<Problem> {
-    let varmap = VarMap::new();
-    let cfg = Conv2dConfig {
-        padding: 1,
-        stride: 2,
-        ..Default::default()
-    };
-    let conv = vnn::conv2d(2, 2, 3, cfg, vb(&varmap).pp("conv"))?;
-    let fc = vnn::linear(8, 3, vb(&varmap).pp("fc"))?;
-    let x = input(&[4, 2, 4, 4], 8)?;
-    Problem::new(
-        varmap,
-        move || fc.forward(&conv.forward(&x)?.tanh()?.flatten_from(1)?),
-        Loss::CrossEntropy,
-        8,
-    )
 }
 
 /// `s = −(G_S + δI)⁻¹ ḡ` with `G_S` the explicit GGN block of `params` on
@@ -147,7 +128,7 @@ fn woodbury_equals_the_dense_solve_mlp_mse() -> Result<()> {
 
 #[test]
 fn woodbury_equals_the_dense_solve_conv() -> Result<()> {
-    let p = conv()?;
+    let p = strided_conv()?;
     check_woodbury(&p, &[vec![0, 1, 2, 3]], None, None, 0.2)?;
     check_woodbury(
         &p,
@@ -187,6 +168,23 @@ fn values(params: &[Var]) -> Result<Vec<f64>> {
     Ok(all)
 }
 
+/// Takes one step of `opt` on `problem` and returns it divided by `lr`:
+/// `s` of the update `θ ← θ + lr · s`, flattened as [`values`].
+fn step_taken(
+    opt: &mut DampedNewton,
+    problem: &Problem,
+    params: &[Var],
+    lr: f64,
+) -> Result<Vec<f64>> {
+    let before = values(params)?;
+    opt.step_recorded(&problem.record()?)?;
+    Ok(values(params)?
+        .iter()
+        .zip(&before)
+        .map(|(after, before)| (after - before) / lr)
+        .collect())
+}
+
 /// The Woodbury step without trust region or curvature budget, so that the
 /// update is exactly `lr · s`.
 fn plain(delta: f64, interval: usize) -> DampedNewtonConfig {
@@ -216,13 +214,7 @@ fn check_amortized(problem: &Problem) -> Result<()> {
             ggn = problem.ggn(&params, &all)?;
         }
         let want = dense_solve(&ggn, problem, &params, &grad_samples, delta)?;
-        let before = values(&params)?;
-        opt.step_recorded(&problem.record()?)?;
-        let got: Vec<f64> = values(&params)?
-            .iter()
-            .zip(&before)
-            .map(|(after, before)| (after - before) / lr)
-            .collect();
+        let got = step_taken(&mut opt, problem, &params, lr)?;
         assert_close(&format!("step {t} with T = {interval}"), &got, &want, RTOL);
     }
     Ok(())
@@ -236,7 +228,7 @@ fn amortized_steps_solve_with_the_kept_curvature_mlp() -> Result<()> {
 
 #[test]
 fn amortized_steps_solve_with_the_kept_curvature_conv() -> Result<()> {
-    check_amortized(&conv()?)
+    check_amortized(&strided_conv()?)
 }
 
 /// `T = 1` steps equal those of optimizers built afresh for every step (no
@@ -291,13 +283,7 @@ fn a_new_delta_refreshes_the_curvature() -> Result<()> {
     opt.step_recorded(&problem.record()?)?;
     opt.set_params(plain(0.3, 5));
     let want = dense_step(&problem, &params, &all, &all, 0.3)?;
-    let before = values(&params)?;
-    opt.step_recorded(&problem.record()?)?;
-    let got: Vec<f64> = values(&params)?
-        .iter()
-        .zip(&before)
-        .map(|(after, before)| (after - before) / 0.5)
-        .collect();
+    let got = step_taken(&mut opt, &problem, &params, 0.5)?;
     assert_close("step after δ changed", &got, &want, RTOL);
     Ok(())
 }
@@ -341,18 +327,12 @@ fn the_budget_rotates_with_each_computed_curvature() -> Result<()> {
         .into_iter()
         .enumerate()
     {
-        let before = values(&params)?;
         let want = match curvature {
             Some(samples) => Some(dense_step(&problem, &params, &samples, &all, delta)?),
             None => None,
         };
-        opt.step_recorded(&problem.record()?)?;
+        let got = step_taken(&mut opt, &problem, &params, lr)?;
         if let Some(want) = want {
-            let got: Vec<f64> = values(&params)?
-                .iter()
-                .zip(&before)
-                .map(|(after, before)| (after - before) / lr)
-                .collect();
             assert_close(&format!("step {t}"), &got, &want, RTOL);
         }
     }

@@ -76,6 +76,27 @@ pub fn tanh_mlp(loss: Loss, batch: usize, seed: u64) -> Result<Problem> {
     )
 }
 
+/// A padded, stride-2 3×3 convolution (2 → 2 channels) on 4 inputs
+/// `[2, 4, 4]`, tanh, and a tracked linear head to 3 classes, with
+/// cross-entropy.
+pub fn strided_conv() -> Result<Problem> {
+    let varmap = VarMap::new();
+    let cfg = candle_nn::Conv2dConfig {
+        padding: 1,
+        stride: 2,
+        ..Default::default()
+    };
+    let conv = vivit::nn::conv2d(2, 2, 3, cfg, vb(&varmap).pp("conv"))?;
+    let fc = vivit::nn::linear(8, 3, vb(&varmap).pp("fc"))?;
+    let x = input(&[4, 2, 4, 4], 8)?;
+    Problem::new(
+        varmap,
+        move || fc.forward(&conv.forward(&x)?.tanh()?.flatten_from(1)?),
+        Loss::CrossEntropy,
+        8,
+    )
+}
+
 /// Deterministic inputs `sin((i + 1)(seed + 0.37))` of `shape`.
 pub fn input(shape: &[usize], seed: u64) -> Result<Tensor> {
     let count: usize = shape.iter().product();
