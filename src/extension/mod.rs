@@ -9,6 +9,7 @@
 mod factor;
 mod kept;
 mod layer;
+mod members;
 mod operator;
 mod stacked;
 mod support;
@@ -26,6 +27,7 @@ use crate::record::{Recorded, Tape};
 use factor::{backprop, check_dtype, Backpropagated, Columns, FactorSpec, TrackedLayer};
 pub(crate) use kept::KeptFactor;
 use layer::{LayerFactor, Role};
+use members::{resolve, Member};
 pub(crate) use operator::GramOperator;
 
 /// A computation that runs inside an extended backward pass.
@@ -88,13 +90,6 @@ pub(crate) fn backward_tape(
         computation.run(&mut ext, groups)?;
     }
     Ok(())
-}
-
-/// A parameter of a group: which layer, weight or bias.
-#[derive(Debug, Clone, Copy)]
-struct Member {
-    layer: usize,
-    role: Role,
 }
 
 /// The state of one extended backward pass (opaque).
@@ -446,56 +441,4 @@ fn check_subsampling(idx: &[usize], batch_size: usize, name: &'static str) -> Re
         }
     }
     Ok(())
-}
-
-/// Maps every group parameter to the tracked layer (and role) that uses it.
-fn resolve(layers: &[TrackedLayer<'_>], groups: &[ParamGroup]) -> Result<Vec<Vec<Member>>> {
-    let mut owner = HashMap::new();
-    groups
-        .iter()
-        .enumerate()
-        .map(|(g, group)| {
-            if group.params().is_empty() {
-                return Err(Error::EmptyGroup(g));
-            }
-            group
-                .params()
-                .iter()
-                .enumerate()
-                .map(|(p, param)| {
-                    if let Some(first) = owner.insert(param.id(), g) {
-                        return Err(Error::ParamInTwoGroups {
-                            param: p,
-                            shape: param.dims().to_vec(),
-                            first,
-                            second: g,
-                        });
-                    }
-                    layers
-                        .iter()
-                        .enumerate()
-                        .find_map(|(layer, l)| {
-                            if l.weight().id() == param.id() {
-                                Some(Member {
-                                    layer,
-                                    role: Role::Weight,
-                                })
-                            } else if l.bias().map(Tensor::id) == Some(param.id()) {
-                                Some(Member {
-                                    layer,
-                                    role: Role::Bias,
-                                })
-                            } else {
-                                None
-                            }
-                        })
-                        .ok_or_else(|| Error::ParamNotRecorded {
-                            group: g,
-                            param: p,
-                            shape: param.dims().to_vec(),
-                        })
-                })
-                .collect()
-        })
-        .collect()
 }
