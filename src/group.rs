@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use candle_core::Var;
 
+use crate::damping::Damping;
 use crate::error::{Error, Result};
-use crate::optim::Damping;
 
 /// Identifies a [`ParamGroup`]; clones of a group share it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -61,6 +61,7 @@
 
 pub mod computations;
 mod cpu;
+pub mod damping;
 mod error;
 pub mod extension;
 mod group;
@@ -74,11 +75,12 @@ pub use computations::{
     DirectionalDampedNewtonComputation, DirectionalDerivativesComputation, Eigenpairs,
     EighComputation, EigvalshComputation, StepSolver,
 };
+pub use damping::Damping;
 pub use error::{Error, Result};
 pub use extension::{backward, Computation};
 pub use group::{Criterion, GroupId, ParamGroup};
 pub use linalg::Eigensolver;
-pub use optim::{Blocks, DampedNewton, DampedNewtonConfig, Damping};
+pub use optim::{Blocks, DampedNewton, DampedNewtonConfig};
 pub use record::{record, Recorded};
 
 /// The README's examples, compiled and run as doc tests.

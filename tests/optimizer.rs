@@ -163,7 +163,7 @@ fn levenberg_marquardt_grows_after_a_bad_step_and_shrinks_after_a_good_one() -> 
         "the step should overshoot: {} → {new_loss}",
         report.loss
     );
-    assert_eq!(damping.current(), Some(1e-3 * 1.5));
+    assert_eq!(opt.current_damping(), vec![Some(1e-3 * 1.5)]);
     assert!(report.rejected, "a step that raised the loss is taken back");
     assert_eq!(task.values()?, before, "parameters restored");
 
@@ -178,7 +178,41 @@ fn levenberg_marquardt_grows_after_a_bad_step_and_shrinks_after_a_good_one() -> 
     let rho = (report.new_loss.expect("evaluated") - report.loss) / report.predicted_change;
     assert!(rho > 0.75, "ρ = {rho}");
     assert!(!report.rejected);
-    assert_eq!(damping.current(), Some(10.0 * (2.0 / 3.0)));
+    assert_eq!(opt.current_damping(), vec![Some(10.0 * (2.0 / 3.0))]);
+    Ok(())
+}
+
+/// Two groups given clones of one Levenberg–Marquardt damping keep one `δ`
+/// each: a bad step grows each by `increase` once, and an optimizer built from
+/// a further clone starts from the starting `δ`.
+#[test]
+fn clones_of_one_levenberg_marquardt_damping_adapt_independently() -> Result<()> {
+    let task = Task::new(false, 4)?;
+    let damping = Damping::levenberg_marquardt(LevenbergMarquardt::new(1e-3));
+    let vars = sorted(&task.varmap);
+    let layer = |prefix: &str| -> Vec<Var> {
+        vars.iter()
+            .filter(|(name, _)| name.starts_with(prefix))
+            .map(|(_, v)| v.clone())
+            .collect()
+    };
+    let groups = vec![
+        vivit::ParamGroup::new(layer("fc1")).damping(damping.clone()),
+        vivit::ParamGroup::new(layer("fc2")).damping(damping.clone()),
+    ];
+    // a huge learning rate overshoots: the loss rises on the step
+    let mut opt = DampedNewton::with_groups(groups, DampedNewtonConfig::directional().lr(50.0));
+    assert_eq!(opt.current_damping(), vec![], "no step taken");
+    let report = opt.step_with_model(&task.record()?, &task)?;
+    assert!(report.rejected, "the step should overshoot");
+    // one shared δ would have grown twice (1e-3 · 1.5², as before this test)
+    assert_eq!(opt.current_damping(), vec![Some(1e-3 * 1.5); 2]);
+
+    // a further clone, in another optimizer, starts from 1e-3 too
+    let config = DampedNewtonConfig::directional().lr(50.0).damping(damping);
+    let mut other = DampedNewton::from_varmap(&task.varmap, config);
+    assert!(other.step_with_model(&task.record()?, &task)?.rejected);
+    assert_eq!(other.current_damping(), vec![Some(1e-3 * 1.5)]);
     Ok(())
 }
 

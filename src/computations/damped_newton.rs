@@ -10,11 +10,11 @@ use super::options::{
     warn_setter, Options,
 };
 use super::woodbury::{self, WoodburyCurvature};
+use crate::damping::DampingInput;
 use crate::error::{check_finite, scalar, Error, Result};
 use crate::extension::{say, Computation, Extension, FactorId};
 use crate::group::{GroupId, ParamGroup};
 use crate::linalg::matmul;
-use crate::optim::DampingInput;
 use crate::record::Recorded;
 
 /// The directionally damped Newton step of each parameter group,

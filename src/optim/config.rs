@@ -4,9 +4,9 @@ use crate::computations::StepSolver;
 use crate::computations::{
     curvature_setters, eigensolver_setter, gradient_setter, step_solver_setter, Options,
 };
+use crate::damping::Damping;
 use crate::error::{Error, Result};
 use crate::group::Criterion;
-use crate::optim::Damping;
 
 /// How the parameters split into GGN diagonal blocks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -7,6 +7,7 @@ use candle_core::{Tensor, TensorId, Var};
 use candle_nn::optim::Optimizer;
 use candle_nn::VarMap;
 
+use super::adaptation::Adaptation;
 use super::amortization::{Amortization, Steps};
 use super::config::{Blocks, DampedNewtonConfig};
 use crate::computations::{NewtonStep, Options};
@@ -85,6 +86,8 @@ pub struct DampedNewton {
     /// The curvature kept for later steps
     /// ([`DampedNewtonConfig::curvature_interval`]) and the count of those computed.
     amortization: Amortization,
+    /// The current Levenberg–Marquardt `δ` of each group.
+    adaptation: Adaptation,
 }
 
 impl DampedNewton {
@@ -120,12 +123,21 @@ impl DampedNewton {
             config,
             velocity: HashMap::new(),
             amortization: Amortization::default(),
+            adaptation: Adaptation::default(),
         }
     }
 
     /// The settings.
     pub fn config(&self) -> &DampedNewtonConfig {
         &self.config
+    }
+
+    /// The current `δ` of each group's Levenberg–Marquardt damping, in group
+    /// order (`None` for a group whose damping does not adapt), as of the last
+    /// step; empty before the first. Each group adapts its own `δ`, even where
+    /// several were given clones of one [`crate::Damping`].
+    pub fn current_damping(&self) -> Vec<Option<f64>> {
+        self.adaptation.deltas()
     }
 
     /// Computes and applies the step for the recorded loss.
@@ -145,8 +157,8 @@ impl DampedNewton {
     /// the step, which `caller` does not evaluate.
     fn refuse_adaptive(&self, caller: &'static str) -> Result<()> {
         let adapts = match &self.groups {
-            Some(groups) => groups.iter().any(|g| g.damping_ref().adapts()),
-            None => self.config.damping.adapts(),
+            Some(groups) => groups.iter().any(|g| g.damping_ref().adaptive().is_some()),
+            None => self.config.damping.adaptive().is_some(),
         };
         if adapts {
             return Err(Error::NeedsModel(caller));
@@ -193,12 +205,7 @@ impl DampedNewton {
             restore(self)?;
             report.rejected = true;
         }
-        match &self.groups {
-            Some(groups) => groups
-                .iter()
-                .for_each(|g| g.damping_ref().observe(actual, report.predicted_change)),
-            None => self.config.damping.observe(actual, report.predicted_change),
-        }
+        self.adaptation.observe(actual, report.predicted_change);
         report.new_loss = Some(new_loss);
         Ok(report)
     }
@@ -222,6 +229,7 @@ impl DampedNewton {
             g.criterion(positive)
         })
         .collect();
+        let groups = self.adaptation.apply(groups);
         let options = self.budgeted_options(tape)?;
         let mut runner = Runner {
             options: &options,

@@ -1,18 +1,25 @@
-//! Damping strategies for the directionally damped Newton step.
+//! Damping policies of the damped Newton step.
 //!
 //! Along each kept GGN eigenvector `e_k` the step moves by
 //! `τ_k = −γ̄_k / (λ̄_k + δ_k)`, where `γ̄_k` and `λ̄_k` are the mean first- and
 //! second-order directional derivatives; a [`Damping`] chooses the `δ_k`.
 //! `δ_k = +∞` drops direction `k` (`τ_k = 0`); negative or NaN values are refused.
+//!
+//! A [`Damping`] is a policy and holds no state: the adaptive `δ` of a
+//! Levenberg–Marquardt damping belongs to the optimizer that adapts it
+//! ([`crate::DampedNewton::current_damping`]).
+
+mod bootstrap;
+mod levenberg_marquardt;
+
+pub use bootstrap::Bootstrap;
+pub use levenberg_marquardt::LevenbergMarquardt;
 
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use candle_core::{DType, Tensor};
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use candle_core::Tensor;
 
-use super::levenberg_marquardt::LevenbergMarquardt;
 use crate::error::{Error, Result};
 
 /// What a damping closure sees, in the seed's layout.
@@ -54,7 +61,7 @@ enum Kind {
     Constant(f64),
     Custom(Arc<DampingFn>),
     Bootstrap(Bootstrap),
-    LevenbergMarquardt(Arc<Mutex<LevenbergMarquardt>>),
+    LevenbergMarquardt(LevenbergMarquardt),
 }
 
 impl Damping {
@@ -87,16 +94,18 @@ impl Damping {
         }
     }
 
-    /// One adaptive `δ` for all directions, updated after every step from
-    /// `ρ = (L(θ + s) − L(θ)) / m(s)`, the actual over the predicted loss change
-    /// (see [`LevenbergMarquardt`]); [`crate::DampedNewton::step_with_model`]
-    /// also takes back a step that raised the loss. Clones share the adaptive
-    /// state, so give each optimizer its own. Measured on the same mini-batch,
-    /// `ρ` stays near 1 and `δ` can shrink until a step fails on the next
-    /// batch, so keep `min` well above 0 for stochastic training.
+    /// One adaptive `δ` for all directions, starting at `config.delta` and
+    /// updated after every step from `ρ = (L(θ + s) − L(θ)) / m(s)`, the
+    /// actual over the predicted loss change (see [`LevenbergMarquardt`]);
+    /// [`crate::DampedNewton::step_with_model`] also takes back a step that
+    /// raised the loss. The optimizer keeps the current `δ` of each group
+    /// ([`crate::DampedNewton::current_damping`]): clones of this value given
+    /// to several groups or optimizers adapt independently. Measured on the
+    /// same mini-batch, `ρ` stays near 1 and `δ` can shrink until a step fails
+    /// on the next batch, so keep `min` well above 0 for stochastic training.
     pub fn levenberg_marquardt(config: LevenbergMarquardt) -> Self {
         Self {
-            kind: Kind::LevenbergMarquardt(Arc::new(Mutex::new(config))),
+            kind: Kind::LevenbergMarquardt(config),
             complement: None,
         }
     }
@@ -111,41 +120,40 @@ impl Damping {
     /// `δ_⊥` for the complement step, if known.
     pub(crate) fn complement(&self) -> Option<f64> {
         match &self.kind {
-            Kind::LevenbergMarquardt(lm) => self.complement.or(Some(lock(lm).delta)),
+            Kind::LevenbergMarquardt(lm) => self.complement.or(Some(lm.delta)),
             _ => self.complement,
         }
     }
 
     /// The one `δ` of a damping that damps every direction alike: the
-    /// constant, or the current Levenberg–Marquardt `δ`; `None` for dampings
-    /// that choose per direction.
+    /// constant, or the Levenberg–Marquardt `δ`; `None` for dampings that
+    /// choose per direction.
     pub(crate) fn scalar(&self) -> Option<f64> {
         match &self.kind {
             Kind::Constant(d) => Some(*d),
-            Kind::LevenbergMarquardt(lm) => Some(lock(lm).delta),
+            Kind::LevenbergMarquardt(lm) => Some(lm.delta),
             Kind::Custom(_) | Kind::Bootstrap(_) => None,
         }
     }
 
-    /// Whether `δ` adapts from the loss after each step (Levenberg–Marquardt),
-    /// which only [`crate::DampedNewton::step_with_model`] evaluates.
-    pub(crate) fn adapts(&self) -> bool {
-        matches!(self.kind, Kind::LevenbergMarquardt(_))
-    }
-
-    /// The current `δ` of a Levenberg–Marquardt damping, `None` for the others.
-    pub fn current(&self) -> Option<f64> {
+    /// The rule of a damping whose `δ` adapts from the loss after each step
+    /// (Levenberg–Marquardt), which only
+    /// [`crate::DampedNewton::step_with_model`] evaluates.
+    pub(crate) fn adaptive(&self) -> Option<&LevenbergMarquardt> {
         match &self.kind {
-            Kind::LevenbergMarquardt(lm) => Some(lock(lm).delta),
+            Kind::LevenbergMarquardt(lm) => Some(lm),
             _ => None,
         }
     }
 
-    /// Feeds the loss change of a step back (Levenberg–Marquardt only).
-    pub(crate) fn observe(&self, actual: f64, predicted: f64) {
-        if let Kind::LevenbergMarquardt(lm) = &self.kind {
-            lock(lm).observe(actual, predicted);
+    /// This damping with its Levenberg–Marquardt `δ` set to `delta` (the
+    /// others unchanged).
+    pub(crate) fn at(&self, delta: f64) -> Self {
+        let mut damping = self.clone();
+        if let Kind::LevenbergMarquardt(lm) = &mut damping.kind {
+            lm.delta = delta;
         }
+        damping
     }
 
     /// `δ_k` for every kept direction, checked.
@@ -163,7 +171,6 @@ impl Damping {
                 b.deltas(input)?
             }
             Kind::LevenbergMarquardt(lm) => {
-                let lm = lock(lm);
                 lm.check()?;
                 vec![lm.delta; k]
             }
@@ -183,10 +190,6 @@ impl Damping {
         }
         Ok(deltas)
     }
-}
-
-fn lock(lm: &Mutex<LevenbergMarquardt>) -> std::sync::MutexGuard<'_, LevenbergMarquardt> {
-    lm.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Default for Damping {
@@ -220,108 +223,16 @@ impl fmt::Debug for Damping {
                 )
             }
             Kind::LevenbergMarquardt(lm) => {
-                write!(f, "Damping::levenberg_marquardt({:?})", *lock(lm))
+                write!(f, "Damping::levenberg_marquardt({lm:?})")
             }
         }
-    }
-}
-
-/// Settings of [`Damping::bootstrap`].
-#[derive(Debug, Clone, PartialEq)]
-pub struct Bootstrap {
-    /// Candidate `δ` values; default `logspace(−3, 2, 100)`.
-    pub grid: Vec<f64>,
-    /// Number of resamples; default 100.
-    pub resamples: usize,
-    /// The gain quantile taken is `(100 − percentile)` %; default 95.
-    pub percentile: f64,
-    /// Seed of the resampling; without it every step draws afresh.
-    pub seed: Option<u64>,
-}
-
-impl Default for Bootstrap {
-    fn default() -> Self {
-        Self {
-            grid: (0..100)
-                .map(|i| 10f64.powf(-3.0 + 5.0 * i as f64 / 99.0))
-                .collect(),
-            resamples: 100,
-            percentile: 95.0,
-            seed: None,
-        }
-    }
-}
-
-impl Bootstrap {
-    /// # Errors
-    /// [`Error::InvalidDamping`] for an empty grid, no resamples, or a
-    /// percentile outside `[0, 100]`.
-    fn check(&self) -> Result<()> {
-        let fault = if self.grid.is_empty() {
-            "the grid is empty".to_string()
-        } else if self.resamples == 0 {
-            "resamples is 0".to_string()
-        } else if !(0.0..=100.0).contains(&self.percentile) {
-            format!("percentile {} is not in [0, 100]", self.percentile)
-        } else {
-            return Ok(());
-        };
-        Err(Error::InvalidDamping(format!("Bootstrap: {fault}")))
-    }
-
-    fn deltas(&self, input: &DampingInput<'_>) -> Result<Vec<f64>> {
-        let columns = |t: &Tensor| -> Result<Vec<Vec<f64>>> {
-            Ok(t.t()?.to_dtype(DType::F64)?.to_vec2::<f64>()?)
-        };
-        let (gammas, lambdas) = (columns(input.gammas)?, columns(input.lambdas)?);
-        let mut rng = match self.seed {
-            Some(seed) => StdRng::seed_from_u64(seed),
-            None => StdRng::from_rng(&mut rand::rng()),
-        };
-        Ok(gammas
-            .iter()
-            .zip(&lambdas)
-            .map(|(g, l)| self.delta(g, l, &mut rng))
-            .collect())
-    }
-
-    /// `δ` of one direction from its per-sample `γ` and `λ`.
-    fn delta(&self, gammas: &[f64], lambdas: &[f64], rng: &mut StdRng) -> f64 {
-        let mut resampled_mean = |v: &[f64]| -> f64 {
-            (0..v.len())
-                .map(|_| v[rng.random_range(0..v.len())])
-                .sum::<f64>()
-                / v.len() as f64
-        };
-        // gains[d][r]: gain of grid value d on resample r
-        let mut gains = vec![Vec::with_capacity(self.resamples); self.grid.len()];
-        for _ in 0..self.resamples {
-            let (g1, l1) = (resampled_mean(gammas), resampled_mean(lambdas));
-            let (g2, l2) = (resampled_mean(gammas), resampled_mean(lambdas));
-            for (delta, gain) in self.grid.iter().zip(&mut gains) {
-                let tau = -g1 / (l1 + delta);
-                gain.push(-g2 * tau - 0.5 * l2 * tau * tau);
-            }
-        }
-        let rank = ((100.0 - self.percentile) / 100.0 * (self.resamples.max(1) - 1) as f64).round()
-            as usize;
-        self.grid
-            .iter()
-            .zip(gains)
-            .map(|(&delta, mut gain)| {
-                gain.sort_by(f64::total_cmp);
-                (delta, gain.get(rank).copied().unwrap_or(f64::NEG_INFINITY))
-            })
-            .filter(|&(_, q)| q >= 0.0)
-            .max_by(|a, b| a.1.total_cmp(&b.1))
-            .map_or(f64::INFINITY, |(delta, _)| delta)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::Device;
+    use candle_core::{DType, Device};
 
     /// Debug output (and so the errors naming a damping) summarizes a long
     /// bootstrap grid instead of listing its hundred values.

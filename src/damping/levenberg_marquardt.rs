@@ -3,7 +3,9 @@
 
 use crate::error::{Error, Result};
 
-/// Settings and state of [`crate::Damping::levenberg_marquardt`].
+/// The rule of [`crate::Damping::levenberg_marquardt`]: its starting `δ`
+/// and how `δ` moves. The current `δ` of each group is the optimizer's
+/// ([`crate::DampedNewton::current_damping`]).
 ///
 /// After a step with predicted change `m(s) = ḡᵀs + ½ sᵀGs` (for the
 /// directional step `Σ_k (γ̄_k τ_k + ½ λ̄_k τ_k²)`, plus `ḡᵀ s_⊥` for the
@@ -13,7 +15,7 @@ use crate::error::{Error, Result};
 /// `[min, max]`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LevenbergMarquardt {
-    /// The current `δ` (initially the starting value); default 1.
+    /// The starting `δ`; default 1.
     pub delta: f64,
     /// Factor for a poor step; default 3/2.
     pub increase: f64,
@@ -49,7 +51,7 @@ impl LevenbergMarquardt {
     /// # Errors
     /// [`Error::InvalidDamping`] unless `0 ≤ min ≤ max` and both factors are
     /// finite and positive (NaN fails every comparison).
-    pub(super) fn check(&self) -> Result<()> {
+    pub(crate) fn check(&self) -> Result<()> {
         let factors_ok = [self.increase, self.decrease]
             .iter()
             .all(|f| f.is_finite() && *f > 0.0);
@@ -61,18 +63,22 @@ impl LevenbergMarquardt {
         )))
     }
 
-    pub(super) fn observe(&mut self, actual: f64, predicted: f64) {
+    /// The `δ` after a step taken with `delta` whose loss changed by
+    /// `actual` where the model predicted `predicted`.
+    pub(crate) fn next(&self, delta: f64, actual: f64, predicted: f64) -> f64 {
         let rho = if predicted < 0.0 {
             actual / predicted
         } else {
             f64::NEG_INFINITY
         };
-        if rho.is_nan() || rho < 0.25 {
-            self.delta *= self.increase;
+        let delta = if rho.is_nan() || rho < 0.25 {
+            delta * self.increase
         } else if rho > 0.75 {
-            self.delta *= self.decrease;
-        }
-        self.delta = self.delta.clamp(self.min, self.max);
+            delta * self.decrease
+        } else {
+            delta
+        };
+        delta.clamp(self.min, self.max)
     }
 }
 
@@ -82,14 +88,15 @@ mod tests {
 
     #[test]
     fn levenberg_marquardt_rule() {
-        let mut lm = LevenbergMarquardt::new(1.0);
-        lm.observe(-0.9, -1.0); // ρ = 0.9: good model
-        assert_eq!(lm.delta, 2.0 / 3.0);
-        lm.observe(-0.5, -1.0); // ρ = 0.5: keep
-        assert_eq!(lm.delta, 2.0 / 3.0);
-        lm.observe(0.1, -1.0); // loss rose
-        assert_eq!(lm.delta, 2.0 / 3.0 * 1.5);
-        lm.observe(-0.1, 0.0); // no decrease predicted
-        assert_eq!(lm.delta, 2.0 / 3.0 * 1.5 * 1.5);
+        let lm = LevenbergMarquardt::new(1.0);
+        let delta = lm.next(1.0, -0.9, -1.0); // ρ = 0.9: good model
+        assert_eq!(delta, 2.0 / 3.0);
+        let delta = lm.next(delta, -0.5, -1.0); // ρ = 0.5: keep
+        assert_eq!(delta, 2.0 / 3.0);
+        let delta = lm.next(delta, 0.1, -1.0); // loss rose
+        assert_eq!(delta, 2.0 / 3.0 * 1.5);
+        let delta = lm.next(delta, -0.1, 0.0); // no decrease predicted
+        assert_eq!(delta, 2.0 / 3.0 * 1.5 * 1.5);
+        assert_eq!(lm.next(1e-8, -1.0, -1.0), 1e-8, "clamped at min");
     }
 }
