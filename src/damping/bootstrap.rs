@@ -7,7 +7,7 @@ use rand::{Rng, SeedableRng};
 use super::DampingInput;
 use crate::error::{Error, Result};
 
-/// Settings of [`Damping::bootstrap`].
+/// Settings of [`super::Damping::bootstrap`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct Bootstrap {
     /// Candidate `δ` values; default `logspace(−3, 2, 100)`.
