@@ -70,6 +70,7 @@ pub mod loss;
 pub mod nn;
 pub mod optim;
 mod record;
+mod tape;
 
 pub use computations::{
     DirectionalDampedNewtonComputation, DirectionalDerivativesComputation, Eigenpairs,

@@ -22,147 +22,16 @@ use std::ops::Deref;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use candle_core::backprop::GradStore;
-use candle_core::{Shape, Tensor, TensorId, Var};
+use candle_core::{Tensor, Var};
 
 use crate::error::{Error, Result};
-use crate::loss::LossKind;
-
-/// What a tracked layer computes, as far as its per-sample factor algebra cares.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum LayerKind {
-    /// `y = x Wᵀ + b` on the last axis.
-    Linear,
-    /// A 1-d or 2-d convolution (1-d is treated as 2-d with a height of one).
-    Conv {
-        /// `(height, width)` of the padding, stride and dilation.
-        padding: (usize, usize),
-        stride: (usize, usize),
-        dilation: (usize, usize),
-        groups: usize,
-    },
-}
-
-/// One call of a tracked layer in the recorded forward pass.
-#[derive(Debug)]
-pub(crate) struct LayerRecord {
-    pub kind: LayerKind,
-    /// The layer's weight (same tensor id as the user's `Var`).
-    pub weight: Tensor,
-    pub bias: Option<Tensor>,
-    /// What the weight multiplies, detached: the input `[N, …, I]` of a
-    /// linear layer, the patches `[N, P, I·k_h·k_w]` of a convolution.
-    pub inputs: Tensor,
-    /// Where the factor passes find the gradient of the call's output.
-    pub signal: Signal,
-}
-
-/// Where a factor pass finds the gradient `∂⟨f, Z⟩/∂z` of a layer call's output.
-#[derive(Debug)]
-pub(crate) enum Signal {
-    /// The call's op hands it over ([`FactorPasses::capture`]) under the call's
-    /// index in the tape; zeros of `shape` if the backward does not reach it.
-    Captured { index: usize, shape: Shape },
-    /// A zero variable added to the output, for layers that run candle's ops
-    /// (off the CPU): its gradient.
-    Probe(Var),
-}
-
-/// One call of a tracked loss.
-#[derive(Debug)]
-pub(crate) struct LossRecord {
-    pub kind: LossKind,
-    /// The model output fed to the loss, with its graph.
-    pub output: Tensor,
-    /// The targets (class indices as u32, or regression targets).
-    pub targets: Tensor,
-    /// Id of the loss tensor the loss function returned.
-    pub loss: TensorId,
-}
+use crate::tape::{FactorPasses, LayerRecord, LossRecord, Tape};
 
 #[derive(Debug, Default)]
 struct Scope {
     layers: Vec<LayerRecord>,
     losses: Vec<LossRecord>,
     passes: FactorPasses,
-}
-
-/// The identity of a recorded graph for its factor passes.
-///
-/// A factor pass ([`FactorPasses::run`]) is a backward pass whose tracked
-/// layers skip their parameter gradients and hand their output gradients
-/// `∂⟨f, Z⟩/∂z` to the pass ([`FactorPasses::capture`]). Passes are per
-/// thread: a backward of the same loss on another thread (or outside `run`)
-/// is an ordinary one. Candle runs a backward on the calling thread, so the
-/// layers' ops see the pass there; passes nest when a thread waiting inside
-/// one (in a parallel product) runs another.
-#[derive(Debug, Default, Clone)]
-pub(crate) struct FactorPasses(Arc<()>);
-
-/// A factor pass running on this thread: its graph, and the output gradients
-/// of the tracked layer calls by call index.
-struct Pass {
-    graph: *const (),
-    signals: Vec<Option<Tensor>>,
-}
-
-thread_local! {
-    /// The factor passes running on this thread, innermost last.
-    static PASSES: RefCell<Vec<Pass>> = const { RefCell::new(Vec::new()) };
-}
-
-impl FactorPasses {
-    fn graph(&self) -> *const () {
-        Arc::as_ptr(&self.0)
-    }
-
-    /// Whether the innermost pass on this thread runs on this graph.
-    pub fn running(&self) -> bool {
-        PASSES.with(|p| p.borrow().last().is_some_and(|p| p.graph == self.graph()))
-    }
-
-    /// Hands the output gradient of tracked layer call `index` to the pass
-    /// running on this graph, if any.
-    pub fn capture(&self, index: usize, grad: &Tensor) {
-        PASSES.with(|p| {
-            if let Some(pass) = p.borrow_mut().last_mut() {
-                if pass.graph == self.graph() {
-                    if let Some(slot) = pass.signals.get_mut(index) {
-                        *slot = Some(grad.clone());
-                    }
-                }
-            }
-        })
-    }
-
-    /// Runs the backward pass `f` as a factor pass over a graph of `calls`
-    /// tracked layer calls; returns its result and the output gradients the
-    /// calls handed over (`None` for calls the backward did not reach or that
-    /// run candle's ops).
-    pub fn run<R>(&self, calls: usize, f: impl FnOnce() -> R) -> (R, Vec<Option<Tensor>>) {
-        /// Ends the pass, also on panic.
-        struct End;
-        impl Drop for End {
-            fn drop(&mut self) {
-                PASSES.with(|p| p.borrow_mut().pop());
-            }
-        }
-        PASSES.with(|p| {
-            p.borrow_mut().push(Pass {
-                graph: self.graph(),
-                signals: vec![None; calls],
-            })
-        });
-        let end = End;
-        let result = f();
-        let signals = PASSES.with(|p| {
-            p.borrow_mut()
-                .last_mut()
-                .map(|pass| std::mem::take(&mut pass.signals))
-                .unwrap_or_default()
-        });
-        drop(end);
-        (result, signals)
-    }
 }
 
 /// The factor passes of the recording scope open on this thread, and the
@@ -226,22 +95,6 @@ impl Drop for ScopeGuard {
     fn drop(&mut self) {
         SCOPE.with(|s| s.borrow_mut().take());
     }
-}
-
-/// What the computations need of a recorded forward pass.
-#[derive(Debug)]
-pub(crate) struct Tape {
-    /// Tracked layer calls, in call order.
-    pub layers: Vec<LayerRecord>,
-    /// The tracked loss; its `output` carries the graph.
-    pub loss: LossRecord,
-    /// The loss value, detached.
-    pub value: Tensor,
-    /// Factor passes running on the graph (see [`FactorPasses`]).
-    pub passes: FactorPasses,
-    /// Zero variable added to the returned loss: its gradient in a `GradStore`
-    /// tells that the store came from this tape's loss.
-    probe: Var,
 }
 
 /// Tapes of the live `Recorded`s, so that a `GradStore` can be traced back.
@@ -368,32 +221,4 @@ where
         loss: loss.add(tape.probe.as_tensor())?,
         tape: Ok(tape),
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use candle_core::Device;
-
-    /// A factor pass runs on its thread and graph only: another thread sees
-    /// none, another graph's layers hand it nothing, and nested passes each
-    /// get their own gradients.
-    #[test]
-    fn factor_passes_are_per_thread_and_per_graph() -> candle_core::Result<()> {
-        let (graph, other) = (FactorPasses::default(), FactorPasses::default());
-        let g = Tensor::ones(2, candle_core::DType::F32, &Device::Cpu)?;
-        let ((), signals) = graph.run(3, || {
-            assert!(graph.running() && !other.running());
-            let elsewhere = std::thread::scope(|s| s.spawn(|| graph.running()).join());
-            assert!(!elsewhere.expect("the thread ran"));
-            graph.capture(0, &g);
-            other.capture(1, &g);
-            let ((), inner) = graph.run(3, || graph.capture(2, &g));
-            assert!(inner[2].is_some() && inner[0].is_none());
-        });
-        assert!(!graph.running());
-        let got: Vec<bool> = signals.iter().map(Option::is_some).collect();
-        assert_eq!(got, [true, false, false]);
-        Ok(())
-    }
 }

@@ -40,7 +40,10 @@ impl GramEigenpairs {
     ) -> Result<Self> {
         let size = ext.gram_size(factor);
         let criterion = group.criterion_ref();
-        let partial = match o.eigensolver.partial_k(size, criterion)? {
+        let partial = match o
+            .eigensolver
+            .partial_k(size, criterion.top_bound(), criterion)?
+        {
             Some(k) => {
                 let operator = ext.gram_operator(factor, g)?;
                 let (dtype, device) = ext.dtype_device();
@@ -190,8 +193,9 @@ impl Directional {
         group: &ParamGroup,
         o: &Options,
     ) -> Result<Self> {
+        let criterion = group.criterion_ref();
         if o.eigensolver
-            .partial_k(ext.gram_size(ggn), group.criterion_ref())?
+            .partial_k(ext.gram_size(ggn), criterion.top_bound(), criterion)?
             .is_none()
         {
             // the full solver needs the formed Gram matrix: form it together

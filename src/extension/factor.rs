@@ -13,7 +13,7 @@ use rayon::prelude::*;
 use super::layer::LayerFactor;
 use super::stacked::{Slot, Stacked};
 use crate::error::{Error, Result};
-use crate::record::{LayerKind, LayerRecord, Signal, Tape};
+use crate::tape::{LayerKind, LayerRecord, Signal, Tape};
 
 /// The columns backpropagated from the model output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

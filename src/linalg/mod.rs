@@ -21,7 +21,6 @@ use faer::{Mat, MatRef, Par};
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::group::Criterion;
 
 /// Eigenpairs of a symmetric matrix: `A = U diag(λ) Uᵀ`, `λ` ascending.
 #[derive(Debug)]
@@ -61,8 +60,8 @@ pub(crate) struct SymEig {
 /// of an f32 model's); formed blocks are those of the full solver, in the
 /// model's dtype, multiplied in f64.
 /// It needs a criterion that keeps some of the `k` largest eigenvalues and
-/// decides from them alone, [`Criterion::top_k`]`(k)` or
-/// [`Criterion::top_k_above`]`(k, x)`, which then keep exactly what they keep
+/// decides from them alone, [`crate::Criterion::top_k`]`(k)` or
+/// [`crate::Criterion::top_k_above`]`(k, x)`, which then keep exactly what they keep
 /// from the whole spectrum (the exact cross-entropy factor's omitted zeros
 /// included, also when `k` exceeds the number of positive eigenvalues).
 ///
@@ -103,7 +102,7 @@ pub enum Eigensolver {
     /// Always the full solver.
     Full,
     /// Always the partial solver; a criterion that needs the whole spectrum
-    /// ([`Criterion::all`], [`Criterion::above`], [`Criterion::custom`]) is
+    /// ([`crate::Criterion::all`], [`crate::Criterion::above`], [`crate::Criterion::custom`]) is
     /// refused with [`Error::PartialEigensolver`].
     Partial,
 }
@@ -118,14 +117,19 @@ const AUTO_MIN_SIZE: usize = 500;
 const AUTO_SIZE_PER_PAIR: usize = 50;
 
 impl Eigensolver {
-    /// The `k` of the partial solver for an `n × n` Gram matrix and
-    /// `criterion`, or `None` for the full solver.
+    /// The `k` of the partial solver for an `n × n` Gram matrix whose
+    /// `criterion` keeps at most the `top` largest eigenvalues (`None`: it
+    /// needs the whole spectrum), or `None` for the full solver.
     ///
     /// # Errors
-    /// [`Error::PartialEigensolver`] for [`Eigensolver::Partial`] with a
-    /// criterion that needs the full spectrum.
-    pub(crate) fn partial_k(self, n: usize, criterion: &Criterion) -> Result<Option<usize>> {
-        let top = criterion.top_bound();
+    /// [`Error::PartialEigensolver`] naming `criterion` for
+    /// [`Eigensolver::Partial`] with a criterion that needs the full spectrum.
+    pub(crate) fn partial_k(
+        self,
+        n: usize,
+        top: Option<usize>,
+        criterion: &dyn fmt::Debug,
+    ) -> Result<Option<usize>> {
         Ok(match (self, top) {
             (Eigensolver::Partial, None) => {
                 return Err(Error::PartialEigensolver(format!("{criterion:?}")))
@@ -399,18 +403,17 @@ mod tests {
 
     #[test]
     fn auto_picks_the_partial_solver_for_few_pairs_of_a_large_gram() {
-        let (top10, all) = (Criterion::top_k_above(10, 0.0), Criterion::all());
-        let k = |solver: Eigensolver, n, c: &Criterion| solver.partial_k(n, c).expect("allowed");
-        assert_eq!(k(Eigensolver::Auto, 499, &Criterion::top_k(5)), None);
-        assert_eq!(k(Eigensolver::Auto, 500, &top10), Some(10));
-        assert_eq!(k(Eigensolver::Auto, 999, &Criterion::top_k(20)), None);
-        assert_eq!(k(Eigensolver::Auto, 2000, &Criterion::top_k(41)), None);
-        assert_eq!(k(Eigensolver::Auto, 6400, &all), None);
-        assert_eq!(k(Eigensolver::Full, 6400, &top10), None);
-        assert_eq!(k(Eigensolver::Partial, 5, &top10), Some(5));
+        let k = |solver: Eigensolver, n, top| solver.partial_k(n, top, &"c").expect("allowed");
+        assert_eq!(k(Eigensolver::Auto, 499, Some(5)), None);
+        assert_eq!(k(Eigensolver::Auto, 500, Some(10)), Some(10));
+        assert_eq!(k(Eigensolver::Auto, 999, Some(20)), None);
+        assert_eq!(k(Eigensolver::Auto, 2000, Some(41)), None);
+        assert_eq!(k(Eigensolver::Auto, 6400, None), None);
+        assert_eq!(k(Eigensolver::Full, 6400, Some(10)), None);
+        assert_eq!(k(Eigensolver::Partial, 5, Some(10)), Some(5));
         assert!(matches!(
-            Eigensolver::Partial.partial_k(100, &Criterion::above(0.1)),
-            Err(Error::PartialEigensolver(name)) if name == "Criterion::above(0.1)"
+            Eigensolver::Partial.partial_k(100, None, &"Criterion::above(0.1)"),
+            Err(Error::PartialEigensolver(name)) if name == "\"Criterion::above(0.1)\""
         ));
     }
 }

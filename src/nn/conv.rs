@@ -3,7 +3,7 @@
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{Conv1dConfig, Conv2dConfig, VarBuilder};
 
-use crate::record::LayerKind;
+use crate::tape::LayerKind;
 
 /// A 2-d convolution, visible to the computations.
 ///

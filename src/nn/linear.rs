@@ -3,7 +3,7 @@
 use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
-use crate::record::LayerKind;
+use crate::tape::LayerKind;
 
 /// A linear layer `y = x Wᵀ + b` (weight `[out, in]`) on the last axis of
 /// inputs `[N, in]` or `[N, …, in]`, visible to the computations.

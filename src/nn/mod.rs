@@ -20,7 +20,8 @@ pub use pool::{max_pool2d, max_pool2d_padded};
 
 use candle_core::{Result, Tensor, Var};
 
-use crate::record::{self, LayerKind, LayerRecord, Signal};
+use crate::record;
+use crate::tape::{LayerKind, LayerRecord, Signal};
 use patches::ConvGeometry;
 
 /// Forward of a tracked layer with parameters `weight` and `bias`.

@@ -27,7 +27,7 @@ use candle_core::{
 use super::patches::{ConvGeometry, Patches};
 use crate::cpu::{contiguous, values};
 use crate::linalg::{matmul, matmul_values};
-use crate::record::FactorPasses;
+use crate::tape::FactorPasses;
 
 /// How the layer's output depends on its input.
 enum Kind {

@@ -14,7 +14,8 @@ use crate::computations::{NewtonStep, Options};
 use crate::error::{check_finite, scalar, Error, Result};
 use crate::extension::{backward_tape, Computation, Extension};
 use crate::group::ParamGroup;
-use crate::record::{self, Recorded, Tape};
+use crate::record::{self, Recorded};
+use crate::tape::Tape;
 
 /// What a step did.
 #[derive(Debug, Clone, PartialEq)]
