@@ -60,11 +60,11 @@
 //! - Models compute in f32 or f64; results come back in the model's dtype.
 
 pub mod computations;
-mod cpu;
 pub mod damping;
 mod error;
 pub mod extension;
 mod group;
+mod kernels;
 mod linalg;
 pub mod loss;
 pub mod nn;

@@ -50,7 +50,7 @@ pub(crate) enum Signal {
     /// index in the tape; zeros of `shape` if the backward does not reach it.
     Captured { index: usize, shape: Shape },
     /// A zero variable added to the output, for layers that run candle's ops
-    /// (off the CPU): its gradient.
+    /// (the generic kernel path): its gradient.
     Probe(Var),
 }
 

@@ -14,7 +14,7 @@ use crate::damping::DampingInput;
 use crate::error::{check_finite, scalar, Error, Result};
 use crate::extension::{say, Computation, Extension, FactorId};
 use crate::group::{GroupId, ParamGroup};
-use crate::linalg::matmul;
+use crate::kernels::matmul;
 use crate::record::Recorded;
 
 /// The directionally damped Newton step of each parameter group,

@@ -7,7 +7,8 @@ use super::options::Options;
 use crate::error::{Error, Result};
 use crate::extension::{say, Extension, FactorId};
 use crate::group::ParamGroup;
-use crate::linalg::{self, matmul, Partial};
+use crate::kernels::matmul;
+use crate::linalg::{self, Partial};
 
 /// The kept eigenpairs `G̃ ẽ_k = λ_k ẽ_k` of a group's Gram matrix.
 pub(crate) struct GramEigenpairs {

@@ -11,8 +11,8 @@ use rand::SeedableRng;
 use rayon::prelude::*;
 
 use super::layer::LayerFactor;
-use super::stacked::{Slot, Stacked};
 use crate::error::{Error, Result};
+use crate::kernels::{Slot, Stacked};
 use crate::tape::{LayerKind, LayerRecord, Signal, Tape};
 
 /// The columns backpropagated from the model output.

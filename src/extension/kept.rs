@@ -2,9 +2,9 @@
 
 use candle_core::Tensor;
 
+use super::layer::add;
 use super::layer::{LayerFactor, Role};
 use super::{Extension, FactorId, Member};
-use crate::cpu::add;
 use crate::error::Result;
 
 /// The factor `V` of one group, taken out of its [`Extension`]: each tracked

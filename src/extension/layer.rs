@@ -19,10 +19,7 @@ use std::sync::OnceLock;
 
 use candle_core::{Result, Shape, Tensor};
 
-use super::support::{self, RowOrder};
-use super::tiled::tiled_product;
-use crate::cpu::add;
-use crate::linalg::{gram, matmul};
+use crate::kernels::{gram, matmul, tiled_product, weight_factor_on_support, RowOrder};
 
 /// Largest weight factor `V_W` (bytes) that is formed whole and kept for
 /// `V·ẽ` ([`KEPT_FOR_PRODUCTS_BYTES`] where many products follow); larger
@@ -266,7 +263,7 @@ impl LayerFactor {
 
     /// Output channels `start..start + len` of `V_W` with sample-major rows,
     /// `[N·C, len·I]` (row `n·C + c` is `V_W[c,n]`): on the support of the
-    /// signals where most are zero ([`support::weight_factor`]), else one
+    /// signals where most are zero ([`weight_factor_on_support`]), else one
     /// product per sample
     /// `[C·len, T] × [T, I]`, the `C` columns of a sample together. Taller
     /// products than one per column and sample (fmnist_2c2d's second
@@ -275,7 +272,7 @@ impl LayerFactor {
     /// large (a sliced factor's layer).
     fn weight_factor_slice_by_sample(&self, start: usize, len: usize) -> Result<Tensor> {
         if let Some(v) =
-            support::weight_factor(&self.a, &self.b, start, len, RowOrder::SampleMajor)?
+            weight_factor_on_support(&self.a, &self.b, start, len, RowOrder::SampleMajor)?
         {
             return Ok(v);
         }
@@ -310,10 +307,11 @@ impl LayerFactor {
 
     /// Output channels `start..start + len` of `V_W`, `[C·N, len·I]`:
     /// `V_W[c,n] = B[c,n] A[n]ᵀ`, on the support of the signals where most
-    /// are zero ([`support::weight_factor`]), else one batched matmul over
+    /// are zero ([`weight_factor_on_support`]), else one batched matmul over
     /// `(c, n)` that reads `B` and `A` in place.
     fn weight_factor_slice(&self, start: usize, len: usize) -> Result<Tensor> {
-        if let Some(v) = support::weight_factor(&self.a, &self.b, start, len, RowOrder::ClassMajor)?
+        if let Some(v) =
+            weight_factor_on_support(&self.a, &self.b, start, len, RowOrder::ClassMajor)?
         {
             return Ok(v);
         }
@@ -385,6 +383,15 @@ impl LayerFactor {
             .reshape((k * o, n * t))?;
         let a = self.a.transpose(1, 2)?.contiguous()?.reshape((n * t, i))?;
         matmul(&w, &a)?.reshape(shape)
+    }
+}
+
+/// `sum + block`, or `block` where there is no sum yet: the running sums of
+/// Gram blocks over layers, parameters and slices.
+pub(super) fn add(sum: Option<Tensor>, block: Tensor) -> Result<Tensor> {
+    match sum {
+        Some(sum) => sum + block,
+        None => Ok(block),
     }
 }
 

@@ -11,9 +11,6 @@ mod kept;
 mod layer;
 mod members;
 mod operator;
-mod stacked;
-mod support;
-mod tiled;
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -22,7 +19,7 @@ use candle_core::{DType, Tensor};
 
 use crate::error::{Error, Result};
 use crate::group::ParamGroup;
-use crate::linalg::matmul;
+use crate::kernels::matmul;
 use crate::record::Recorded;
 use crate::tape::Tape;
 use factor::{backprop, check_dtype, Backpropagated, Columns, FactorSpec, TrackedLayer};

@@ -26,10 +26,10 @@
 
 use candle_core::{DType, Tensor};
 
+use super::layer::add;
 use super::layer::{LayerFactor, Role};
-use crate::cpu::add;
 use crate::error::Result;
-use crate::linalg::matmul;
+use crate::kernels::matmul;
 
 /// Vectors a partial solve is taken to multiply (products × block size, about
 /// 10–40 × 8–32), for choosing between structured products and a formed block.

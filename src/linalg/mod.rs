@@ -2,15 +2,9 @@
 //! one (faer) and a partial one for the few largest eigenpairs ([`lanczos`]).
 
 mod dense;
-mod gathered;
-mod gemm;
 mod lanczos;
-mod lane;
 mod shifted;
 
-pub(crate) use gathered::Gathered;
-pub(crate) use gemm::{gram, matmul, matmul_values};
-pub(crate) use lane::Lane;
 pub(crate) use shifted::ShiftedCholesky;
 
 use std::fmt;

@@ -10,9 +10,7 @@
 
 mod conv;
 mod linear;
-mod patches;
 mod pool;
-mod recorded;
 
 pub use conv::{conv1d, conv1d_no_bias, conv2d, conv2d_no_bias, Conv1d, Conv2d};
 pub use linear::{linear, linear_b, linear_no_bias, Linear};
@@ -20,9 +18,9 @@ pub use pool::{max_pool2d, max_pool2d_padded};
 
 use candle_core::{Result, Tensor, Var};
 
+use crate::kernels::{self, ConvGeometry};
 use crate::record;
 use crate::tape::{LayerKind, LayerRecord, Signal};
-use patches::ConvGeometry;
 
 /// Forward of a tracked layer with parameters `weight` and `bias`.
 ///
@@ -40,7 +38,7 @@ fn tracked_forward(
     }
     let (output, inputs, index) = match kind {
         LayerKind::Linear => {
-            let (output, index) = recorded::linear(input, weight, bias, &forward)?;
+            let (output, index) = kernels::recorded_linear(input, weight, bias, &forward)?;
             (output, input.detach(), index)
         }
         LayerKind::Conv {
@@ -54,7 +52,7 @@ fn tracked_forward(
                 stride,
                 dilation,
             };
-            recorded::conv(input, weight, bias, geo)?
+            kernels::recorded_conv(input, weight, bias, geo)?
         }
         // grouped convolutions are refused by the computations; keep the run going
         LayerKind::Conv { .. } => (forward(input, weight, bias)?, input.detach(), None),

@@ -4,43 +4,29 @@
 use candle_core::{DType, Device, Layout, Result, Storage, Tensor, WithDType};
 use rayon::prelude::*;
 
-use crate::cpu;
+use super::slices as cpu;
 
-/// `P ⊙ (1 ⊗ M) + S` `[C·N, C'·N']` for `p` `[C·N, C'·N']`, `m` `[N, N']` and
-/// an optional `s` like `p`:
-///
-/// ```text
-/// out[c·N + n, c'·N' + n'] = P[c·N + n, c'·N' + n'] · M[n, n'] + S[c·N + n, c'·N' + n']
-/// ```
-///
-/// (`M` tiled over the `C × C'` blocks). On the CPU one pass over `P` on all
-/// threads; candle's broadcast product and sum would take three passes and
-/// two more `[C·N, C'·N']` tensors, on one thread (at `C = 100`, `N = 64`,
-/// 40 M entries per layer).
-pub(crate) fn tiled_product(p: &Tensor, m: &Tensor, s: Option<&Tensor>) -> Result<Tensor> {
+/// Whether [`tiled_product`] takes `p`, `m` and `s`: `m` tiles `p`
+/// exactly, and the three share a dtype (and `s` the shape of `p`).
+pub(crate) fn tiles(p: &Tensor, m: &Tensor, s: Option<&Tensor>) -> Result<bool> {
     let (rows, cols) = p.dims2()?;
     let (n, n2) = m.dims2()?;
-    let fast = matches!(p.device(), Device::Cpu)
-        && n > 0
+    Ok(n > 0
         && n2 > 0
         && rows % n == 0
         && cols % n2 == 0
         && m.dtype() == p.dtype()
-        && s.is_none_or(|s| s.dtype() == p.dtype() && s.dims() == p.dims());
-    if fast {
-        match p.dtype() {
-            DType::F32 => return fused::<f32>(p, m, s),
-            DType::F64 => return fused::<f64>(p, m, s),
-            _ => {}
-        }
-    }
-    let block = p
-        .reshape((rows / n.max(1), n, cols / n2.max(1), n2))?
-        .broadcast_mul(&m.reshape((1, n, 1, n2))?)?
-        .reshape((rows, cols))?;
-    match s {
-        Some(s) => s + block,
-        None => Ok(block),
+        && s.is_none_or(|s| s.dtype() == p.dtype() && s.dims() == p.dims()))
+}
+
+/// [`crate::kernels::tiled_product`] of CPU f32 or f64 operands that
+/// [`tiles`], in one pass over `P` on all threads (candle's broadcast product
+/// and sum would take three passes and two more `[C·N, C'·N']` tensors).
+pub(crate) fn tiled_product(p: &Tensor, m: &Tensor, s: Option<&Tensor>) -> Result<Tensor> {
+    match p.dtype() {
+        DType::F32 => fused::<f32>(p, m, s),
+        DType::F64 => fused::<f64>(p, m, s),
+        other => candle_core::bail!("{OP}: f32 or f64 operands expected, not {other:?}"),
     }
 }
 

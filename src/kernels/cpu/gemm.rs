@@ -1,37 +1,22 @@
-//! Matrix products of CPU tensors by faer's gemm.
-//!
-//! On this project's machines (AVX-512) faer's f32 gemm runs 2–3× faster
-//! than the one candle's CPU backend calls, and the factor algebra is mostly
-//! gemm. Best of 5, f32, 2 threads: `[288, 51200] × [51200, 288]` (a
-//! convolution's Gram block) 84 ms with candle, 41 ms with faer;
-//! `[800, 64] × [64, 6272]` (its input Jacobian) 9.0 and 3.7 ms;
-//! `[32, 1024] × [1024, 3136]` 3.9 and 1.2 ms. [`matmul`] reads the operands where they
-//! lie (row- or column-major views, so transposes are free) and falls back to
-//! candle's `broadcast_matmul` wherever it cannot: other devices and dtypes,
-//! other ranks, and operands that carry a graph (the result of this one would
-//! not).
+//! Matrix products of CPU tensors by faer's gemm, which reads the operands
+//! where they lie (row- or column-major views, so transposes are free).
 
 use candle_core::{CpuStorage, DType, Device, Layout, Result, Shape, Tensor, WithDType};
 use faer::linalg::matmul::matmul as gemm;
-use faer::linalg::matmul::triangular::{matmul as triangular, BlockStructure};
 use faer::traits::RealField;
 use faer::{Accum, MatMut, MatRef, Par};
 use rayon::prelude::*;
 
-use crate::cpu;
+use super::slices as cpu;
 
-/// `A B` for `a` `[…, m, k]` and `b` `[…, k, n]`, batched over the leading
-/// axes, which broadcast like candle's (a missing axis or one of length 1
-/// repeats): `C[β] = A[β] B[β]`.
+/// `A B` for CPU operands `a` `[…, m, k]` and `b` `[…, k, n]` that
+/// [`multiplies`], batched over the leading axes, which broadcast like
+/// candle's (a missing axis or one of length 1 repeats): `C[β] = A[β] B[β]`.
 ///
 /// Same result as `a.broadcast_matmul(b)` up to round-off (both sum in f32 for
-/// f32 operands), without a backward: only for values (detached operands;
-/// operands that carry a graph go to candle). Operands broadcast by
-/// `broadcast_as` (stride 0) are read in place, not copied.
+/// f32 operands), without a backward. Operands broadcast by `broadcast_as`
+/// (stride 0) are read in place, not copied.
 pub(crate) fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
-    if !plain(a, b) {
-        return a.broadcast_matmul(b);
-    }
     match a.dtype() {
         DType::F32 => product::<f32>(a, b),
         DType::F64 => product::<f64>(a, b),
@@ -39,122 +24,15 @@ pub(crate) fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     }
 }
 
-/// Whether faer multiplies `a` and `b`: CPU operands of one dtype, without
-/// graph, at least matrices.
-fn plain(a: &Tensor, b: &Tensor) -> bool {
-    a.device().is_cpu()
-        && a.dtype() == b.dtype()
-        && !a.track_op()
-        && !b.track_op()
-        && a.rank() >= 2
-        && b.rank() >= 2
-}
-
-/// `V Vᵀ` `[m, m]` of `v` `[m, k]`: the lower triangle by triangular
-/// products (half the flops of `matmul(v, vᵀ)`, on several threads by halves
-/// of the rows, [`lower_gram`]), then mirrored, so the result is exactly
-/// symmetric.
-///
-/// Best of 5, f32, 2 threads, faer's parallel triangular product: `[288, 28512]`
-/// (a convolution's Gram block) 22 ms against 27 ms for the full product;
-/// `[6336, 1000]` (a linear layer at `C = 100`) 0.25 s against 0.52 s.
-pub(crate) fn gram(v: &Tensor) -> Result<Tensor> {
-    let plain = matches!(v.device(), Device::Cpu) && !v.track_op() && v.rank() == 2;
-    match v.dtype() {
-        DType::F32 if plain => gram_of::<f32>(v),
-        DType::F64 if plain => gram_of::<f64>(v),
-        _ => v.matmul(&v.t()?),
-    }
-}
-
-fn gram_of<T: WithDType + RealField>(v: &Tensor) -> Result<Tensor> {
-    let v = viewable(v, &[])?;
-    let (storage, layout) = v.storage_and_layout();
-    let data = cpu::values::<T>(&storage, "vivit gram")?;
-    let Some(x) = Batch::of(layout, &[]).and_then(|b| b.matrix(data, &[], 0)) else {
-        candle_core::bail!("vivit gram: a matrix of layout {layout:?}");
-    };
-    let m = x.nrows();
-    let mut out = vec![T::zero(); m * m];
-    split_inner(&mut out, m, m, x.ncols(), |dst, range, par| {
-        lower_gram(dst, x.subcols(range.start, range.len()), par);
-    });
-    mirror_lower(&mut out, m);
-    Tensor::from_vec(out, (m, m), &Device::Cpu)
-}
-
-/// Rows below which [`lower_gram`] leaves a triangular product to faer whole.
-const SPLIT_GRAM_ROWS: usize = 64;
-
-/// The lower triangle of `X Xᵀ` into `dst` `[m, m]` (overwritten; the strict
-/// upper triangle is left as it is). On `p ≥ 2` threads, by halves of the
-/// rows `X = [X₁; X₂]` (`X₂ = [X₂ₐ; X₂ᵦ]`):
-///
-/// ```text
-/// [ X₁X₁ᵀ      ·    ]      thread 1: X₁X₁ᵀ (lower) and X₂ₐX₁ᵀ,
-/// [ X₂X₁ᵀ   X₂X₂ᵀ  ]      thread 2: X₂X₂ᵀ (lower) and X₂ᵦX₁ᵀ,
-/// ```
-///
-/// each half on `p/2` threads (recursively): equal work on each side. Best of
-/// 9, f32, 2 threads: `[288, 28800]` (a convolution's Gram slice) 12.2 ms
-/// against 17.7 ms for faer's parallel triangular product, `[320, 6400]`
-/// 3.2 against 4.3 ms.
-fn lower_gram<T: WithDType + RealField>(dst: MatMut<'_, T>, x: MatRef<'_, T>, par: Par) {
-    let (m, threads) = (x.nrows(), par.degree());
-    if threads < 2 || m < 2 * SPLIT_GRAM_ROWS {
-        triangular(
-            dst,
-            BlockStructure::TriangularLower,
-            Accum::Replace,
-            x,
-            BlockStructure::Rectangular,
-            x.transpose(),
-            BlockStructure::Rectangular,
-            T::from_f64(1.0),
-            par,
-        );
-        return;
-    }
-    let (h, q) = (m / 2, (m - m / 2) / 2);
-    let (top, bottom) = dst.split_at_row_mut(h);
-    let (g11, _) = top.split_at_col_mut(h);
-    let (g21, g22) = bottom.split_at_col_mut(h);
-    let (g21a, g21b) = g21.split_at_row_mut(q);
-    let (x1, x2) = (x.subrows(0, h), x.subrows(h, m - h));
-    let (x2a, x2b) = (x2.subrows(0, q), x2.subrows(q, m - h - q));
-    let half = |p: usize| if p < 2 { Par::Seq } else { Par::rayon(p) };
-    let (pa, pb) = (half(threads / 2), half(threads - threads / 2));
-    let one = T::from_f64(1.0);
-    rayon::join(
-        || {
-            lower_gram(g11, x1, pa);
-            gemm(g21a, Accum::Replace, x2a, x1.transpose(), one, pa);
-        },
-        || {
-            lower_gram(g22, x2, pb);
-            gemm(g21b, Accum::Replace, x2b, x1.transpose(), one, pb);
-        },
-    );
-}
-
-/// Copies the lower triangle of the row-major `a` `[m, m]` onto its upper
-/// one, by tiles (the reads run down columns).
-fn mirror_lower<T: Copy>(a: &mut [T], m: usize) {
-    const TILE: usize = 64;
-    for i0 in (0..m).step_by(TILE) {
-        for j0 in (i0..m).step_by(TILE) {
-            for i in i0..(i0 + TILE).min(m) {
-                for j in j0.max(i + 1)..(j0 + TILE).min(m) {
-                    a[i * m + j] = a[j * m + i];
-                }
-            }
-        }
-    }
+/// Whether faer multiplies `a` and `b`: operands of one dtype, without
+/// graph (the result would have none), at least matrices.
+pub(crate) fn multiplies(a: &Tensor, b: &Tensor) -> bool {
+    a.dtype() == b.dtype() && !a.track_op() && !b.track_op() && a.rank() >= 2 && b.rank() >= 2
 }
 
 /// The leading axes of the product of operands with dimensions `a` and `b`
 /// (broadcast), or `None` if they do not broadcast.
-fn batch_dims(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
+pub(super) fn batch_dims(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
     let (la, lb) = (&a[..a.len() - 2], &b[..b.len() - 2]);
     let len = la.len().max(lb.len());
     let at = |dims: &[usize], d: usize| {
@@ -176,7 +54,7 @@ fn batch_dims(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
 
 /// A batch of matrices in a slice: per leading axis of the product its
 /// stride (0 where broadcast), and the matrices' shape and strides.
-struct Batch {
+pub(super) struct Batch {
     leading: Vec<usize>,
     rows: usize,
     cols: usize,
@@ -188,7 +66,7 @@ struct Batch {
 impl Batch {
     /// The layout as a batch over the product's leading axes `batch`, if each
     /// matrix is a row- or column-major view.
-    fn of(layout: &Layout, batch: &[usize]) -> Option<Self> {
+    pub(super) fn of(layout: &Layout, batch: &[usize]) -> Option<Self> {
         let (dims, strides) = (layout.dims(), layout.stride());
         let at = dims.len() - 2;
         let pad = batch.len() - at;
@@ -221,7 +99,12 @@ impl Batch {
     }
 
     /// Matrix `i` (row-major over the leading axes `batch`) of `data`.
-    fn matrix<'d, T>(&self, data: &'d [T], batch: &[usize], mut i: usize) -> Option<MatRef<'d, T>> {
+    pub(super) fn matrix<'d, T>(
+        &self,
+        data: &'d [T],
+        batch: &[usize],
+        mut i: usize,
+    ) -> Option<MatRef<'d, T>> {
         let mut start = self.offset;
         for (d, &len) in batch.iter().enumerate().rev() {
             start += (i % len) * self.leading[d];
@@ -261,11 +144,11 @@ fn product<T: WithDType + RealField>(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     }
 }
 
-/// [`matmul`] of plain CPU f32 or f64 operands as the values of a new CPU
+/// [`matmul`] of CPU f32 or f64 operands as the values of a new CPU
 /// storage and their shape, for ops that hand their output to candle;
-/// `None` where candle's product would run.
+/// `None` where faer does not multiply them.
 pub(crate) fn matmul_values(a: &Tensor, b: &Tensor) -> Result<Option<(CpuStorage, Shape)>> {
-    let plain = plain(a, b);
+    let plain = a.device().is_cpu() && multiplies(a, b);
     Ok(match a.dtype() {
         DType::F32 if plain => product_values::<f32>(a, b)?.map(|(v, s)| (CpuStorage::F32(v), s)),
         DType::F64 if plain => product_values::<f64>(a, b)?.map(|(v, s)| (CpuStorage::F64(v), s)),
@@ -357,7 +240,7 @@ const SPLIT_OUTPUTS: usize = 1 << 14;
 /// into `dst` (overwriting it): in one call, or, for few outputs and many
 /// terms, over chunks of terms in parallel, the partial products summed in
 /// chunk order.
-fn split_inner<T: RealField + Copy + Send + Sync>(
+pub(super) fn split_inner<T: RealField + Copy + Send + Sync>(
     out: &mut [T],
     m: usize,
     n: usize,
@@ -398,7 +281,7 @@ fn split_inner<T: RealField + Copy + Send + Sync>(
 
 /// `t`, or a contiguous copy where its matrices are not row- or column-major
 /// views.
-fn viewable(t: &Tensor, batch: &[usize]) -> Result<Tensor> {
+pub(super) fn viewable(t: &Tensor, batch: &[usize]) -> Result<Tensor> {
     let ok = Batch::of(t.layout(), batch).is_some();
     if ok {
         Ok(t.clone())
@@ -461,39 +344,6 @@ mod tests {
                 // f32 round-off of sums of k terms of size ~1
                 let k = a.dim(candle_core::D::Minus1)? as f64;
                 assert!(diff < 1e-6 * k.max(10.0), "case {i} ({dtype:?}): {diff}");
-            }
-        }
-        Ok(())
-    }
-
-    /// `V Vᵀ` equal to the plain product and exactly symmetric, f32 and f64,
-    /// for sizes around the mirroring tiles and transposed operands.
-    #[test]
-    fn gram_equals_the_plain_product() -> Result<()> {
-        let dev = Device::Cpu;
-        for dtype in [DType::F32, DType::F64] {
-            // (32, 20_000): split along the inner dimension across threads;
-            // (300, 200) and (301, 190): by halves of the rows on two threads
-            for (m, k) in [
-                (1, 3),
-                (63, 5),
-                (64, 64),
-                (130, 20),
-                (32, 20_000),
-                (300, 200),
-                (301, 190),
-            ] {
-                let v = Tensor::randn(0f64, 1., (m, k), &dev)?.to_dtype(dtype)?;
-                for v in [v.clone(), v.t()?.contiguous()?.t()?] {
-                    let got = gram(&v)?;
-                    let want = v.matmul(&v.t()?)?;
-                    let diff = (&got - want)?.abs()?.flatten_all()?.max(0)?;
-                    let diff = diff.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-                    // f32 round-off of sums of k terms of size ~1
-                    assert!(diff < 1e-5 * k as f64, "{m}×{k} ({dtype:?}): {diff}");
-                    let asym = (&got - got.t()?)?.abs()?.flatten_all()?.max(0)?;
-                    assert_eq!(asym.to_dtype(DType::F64)?.to_scalar::<f64>()?, 0.0);
-                }
             }
         }
         Ok(())

@@ -1,109 +1,29 @@
-//! Input patches of a convolution (im2col), and the convolution's input-Jacobian
-//! transpose through their adjoint (col2im), or, where the output gradient is
-//! mostly zero, scattered from its nonzero entries ([`scatter`]).
+//! Input patches of a convolution on the CPU (im2col), and the convolution's
+//! input-Jacobian transpose through their adjoint (col2im), or, where the
+//! output gradient is mostly zero, scattered from its nonzero entries
+//! ([`scatter`]).
 
 use std::sync::OnceLock;
 
-use candle_core::{
-    CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor, WithDType,
-};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor, WithDType};
 use faer::linalg::matmul::matmul as gemm;
 use faer::{Accum, MatMut, MatRef, Par};
 use rayon::prelude::*;
 
-use crate::cpu::contiguous;
-use crate::linalg::Lane;
+use super::slices::{contiguous, zeroed};
+use super::Lane;
+use crate::kernels::Patches;
 
 mod scatter;
 
 use scatter::{ChannelsLast, Scatter};
 
-/// Padding, stride and dilation of a convolution, as `(height, width)` pairs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct ConvGeometry {
-    pub padding: (usize, usize),
-    pub stride: (usize, usize),
-    pub dilation: (usize, usize),
-}
-
-/// Where the patches of a convolution come from in its padded input.
-///
-/// The patches `[N, I·k_h·k_w, P]` of `x` `[N, I, H, W]` hold in column `p` the
-/// receptive field of output position `p = h·W_out + w`, flattened in the
-/// weight's `(I, k_h, k_w)` order, so that `y[n, :, p] = W_flat · patches[n, :, p]`.
-/// They are a gather from the padded input in `(I, k_h, k_w, P)` order (no
-/// transposed copy); [`Patches::transpose_product`] applies its adjoint, the
-/// scatter-add.
-#[derive(Debug)]
-pub(crate) struct Patches {
-    index: Tensor,
-    input: (usize, usize),
-    kernel: (usize, usize),
-    geo: ConvGeometry,
-    /// Output height and width.
-    pub output: (usize, usize),
+/// [`Patches::gather`] of an `x` without graph, plane by plane in parallel.
+pub(crate) fn im2col(patches: &Patches, x: &Tensor) -> Result<Tensor> {
+    x.contiguous()?.apply_op1_no_bwd(&Im2Col { patches })
 }
 
 impl Patches {
-    /// The patch positions of a `kernel` over `[·, ·, H, W]` inputs.
-    pub fn new(
-        input: (usize, usize),
-        kernel: (usize, usize),
-        geo: ConvGeometry,
-        x: &Tensor,
-    ) -> Result<Self> {
-        let ((h, w), (kh, kw)) = (input, kernel);
-        let (ph, pw) = geo.padding;
-        let (sh, sw) = geo.stride;
-        let (dh, dw) = geo.dilation;
-        let (hp, wp) = (h + 2 * ph, w + 2 * pw);
-        let (extent_h, extent_w) = (dh * (kh - 1) + 1, dw * (kw - 1) + 1);
-        if hp < extent_h || wp < extent_w {
-            candle_core::bail!(
-                "kernel {kernel:?} with dilation {:?} does not fit input {h}×{w}",
-                geo.dilation
-            );
-        }
-        let (h_out, w_out) = ((hp - extent_h) / sh + 1, (wp - extent_w) / sw + 1);
-        let mut index = Vec::with_capacity(kh * kw * h_out * w_out);
-        for a in 0..kh {
-            for b in 0..kw {
-                for oh in 0..h_out {
-                    for ow in 0..w_out {
-                        index.push(((oh * sh + a * dh) * wp + ow * sw + b * dw) as u32);
-                    }
-                }
-            }
-        }
-        let len = index.len();
-        Ok(Self {
-            index: Tensor::from_vec(index, len, x.device())?,
-            input,
-            kernel,
-            geo,
-            output: (h_out, w_out),
-        })
-    }
-
-    /// The patches `[N, I·k_h·k_w, P]` of `x` `[N, I, H, W]`: on the CPU in
-    /// f32 and f64 for an `x` without graph, vivit's parallel im2col; else
-    /// candle's gather (with its backward).
-    pub fn gather(&self, x: &Tensor) -> Result<Tensor> {
-        let (n, i, _, _) = x.dims4()?;
-        let p = self.output.0 * self.output.1;
-        let own =
-            x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64) && !x.track_op();
-        if own {
-            return x.contiguous()?.apply_op1_no_bwd(&Im2Col { patches: self });
-        }
-        let (ph, pw) = self.geo.padding;
-        x.pad_with_zeros(2, ph, ph)?
-            .pad_with_zeros(3, pw, pw)?
-            .flatten_from(2)?
-            .index_select(&self.index, 2)?
-            .reshape((n, i * self.index.dim(0)? / p, p))
-    }
-
     /// Visits the rows of the patches of one `[H, W]` input plane: for each
     /// kernel offset `(a, b)` (row `a·k_w + b` of the plane's `[k_h·k_w, P]`
     /// patches) and output row `oh` whose input row `y` lies inside the
@@ -165,7 +85,7 @@ impl Im2Col<'_> {
         let ((h, w), (kh, kw)) = (p.input, p.kernel);
         let (h_out, w_out) = p.output;
         let (block, sw) = (kh * kw * h_out * w_out, p.geo.stride.1);
-        let mut out = crate::cpu::zeroed::<T>(x.len() / (h * w).max(1) * block);
+        let mut out = zeroed::<T>(x.len() / (h * w).max(1) * block);
         out.par_chunks_mut(block)
             .zip(x.par_chunks(h * w))
             .for_each(|(cols, plane)| {
@@ -329,6 +249,7 @@ impl CustomOp2 for Col2Im<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::ConvGeometry;
     use candle_core::{DType, Device};
 
     fn max_diff(a: &Tensor, b: &Tensor) -> Result<f64> {

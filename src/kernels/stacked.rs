@@ -1,7 +1,7 @@
 //! The output signals of one tracked layer call for all columns of a factor,
 //! `[C_eff, N_g, …]`, filled column by column by the factor passes.
 //!
-//! On the CPU in f32 and f64 each pass copies its signal into its slot of one
+//! On the CPU kernels (f32 and f64) each pass copies its signal into its slot of one
 //! buffer as soon as the pass ends, on the pass's thread, the last signals
 //! still in cache: stacking the signals after all passes took fmnist_2c2d
 //! 14 ms per call (its first convolution's 29 MB alone 10 ms, on two
@@ -11,7 +11,8 @@
 
 use candle_core::{DType, Device, Result, Shape, Tensor, WithDType};
 
-use crate::cpu;
+use super::cpu::slices as cpu;
+use super::cpu_kernels;
 
 /// The signals of one layer call, `[columns, *signal]`.
 #[derive(Debug)]
@@ -26,7 +27,7 @@ pub(crate) struct Stacked {
 enum Values {
     F32(Vec<f32>),
     F64(Vec<f64>),
-    /// Off the CPU (and for other dtypes): the signals themselves, `None`
+    /// On the generic kernel path: the signals themselves, `None`
     /// where a pass did not reach the call (zeros).
     Tensors(Vec<Option<Tensor>>),
 }
@@ -36,16 +37,16 @@ enum Values {
 pub(crate) enum Slot<'a> {
     F32(&'a mut [f32]),
     F64(&'a mut [f64]),
-    Tensor(&'a mut Option<Tensor>),
+    Tensor(&'a mut Option<Tensor>, &'a Shape),
 }
 
 impl Stacked {
     /// Zeros for `columns` signals of shape `signal`, of `dtype` on `device`.
     pub fn new(columns: usize, signal: Shape, dtype: DType, device: &Device) -> Self {
         let len = columns * signal.elem_count();
-        let values = match (device, dtype) {
-            (Device::Cpu, DType::F32) if len > 0 => Values::F32(cpu::zeroed(len)),
-            (Device::Cpu, DType::F64) if len > 0 => Values::F64(cpu::zeroed(len)),
+        let values = match dtype {
+            DType::F32 if len > 0 && cpu_kernels(device, dtype) => Values::F32(cpu::zeroed(len)),
+            DType::F64 if len > 0 && cpu_kernels(device, dtype) => Values::F64(cpu::zeroed(len)),
             _ => Values::Tensors(vec![None; columns]),
         };
         Self {
@@ -58,11 +59,12 @@ impl Stacked {
 
     /// One slot per column, in column order.
     pub fn slots(&mut self) -> Vec<Slot<'_>> {
-        let len = self.signal.elem_count().max(1);
-        match &mut self.values {
+        let Self { signal, values, .. } = self;
+        let len = signal.elem_count().max(1);
+        match values {
             Values::F32(v) => v.chunks_mut(len).map(Slot::F32).collect(),
             Values::F64(v) => v.chunks_mut(len).map(Slot::F64).collect(),
-            Values::Tensors(t) => t.iter_mut().map(Slot::Tensor).collect(),
+            Values::Tensors(t) => t.iter_mut().map(|t| Slot::Tensor(t, signal)).collect(),
         }
     }
 
@@ -109,8 +111,15 @@ impl Slot<'_> {
         match self {
             Slot::F32(dst) => copy(dst, signal),
             Slot::F64(dst) => copy(dst, signal),
-            Slot::Tensor(dst) => {
-                *dst = Some(signal.clone());
+            Slot::Tensor(dst, shape) => {
+                if signal.elem_count() != shape.elem_count() {
+                    candle_core::bail!(
+                        "vivit stacked signals: a signal {:?} for a slot of {:?}",
+                        signal.dims(),
+                        shape.dims()
+                    );
+                }
+                *dst = Some(signal.reshape(shape)?);
                 Ok(())
             }
         }

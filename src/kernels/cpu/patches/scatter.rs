@@ -17,8 +17,8 @@
 
 use pulp::{Simd, WithSimd};
 
-use super::Patches;
-use crate::linalg::Lane;
+use super::super::Lane;
+use crate::kernels::Patches;
 
 /// Samples whose gradient's scatter takes at most this fraction of the dense
 /// product's vector work are scattered; others go through the product and

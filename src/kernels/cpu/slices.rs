@@ -1,6 +1,6 @@
 //! Reading the values of CPU tensors in place, for vivit's own CPU kernels.
 
-use candle_core::{Layout, Result, Storage, Tensor, WithDType};
+use candle_core::{Layout, Result, Storage, WithDType};
 
 /// All values of a CPU `storage` of dtype `T` (to be indexed with the
 /// tensor's layout); an error naming `op` for other devices and dtypes.
@@ -57,15 +57,6 @@ fn advise_huge_pages<T>(values: &[T]) {
         if end > first {
             libc::madvise(first as *mut libc::c_void, end - first, libc::MADV_HUGEPAGE);
         }
-    }
-}
-
-/// `sum + block`, or `block` where there is no sum yet: the running sums of
-/// Gram blocks over layers, parameters and slices.
-pub(crate) fn add(sum: Option<Tensor>, block: Tensor) -> Result<Tensor> {
-    match sum {
-        Some(sum) => sum + block,
-        None => Ok(block),
     }
 }
 

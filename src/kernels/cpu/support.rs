@@ -20,8 +20,8 @@ use faer::{Accum, MatMut, MatRef, Par};
 use pulp::Simd;
 use rayon::prelude::*;
 
-use crate::cpu;
-use crate::linalg::{Gathered, Lane};
+use super::slices as cpu;
+use super::{Gathered, Lane};
 
 /// A sample whose support holds more than this fraction of its `len·T`
 /// signal entries is multiplied densely. Per multiply-add on the support this
@@ -59,8 +59,8 @@ pub(crate) enum RowOrder {
 /// Output channels `start..start + len` of `V_W`, `[C·N, len·I]` in `order`,
 /// for inputs `a` `[N, I, T]` and signals `b` `[C, N, O, T]`:
 /// `V_W[c,n][o, :] = Σ_{t ∈ P(n,o)} B[c,n,o,t] A[n,:,t]`, sample by sample in
-/// parallel. `None` where this does not apply: off the CPU, other dtypes
-/// than f32 and f64, `T = 1`, `I <` [`MIN_INPUTS`], `C <` [`MIN_COLUMNS`],
+/// parallel, for CPU f32 or f64 tensors. `None` where this does not apply:
+/// `T = 1`, `I <` [`MIN_INPUTS`], `C <` [`MIN_COLUMNS`],
 /// or signals without zeros to skip (more than [`DENSE_FRACTION`] of them
 /// nonzero in every sample).
 pub(crate) fn weight_factor(
@@ -80,11 +80,7 @@ pub(crate) fn weight_factor(
         start,
         len,
     };
-    let applies = matches!(b.device(), Device::Cpu)
-        && a.dtype() == b.dtype()
-        && t > 1
-        && d.i >= MIN_INPUTS
-        && c >= MIN_COLUMNS;
+    let applies = a.dtype() == b.dtype() && t > 1 && d.i >= MIN_INPUTS && c >= MIN_COLUMNS;
     if !applies {
         return Ok(None);
     }

@@ -21,12 +21,12 @@
 use std::sync::{Arc, Mutex};
 
 use candle_core::{
-    CpuStorage, CustomOp2, CustomOp3, DType, Device, Layout, Result, Shape, Tensor, WithDType,
+    CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor, WithDType,
 };
 
-use super::patches::{ConvGeometry, Patches};
-use crate::cpu::{contiguous, values};
-use crate::linalg::{matmul, matmul_values};
+use super::gemm::matmul_values;
+use super::slices::{contiguous, values};
+use crate::kernels::{matmul, PatchConv, Patches};
 use crate::tape::FactorPasses;
 
 /// How the layer's output depends on its input.
@@ -191,16 +191,6 @@ impl Layer {
     }
 }
 
-/// The factor passes of the recording scope and the call's index in the tape,
-/// if the custom op runs here (the CPU, f32 or f64); elsewhere tracked layers
-/// run candle's ops, whose backward gives the same signals at a probe (with
-/// the parameter gradients computed in every factor pass).
-fn factor_passes(x: &Tensor) -> Option<(FactorPasses, usize)> {
-    let supported =
-        matches!(x.device(), Device::Cpu) && matches!(x.dtype(), DType::F32 | DType::F64);
-    supported.then(crate::record::factor_passes).flatten()
-}
-
 /// `layer(x, weight[, bias])` as one op.
 fn apply(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, layer: Layer) -> Result<Tensor> {
     match bias {
@@ -209,20 +199,18 @@ fn apply(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, layer: Layer) -> Re
     }
 }
 
-/// The recorded forward of a linear layer: faer's `x Wᵀ + b` (or
-/// `forward(x, W, b)` where faer does not multiply) gives the output values,
-/// the result carries the backward of `x Wᵀ + b`, and the
-/// call's index in the tape if its op hands output gradients to the factor
-/// passes (`None`: candle's ops ran).
-pub(crate) fn linear(
+/// The recorded forward of a linear layer on the CPU kernels: faer's
+/// `x Wᵀ + b` (or `forward(x, W, b)` where faer does not multiply) gives the
+/// output values; the result carries the backward of `x Wᵀ + b` and hands
+/// its output gradient to the factor `passes` as call `index`.
+pub(crate) fn recorded_linear(
     x: &Tensor,
     weight: &Tensor,
     bias: Option<&Tensor>,
     forward: impl Fn(&Tensor, &Tensor, Option<&Tensor>) -> Result<Tensor>,
-) -> Result<(Tensor, Option<usize>)> {
-    let Some((passes, index)) = factor_passes(x) else {
-        return Ok((forward(x, weight, bias)?, None));
-    };
+    passes: FactorPasses,
+    index: usize,
+) -> Result<Tensor> {
     let b = bias.map(Tensor::detach);
     // x Wᵀ + b by faer (candle's values up to round-off, as for convolutions)
     let (xd, wd) = (x.detach(), weight.detach());
@@ -237,7 +225,7 @@ pub(crate) fn linear(
         passes,
         index,
     };
-    Ok((apply(x, weight, bias, layer)?, Some(index)))
+    apply(x, weight, bias, layer)
 }
 
 /// A copy of the values of `t` as a CPU storage (f32 or f64) and its shape.
@@ -293,65 +281,37 @@ fn with_bias(
     Ok((y, shape))
 }
 
-/// `y + b` with `b` `[O]` along axis 1 of `y` `[N, O, …]`.
-fn add_channel_bias(y: Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
-    let Some(b) = bias else {
-        return Ok(y);
-    };
-    let mut shape = vec![1; y.rank()];
-    shape[1] = b.elem_count();
-    y.broadcast_add(&b.reshape(shape)?)
-}
-
-/// The recorded forward of a convolution (`weight` `[O, I, k…]`, `bias` `[O]`)
-/// on `x` `[N, I, H, W]` or `[N, I, L]`: the output `[N, O, …]` computed from
-/// the patches, the patches `[N, I·k_h·k_w, P]` (values), and the call's index
-/// as for [`linear`].
-pub(crate) fn conv(
+/// The recorded forward of the convolution `conv` (`weight` `[O, I, k…]`,
+/// `bias` `[O]`) on `x` as for [`recorded_linear`]: the output `[N, O, …]`
+/// and the patches `[N, I·k_h·k_w, P]` (values).
+pub(crate) fn recorded_conv(
+    conv: PatchConv,
     x: &Tensor,
     weight: &Tensor,
     bias: Option<&Tensor>,
-    geo: ConvGeometry,
-) -> Result<(Tensor, Tensor, Option<usize>)> {
-    let one_d = weight.rank() == 3;
-    let as_2d = |t: &Tensor| if one_d { t.unsqueeze(2) } else { Ok(t.clone()) };
-    let (x4, w4) = (as_2d(x)?, as_2d(weight)?);
-    let (n, i, h, w) = x4.dims4()?;
-    let (o, _, kh, kw) = w4.dims4()?;
-    let patches = Patches::new((h, w), (kh, kw), geo, x)?;
-    let (h_out, w_out) = patches.output;
-    let shape = Shape::from(if one_d {
-        vec![n, o, w_out]
-    } else {
-        vec![n, o, h_out, w_out]
-    });
-    // y[n, :, p] = W_flat · patches[n, :, p] + b
-    let product = |x4: &Tensor, w4: &Tensor, b: Option<&Tensor>| -> Result<(Tensor, Tensor)> {
-        let a = patches.gather(x4)?;
-        let y = matmul(&w4.reshape((1, o, i * kh * kw))?, &a)?.reshape(&shape)?;
-        Ok((add_channel_bias(y, b)?, a))
-    };
-    let Some((passes, index)) = factor_passes(x) else {
-        // candle's backward through the gather: correct, if slower
-        let (y, a) = product(&x4, &w4, bias)?;
-        return Ok((y, a.detach(), None));
-    };
+    passes: FactorPasses,
+    index: usize,
+) -> Result<(Tensor, Tensor)> {
     let b = bias.map(Tensor::detach);
-    let (x4, w4) = (x4.detach(), w4.detach());
-    let a = patches.gather(&x4)?;
-    let value = match matmul_values(&w4.reshape((1, o, i * kh * kw))?, &a)? {
-        Some(product) => (with_bias(product, b.as_ref(), h_out * w_out)?.0, shape),
-        None => storage(&product(&x4, &w4, b.as_ref())?.0)?,
+    let (x4, w4) = (conv.as_2d(&x.detach())?, conv.as_2d(&weight.detach())?);
+    let a = conv.patches.gather(&x4)?;
+    let (h_out, w_out) = conv.patches.output;
+    let value = match matmul_values(&w4.reshape((1, conv.rows, conv.cols))?, &a)? {
+        Some(product) => (
+            with_bias(product, b.as_ref(), h_out * w_out)?.0,
+            conv.shape.clone(),
+        ),
+        None => storage(&conv.product(&x4, &w4, b.as_ref())?.0)?,
     };
     let layer = Layer {
         value: Mutex::new(Some(value)),
         inputs: a.clone(),
         kind: Kind::Conv {
-            patches: Arc::new(patches),
-            one_d,
+            patches: Arc::new(conv.patches),
+            one_d: conv.one_d,
         },
         passes,
         index,
     };
-    Ok((apply(x, weight, bias, layer)?, a, Some(index)))
+    Ok((apply(x, weight, bias, layer)?, a))
 }
