@@ -2,6 +2,7 @@
 //! one (faer) and a partial one for the few largest eigenpairs ([`lanczos`]).
 
 mod dense;
+mod host;
 mod lanczos;
 mod shifted;
 
@@ -12,7 +13,6 @@ use std::fmt;
 use candle_core::{DType, Device, Tensor, WithDType};
 use faer::traits::RealField;
 use faer::{Mat, MatRef, Par};
-use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 
@@ -150,7 +150,8 @@ pub(crate) fn eigvalsh(a: &Tensor, zeros: usize) -> Result<Tensor> {
     };
     evals.extend(std::iter::repeat_n(0.0, zeros));
     evals.sort_by(f64::total_cmp);
-    Ok(Tensor::new(evals.as_slice(), a.device())?.to_dtype(a.dtype())?)
+    let len = evals.len();
+    host::to_device(evals, len, a.dtype(), a.device())
 }
 
 /// Eigenvalues (ascending) and eigenvectors of the symmetric `a` `[n, n]`.
@@ -158,16 +159,21 @@ pub(crate) fn eigvalsh(a: &Tensor, zeros: usize) -> Result<Tensor> {
 /// # Errors
 /// As [`eigvalsh`].
 pub(crate) fn eigh(a: &Tensor) -> Result<SymEig> {
-    let (evals, evecs) = match a.dtype() {
-        DType::F32 => solve::<f32>(a, true)?,
-        DType::F64 => solve::<f64>(a, true)?,
-        other => return Err(Error::UnsupportedDType(other)),
+    match a.dtype() {
+        DType::F32 => eigh_of::<f32>(a),
+        DType::F64 => eigh_of::<f64>(a),
+        other => Err(Error::UnsupportedDType(other)),
+    }
+}
+
+fn eigh_of<T: RealField + WithDType>(a: &Tensor) -> Result<SymEig> {
+    let n = a.dim(0)?;
+    let (evals, Some(evecs)) = solve::<T>(a, true)? else {
+        return Err(Error::EigenSolver { size: n });
     };
     Ok(SymEig {
         evals,
-        evecs: evecs
-            .expect("asked for eigenvectors")
-            .to_device(a.device())?,
+        evecs: host::to_device(evecs, (n, n), a.dtype(), a.device())?,
         images: None,
     })
 }
@@ -216,31 +222,26 @@ pub(crate) fn eigh_top(
         DType::F64 => f64::EPSILON,
         other => return Err(Error::UnsupportedDType(other)),
     };
+    // the block Z [n, b] travels as its rows Zᵀ [b, n], and so does Z G̃
     let as_rows = |z: MatRef<'_, f64>| -> Result<Tensor> {
         let rows: Vec<f64> = (0..z.ncols())
             .flat_map(|j| z.col(j).iter().copied())
             .collect();
-        Ok(Tensor::from_vec(rows, (z.ncols(), n), &Device::Cpu)?)
+        host::to_device(rows, (z.ncols(), n), DType::F64, device)
     };
     let as_columns = |t: &Tensor| -> Result<Mat<f64>> {
-        let b = t.dim(0)?;
-        let values = t.to_device(&Device::Cpu)?.flatten_all()?.to_vec1::<f64>()?;
-        if let Some(&bad) = values.iter().find(|v| !v.is_finite()) {
-            return Err(Error::NonFinite {
-                what: "the Gram matrix",
-                value: bad,
-            });
-        }
-        Ok(Mat::from_fn(n, b, |i, j| values[j * n + i]))
+        let values = host::to_host::<f64>(t, "the Gram matrix")?;
+        Ok(Mat::from_fn(n, t.dim(0)?, |i, j| values[j * n + i]))
     };
     let solved = lanczos::top_eigenpairs(n, k, tolerance(eps, n), |z| {
-        as_columns(&product(&as_rows(z)?.to_device(device)?)?)
+        as_columns(&product(&as_rows(z)?)?)
     })?;
     Ok(match solved {
         Ok(top) => {
             let columns = |m: &Mat<f64>| -> Result<Tensor> {
-                let rows = as_rows(m.as_ref())?.to_dtype(dtype)?;
-                Ok(rows.t()?.contiguous()?.to_device(device)?)
+                let cols = m.ncols();
+                let values = (0..n * cols).map(|x| m[(x / cols, x % cols)]).collect();
+                host::to_device::<f64>(values, (n, cols), dtype, device)
             };
             Partial::Converged(
                 SymEig {
@@ -262,30 +263,17 @@ fn tolerance(eps: f64, n: usize) -> f64 {
     eps.max(16.0 * (n as f64).sqrt() * f64::EPSILON)
 }
 
-fn finite_entries<T: WithDType>(a: &Tensor) -> Result<Vec<T>> {
-    let data = a.flatten_all()?.to_vec1::<T>()?;
-    if let Some(bad) = data
-        .par_iter()
-        .map(|v| v.to_f64())
-        .find_first(|v| !v.is_finite())
-    {
-        return Err(Error::NonFinite {
-            what: "the Gram matrix",
-            value: bad,
-        });
-    }
-    Ok(data)
-}
-
+/// The eigenvalues of `a` `[n, n]` (ascending) and, if `vectors`, its
+/// eigenvectors as the columns of a row-major `[n, n]`, on the host in `T`.
 fn solve<T: RealField + WithDType>(
     a: &Tensor,
     vectors: bool,
-) -> Result<(Vec<f64>, Option<Tensor>)> {
+) -> Result<(Vec<f64>, Option<Vec<T>>)> {
     let n = a.dim(0)?;
     // A/s has its largest entry in [1/2, 1): dividing by a power of two is
     // exact and keeps tiny (subnormal) entries out of the solver, which does
     // not converge on them; the eigenvalues are s·λ(A/s)
-    let data = finite_entries::<T>(a)?;
+    let data = host::to_host::<T>(a, "the Gram matrix")?;
     let largest = data.iter().fold(0f64, |m, v| m.max(v.to_f64().abs()));
     let s = if largest > 0.0 {
         2f64.powi(largest.log2().floor() as i32 + 1)
@@ -307,7 +295,7 @@ fn solve<T: RealField + WithDType>(
         return Ok((evals, None));
     };
     let flat: Vec<T> = (0..n * n).map(|k| u[(k / n, k % n)]).collect();
-    Ok((evals, Some(Tensor::from_vec(flat, (n, n), &Device::Cpu)?)))
+    Ok((evals, Some(flat)))
 }
 
 #[cfg(test)]

@@ -1,9 +1,10 @@
 //! Solves with the damped Gram matrix `G̃ + δI`, by Cholesky on the host in f64.
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::Tensor;
 use faer::Mat;
 
 use super::dense::{cholesky_in_place, cholesky_solve_in_place};
+use super::host::{to_device, to_host};
 
 use crate::error::{Error, Result};
 
@@ -32,7 +33,7 @@ impl ShiftedCholesky {
     /// rounding level of `G̃`).
     pub fn new(gram: &Tensor, delta: f64) -> Result<Self> {
         let n = gram.dim(0)?;
-        let g = host(gram, "the Gram matrix")?;
+        let g = to_host::<f64>(gram, "the Gram matrix")?;
         let mut factor = Mat::from_fn(n, n, |i, j| g[i * n + j] + if i == j { delta } else { 0.0 });
         cholesky_in_place(factor.as_mut()).map_err(|_| Error::Cholesky { size: n, delta })?;
         Ok(Self { factor, delta })
@@ -49,32 +50,18 @@ impl ShiftedCholesky {
     /// [`Error::NonFinite`] if `rhs` holds NaN or ±∞.
     pub fn solve(&self, rhs: &Tensor) -> Result<Tensor> {
         let n = self.factor.nrows();
-        let r = host(rhs, "the Gram-space gradient Vᵀḡ")?;
+        let r = to_host::<f64>(rhs, "the Gram-space gradient Vᵀḡ")?;
         let mut c = Mat::from_fn(n, 1, |i, _| r[i]);
         cholesky_solve_in_place(self.factor.as_ref(), c.as_mut());
         let c: Vec<f64> = (0..n).map(|i| c[(i, 0)]).collect();
-        Ok(Tensor::from_vec(c, n, &Device::Cpu)?
-            .to_dtype(rhs.dtype())?
-            .to_device(rhs.device())?)
-    }
-}
-
-/// `t`'s values in f64 on the host, refused if one is NaN or ±∞.
-fn host(t: &Tensor, what: &'static str) -> Result<Vec<f64>> {
-    let values = t
-        .to_device(&Device::Cpu)?
-        .to_dtype(DType::F64)?
-        .flatten_all()?
-        .to_vec1::<f64>()?;
-    match values.iter().find(|v| !v.is_finite()) {
-        Some(&value) => Err(Error::NonFinite { what, value }),
-        None => Ok(values),
+        to_device(c, n, rhs.dtype(), rhs.device())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use candle_core::{DType, Device};
 
     /// `(G̃ + δI) c = r` holds to rounding for a rank-deficient `G̃ = AᵀA`.
     #[test]
