@@ -17,10 +17,39 @@ pub use linear::{linear, linear_b, linear_no_bias, Linear};
 pub use pool::{max_pool2d, max_pool2d_padded};
 
 use candle_core::{Result, Tensor, Var};
+use candle_nn::VarMap;
 
 use crate::kernels::{self, ConvGeometry};
 use crate::record;
 use crate::tape::{LayerKind, LayerRecord, Signal};
+
+/// The variables of `varmap` with their names, sorted by name
+/// ([`VarMap::all_vars`] has no stable order, so parameter groups and
+/// optimizers built from it would differ from run to run).
+///
+/// ```
+/// use candle_core::{DType, Device};
+/// use candle_nn::{VarBuilder, VarMap};
+///
+/// # fn main() -> candle_core::Result<()> {
+/// let varmap = VarMap::new();
+/// let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+/// let _fc2 = vivit::nn::linear(3, 2, vb.pp("fc2"))?;
+/// let _fc1 = vivit::nn::linear(4, 3, vb.pp("fc1"))?;
+/// let names: Vec<String> = vivit::nn::vars_by_name(&varmap).into_iter().map(|(n, _)| n).collect();
+/// assert_eq!(names, ["fc1.bias", "fc1.weight", "fc2.bias", "fc2.weight"]);
+/// # Ok(())
+/// # }
+/// ```
+pub fn vars_by_name(varmap: &VarMap) -> Vec<(String, Var)> {
+    let data = varmap
+        .data()
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut named: Vec<(String, Var)> = data.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    named
+}
 
 /// Forward of a tracked layer with parameters `weight` and `bias`.
 ///

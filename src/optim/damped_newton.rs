@@ -102,15 +102,9 @@ impl DampedNewton {
     /// An optimizer over the float variables of `varmap`, ordered by name
     /// (`VarMap::all_vars` has no stable order).
     pub fn from_varmap(varmap: &VarMap, config: DampedNewtonConfig) -> Self {
-        let data = varmap
-            .data()
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut named: Vec<(&String, &Var)> = data.iter().collect();
-        named.sort_by(|a, b| a.0.cmp(b.0));
-        let vars = named
+        let vars = crate::nn::vars_by_name(varmap)
             .into_iter()
-            .map(|(_, v)| v.clone())
+            .map(|(_, v)| v)
             .filter(|v| v.dtype().is_float())
             .collect();
         Self::build(vars, None, config)
