@@ -204,14 +204,7 @@ impl Problem {
 /// Overwrites candle's (unseeded) initialisation in name order: weights
 /// `N(0, INIT_SCALE²)`, biases `INIT_SCALE`.
 fn seed_weights(varmap: &VarMap, rng: &mut StdRng) -> vivit::Result<()> {
-    let data = varmap
-        .data()
-        .lock()
-        .expect("the var map lock is not poisoned");
-    let mut names: Vec<&String> = data.keys().collect();
-    names.sort();
-    for name in names {
-        let var = &data[name];
+    for (name, var) in vnn::vars_by_name(varmap) {
         let value = if name.ends_with(".bias") {
             Tensor::full(INIT_SCALE, var.shape(), &Device::Cpu)?
         } else {

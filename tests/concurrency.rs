@@ -7,10 +7,11 @@ mod common;
 use std::thread;
 
 use anyhow::Result;
-use candle_core::{DType, Device, Module, Tensor, Var};
+use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::optim::Optimizer;
 use candle_nn::{VarBuilder, VarMap};
 use common::brute_force::input;
+use common::mlp::Mlp;
 use vivit::{
     nn as vnn, Criterion, DampedNewton, DampedNewtonConfig, Damping,
     DirectionalDampedNewtonComputation, DirectionalDerivativesComputation, EighComputation,
@@ -44,12 +45,9 @@ enum Run {
 /// `DampedNewton` steps; the bits of every loss and final parameter.
 fn train(run: Run, seed: u64) -> Result<Vec<u32>> {
     let dev = Device::Cpu;
-    let varmap = VarMap::new();
-    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &dev);
-    let fc1 = vnn::linear(6, 8, vb.pp("fc1"))?;
-    let fc2 = vnn::linear(8, 3, vb.pp("fc2"))?;
-    let mut opt = DampedNewton::from_varmap(&varmap, config(run));
-    let vars: Vec<Var> = sorted(&varmap);
+    let mlp = Mlp::new(6, 8, 3, DType::F32)?;
+    let mut opt = DampedNewton::from_varmap(&mlp.varmap, config(run));
+    let vars = mlp.vars();
     for (k, var) in vars.iter().enumerate() {
         var.set(&input(var.dims(), seed * 10 + k as u64)?.to_dtype(DType::F32)?)?;
     }
@@ -58,9 +56,7 @@ fn train(run: Run, seed: u64) -> Result<Vec<u32>> {
     let y = Tensor::new(y.as_slice(), &dev)?;
     let mut bits = Vec::new();
     for _ in 0..30 {
-        let loss = vivit::record(|| {
-            vivit::loss::cross_entropy(&fc2.forward(&fc1.forward(&x)?.tanh()?)?, &y)
-        })?;
+        let loss = vivit::record(|| vivit::loss::cross_entropy(&mlp.tanh(&x)?, &y))?;
         bits.push(loss.to_scalar::<f32>()?.to_bits());
         opt.backward_step(&loss)?;
     }
@@ -80,13 +76,6 @@ fn config(run: Run) -> DampedNewtonConfig {
         Run::Exact => DampedNewtonConfig::default(),
         Run::MonteCarlo => DampedNewtonConfig::default().mc_samples(2).seed(3),
     }
-}
-
-fn sorted(varmap: &VarMap) -> Vec<Var> {
-    let data = varmap.data().lock().expect("varmap lock");
-    let mut named: Vec<_> = data.iter().collect();
-    named.sort_by(|a, b| a.0.cmp(b.0));
-    named.into_iter().map(|(_, v)| v.clone()).collect()
 }
 
 #[test]

@@ -1,26 +1,24 @@
 //! Every refused input gets its typed error, naming the offending value.
 
+mod common;
+
 use anyhow::Result;
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{Conv2dConfig, VarBuilder, VarMap};
+use common::mlp::Mlp;
 use vivit::{nn as vnn, Criterion, EighComputation, EigvalshComputation, Error, ParamGroup};
 
+/// A 4-5-3 ReLU MLP (f32) with its inputs and classes.
 struct Net {
-    varmap: VarMap,
-    fc1: vnn::Linear,
-    fc2: vnn::Linear,
+    mlp: Mlp,
     x: Tensor,
     y: Tensor,
 }
 
 fn net() -> Result<Net> {
     let dev = Device::Cpu;
-    let varmap = VarMap::new();
-    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &dev);
     Ok(Net {
-        fc1: vnn::linear(4, 5, vb.pp("fc1"))?,
-        fc2: vnn::linear(5, 3, vb.pp("fc2"))?,
-        varmap,
+        mlp: Mlp::new(4, 5, 3, DType::F32)?,
         x: Tensor::randn(0f32, 1., (6, 4), &dev)?,
         y: Tensor::new(&[0u32, 1, 2, 2, 1, 0], &dev)?,
     })
@@ -28,7 +26,7 @@ fn net() -> Result<Net> {
 
 impl Net {
     fn logits(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        self.fc2.forward(&self.fc1.forward(x)?.relu()?)
+        self.mlp.relu(x)
     }
 
     fn record(&self) -> Result<vivit::Recorded> {
@@ -38,7 +36,7 @@ impl Net {
     }
 
     fn var(&self, name: &str) -> candle_core::Var {
-        self.varmap.data().lock().expect("lock")[name].clone()
+        self.mlp.varmap.data().lock().expect("lock")[name].clone()
     }
 
     fn one_group(&self) -> Vec<ParamGroup> {

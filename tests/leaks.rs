@@ -6,14 +6,16 @@
 //! keeps the op in every graph node that used it, so the `Arc`'s strong count
 //! tells whether the graph (shared by the recorded loss and its tape) is alive.
 
+mod common;
+
 use std::sync::Arc;
 
 use anyhow::Result;
 use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Module, Shape, Tensor};
 use candle_nn::optim::Optimizer;
-use candle_nn::{VarBuilder, VarMap};
+use common::mlp::Mlp;
 use vivit::{
-    nn as vnn, Criterion, DampedNewton, DampedNewtonConfig, DirectionalDampedNewtonComputation,
+    Criterion, DampedNewton, DampedNewtonConfig, DirectionalDampedNewtonComputation,
     EighComputation, EigvalshComputation, ParamGroup,
 };
 
@@ -52,10 +54,9 @@ impl CustomOp1 for Sentinel {
     }
 }
 
+/// A 4-6-3 tanh MLP (f32) whose hidden layer goes through the sentinel.
 struct Net {
-    varmap: VarMap,
-    fc1: vnn::Linear,
-    fc2: vnn::Linear,
+    mlp: Mlp,
     x: Tensor,
     y: Tensor,
     token: Arc<()>,
@@ -64,12 +65,8 @@ struct Net {
 impl Net {
     fn new() -> Result<Self> {
         let dev = Device::Cpu;
-        let varmap = VarMap::new();
-        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &dev);
         Ok(Self {
-            fc1: vnn::linear(4, 6, vb.pp("fc1"))?,
-            fc2: vnn::linear(6, 3, vb.pp("fc2"))?,
-            varmap,
+            mlp: Mlp::new(4, 6, 3, DType::F32)?,
             x: Tensor::randn(0f32, 1., (8, 4), &dev)?,
             y: Tensor::new(&[0u32, 1, 2, 0, 1, 2, 0, 1], &dev)?,
             token: Arc::new(()),
@@ -78,10 +75,10 @@ impl Net {
 
     fn record(&self) -> Result<vivit::Recorded> {
         Ok(vivit::record(|| {
-            let h = self.fc1.forward(&self.x)?.apply_op1(Sentinel {
+            let h = self.mlp.fc1.forward(&self.x)?.apply_op1(Sentinel {
                 _token: self.token.clone(),
             })?;
-            vivit::loss::cross_entropy(&self.fc2.forward(&h.tanh()?)?, &self.y)
+            vivit::loss::cross_entropy(&self.mlp.fc2.forward(&h.tanh()?)?, &self.y)
         })?)
     }
 
@@ -91,7 +88,7 @@ impl Net {
     }
 
     fn groups(&self) -> Vec<ParamGroup> {
-        vec![ParamGroup::new(self.varmap.all_vars()).criterion(Criterion::top_k_above(3, 1e-6))]
+        vec![ParamGroup::new(self.mlp.varmap.all_vars()).criterion(Criterion::top_k_above(3, 1e-6))]
     }
 }
 
@@ -127,7 +124,7 @@ fn results_outlive_the_tape() -> Result<()> {
 #[test]
 fn optimizer_steps_keep_no_tape() -> Result<()> {
     let net = Net::new()?;
-    let mut opt = DampedNewton::new(net.varmap.all_vars(), DampedNewtonConfig::default())?;
+    let mut opt = DampedNewton::new(net.mlp.varmap.all_vars(), DampedNewtonConfig::default())?;
     for _ in 0..3 {
         let loss = net.record()?;
         opt.backward_step(&loss)?;

@@ -17,17 +17,18 @@
 #[allow(dead_code)]
 #[path = "../examples/common/batches.rs"]
 mod batches;
+mod common;
 #[allow(dead_code)]
 #[path = "../examples/common/data.rs"]
 mod data;
 
 use anyhow::{Context, Result};
 use batches::Batches;
-use candle_core::{DType, Device, Module};
+use candle_core::{DType, Device};
 use candle_nn::optim::Optimizer;
-use candle_nn::{VarBuilder, VarMap};
+use common::mlp::Mlp;
 use data::Digits;
-use vivit::{nn as vnn, DampedNewton, DampedNewtonConfig};
+use vivit::{DampedNewton, DampedNewtonConfig};
 
 const WIDTHS: [usize; 3] = [64, 32, 10];
 const BATCH: usize = 16;
@@ -56,11 +57,8 @@ fn resident_memory_stays_flat() -> Result<()> {
     let warm_up = steps / 10;
     let dev = Device::Cpu;
     let digits = Digits::load(&dev)?;
-    let varmap = VarMap::new();
-    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &dev);
-    let fc1 = vnn::linear(WIDTHS[0], WIDTHS[1], vb.pp("fc1"))?;
-    let fc2 = vnn::linear(WIDTHS[1], WIDTHS[2], vb.pp("fc2"))?;
-    let mut opt = DampedNewton::from_varmap(&varmap, DampedNewtonConfig::default());
+    let mlp = Mlp::new(WIDTHS[0], WIDTHS[1], WIDTHS[2], DType::F32)?;
+    let mut opt = DampedNewton::from_varmap(&mlp.varmap, DampedNewtonConfig::default());
     let mut batches = Batches::new(&digits.train, BATCH, 0)?;
 
     let start = resident()?;
@@ -72,10 +70,8 @@ fn resident_memory_stays_flat() -> Result<()> {
             after_warm_up = resident()?;
         }
         let batch = batches.next_batch()?;
-        let loss = vivit::record(|| {
-            let logits = fc2.forward(&fc1.forward(&batch.images)?.relu()?)?;
-            vivit::loss::cross_entropy(&logits, &batch.labels)
-        })?;
+        let loss =
+            vivit::record(|| vivit::loss::cross_entropy(&mlp.relu(&batch.images)?, &batch.labels))?;
         last_loss = loss.to_scalar::<f32>()?;
         first_loss.get_or_insert(last_loss);
         opt.backward_step(&loss)?;

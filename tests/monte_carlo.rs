@@ -3,44 +3,34 @@
 mod common;
 
 use anyhow::Result;
-use candle_core::{DType, Device, Module, Tensor};
-use candle_nn::{VarBuilder, VarMap};
+use candle_core::{DType, Device, Tensor};
+use common::mlp::Mlp;
 use common::to_f64;
-use vivit::{nn as vnn, Criterion, EighComputation, EigvalshComputation, ParamGroup};
+use vivit::{Criterion, EighComputation, EigvalshComputation, ParamGroup};
 
+/// A 3-3-4 tanh MLP (f64) and its inputs.
 struct Net {
-    varmap: VarMap,
-    fc1: vnn::Linear,
-    fc2: vnn::Linear,
+    mlp: Mlp,
     x: Tensor,
 }
 
 fn net() -> Result<Net> {
-    let dev = Device::Cpu;
-    let varmap = VarMap::new();
-    let vb = VarBuilder::from_varmap(&varmap, DType::F64, &dev);
-    let fc1 = vnn::linear(3, 3, vb.pp("fc1"))?;
-    let fc2 = vnn::linear(3, 4, vb.pp("fc2"))?;
-    let x = Tensor::randn(0f64, 1., (3, 3), &dev)?;
-    Ok(Net {
-        varmap,
-        fc1,
-        fc2,
-        x,
-    })
+    let mlp = Mlp::new(3, 3, 4, DType::F64)?;
+    let x = Tensor::randn(0f64, 1., (3, 3), &Device::Cpu)?;
+    Ok(Net { mlp, x })
 }
 
 fn record_mse(net: &Net) -> Result<vivit::Recorded> {
     let y = Tensor::zeros((3, 4), DType::F64, &Device::Cpu)?;
     Ok(vivit::record(|| {
-        vivit::loss::mse(&net.fc2.forward(&net.fc1.forward(&net.x)?.tanh()?)?, &y)
+        vivit::loss::mse(&net.mlp.tanh(&net.x)?, &y)
     })?)
 }
 
 fn record_ce(net: &Net) -> Result<vivit::Recorded> {
     let y = Tensor::new(&[0u32, 3, 1], &Device::Cpu)?;
     Ok(vivit::record(|| {
-        vivit::loss::cross_entropy(&net.fc2.forward(&net.fc1.forward(&net.x)?.tanh()?)?, &y)
+        vivit::loss::cross_entropy(&net.mlp.tanh(&net.x)?, &y)
     })?)
 }
 
@@ -55,7 +45,7 @@ fn record_ce(net: &Net) -> Result<vivit::Recorded> {
 fn mc_eigenvalues_converge_within_the_sample_count_bound() -> Result<()> {
     let net = net()?;
     let loss = record_mse(&net)?;
-    let groups = [ParamGroup::new(net.varmap.all_vars())];
+    let groups = [ParamGroup::new(net.mlp.varmap.all_vars())];
     let d: usize = groups[0].params().iter().map(|p| p.elem_count()).sum();
     let mut exact = EigvalshComputation::new();
     exact.compute(&loss, &groups)?;
@@ -91,7 +81,7 @@ fn mc_eigenvalues_converge_within_the_sample_count_bound() -> Result<()> {
 fn same_seed_same_result_other_seed_other_result() -> Result<()> {
     let net = net()?;
     let loss = record_ce(&net)?;
-    let groups = [ParamGroup::new(net.varmap.all_vars()).criterion(Criterion::top_k(2))];
+    let groups = [ParamGroup::new(net.mlp.varmap.all_vars()).criterion(Criterion::top_k(2))];
     let run = |seed: u64| -> Result<(Vec<f64>, Vec<f64>)> {
         let mut eigvalsh = EigvalshComputation::new().mc_samples(2).seed(seed);
         let mut eigh = EighComputation::new()

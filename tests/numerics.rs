@@ -11,6 +11,7 @@ use candle_core::{DType, Device, Module, Tensor, Var};
 use candle_nn::optim::Optimizer;
 use candle_nn::{VarBuilder, VarMap};
 use common::brute_force::input;
+use common::mlp::Mlp;
 use common::to_f64;
 use vivit::{
     nn as vnn, Criterion, DampedNewton, DampedNewtonConfig, DirectionalDampedNewtonComputation,
@@ -27,17 +28,22 @@ fn linear(
 ) -> Result<(vnn::Linear, Vec<Var>)> {
     let vb = VarBuilder::from_varmap(varmap, dtype, &Device::Cpu);
     let layer = vnn::linear_b(i, o, bias, vb.pp(name))?;
-    let data = varmap.data().lock().expect("varmap lock");
-    let mut vars: Vec<(String, Var)> = data
-        .iter()
-        .filter(|(n, _)| n.starts_with(&format!("{name}.")))
-        .map(|(n, v)| (n.clone(), v.clone()))
+    Ok((layer, set_layer(varmap, name, dtype, scale)?))
+}
+
+/// Sets the variables of layer `name` (by name) from seeds 40, 41, …, scaled
+/// by `scale`; returns them.
+fn set_layer(varmap: &VarMap, name: &str, dtype: DType, scale: f64) -> Result<Vec<Var>> {
+    let prefix = format!("{name}.");
+    let vars: Vec<Var> = vnn::vars_by_name(varmap)
+        .into_iter()
+        .filter(|(n, _)| n.starts_with(&prefix))
+        .map(|(_, v)| v)
         .collect();
-    vars.sort_by(|a, b| a.0.cmp(&b.0));
-    for (k, (_, var)) in vars.iter().enumerate() {
+    for (k, var) in vars.iter().enumerate() {
         var.set(&(input(var.dims(), 40 + k as u64)? * scale)?.to_dtype(dtype)?)?;
     }
-    Ok((layer, vars.into_iter().map(|(_, v)| v).collect()))
+    Ok(vars)
 }
 
 fn values(vars: &[Var]) -> Result<Vec<Vec<f64>>> {
@@ -79,31 +85,20 @@ fn repeated_eigenvalues_give_an_orthonormal_basis() -> Result<()> {
     Ok(())
 }
 
-/// A 4-5-3 tanh MLP on `x` (f32) with cross-entropy.
-struct Mlp {
-    fc1: vnn::Linear,
-    fc2: vnn::Linear,
-    vars: Vec<Var>,
+/// A 4-5-3 tanh MLP, its weights set by [`set_layer`] (`fc2`'s scaled by
+/// `output_scale`).
+fn seeded_mlp(dtype: DType, output_scale: f64) -> Result<Mlp> {
+    let mlp = Mlp::new(4, 5, 3, dtype)?;
+    set_layer(&mlp.varmap, "fc1", dtype, 1.0)?;
+    set_layer(&mlp.varmap, "fc2", dtype, output_scale)?;
+    Ok(mlp)
 }
 
-impl Mlp {
-    fn new(dtype: DType, output_scale: f64) -> Result<Self> {
-        let varmap = VarMap::new();
-        let (fc1, mut vars) = linear(&varmap, "fc1", (4, 5, true), dtype, 1.0)?;
-        let (fc2, more) = linear(&varmap, "fc2", (5, 3, true), dtype, output_scale)?;
-        vars.extend(more);
-        Ok(Self { fc1, fc2, vars })
-    }
-
-    fn logits(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        self.fc2.forward(&self.fc1.forward(x)?.tanh()?)
-    }
-
-    fn record(&self, x: &Tensor, y: &Tensor) -> Result<vivit::Recorded> {
-        Ok(vivit::record(|| {
-            vivit::loss::cross_entropy(&self.logits(x)?, y)
-        })?)
-    }
+/// The MLP's cross-entropy on `x`, `y`.
+fn record_ce(mlp: &Mlp, x: &Tensor, y: &Tensor) -> Result<vivit::Recorded> {
+    Ok(vivit::record(|| {
+        vivit::loss::cross_entropy(&mlp.tanh(x)?, y)
+    })?)
 }
 
 /// Zero eigenvalues: the `N` zeros of the cross-entropy GGN (its Hessian has
@@ -111,11 +106,11 @@ impl Mlp {
 /// directional derivatives and Newton steps refuse a kept `λ ≤ 0`.
 #[test]
 fn zero_eigenvalues() -> Result<()> {
-    let mlp = Mlp::new(DType::F64, 1.0)?;
+    let mlp = seeded_mlp(DType::F64, 1.0)?;
     let x = input(&[6, 4], 3)?;
     let y = Tensor::new(&[0u32, 1, 2, 0, 1, 2], &Device::Cpu)?;
-    let loss = mlp.record(&x, &y)?;
-    let groups = [ParamGroup::new(mlp.vars.clone()).criterion(Criterion::all())];
+    let loss = record_ce(&mlp, &x, &y)?;
+    let groups = [ParamGroup::new(mlp.vars()).criterion(Criterion::all())];
     let mut eigvalsh = EigvalshComputation::new();
     let mut eigh = EighComputation::new().warn_small_eigvals(0.0);
     vivit::backward(&loss, &groups, &mut [&mut eigvalsh, &mut eigh])?;
@@ -147,12 +142,12 @@ fn zero_eigenvalues() -> Result<()> {
 /// optimizer's default threshold leave them out; kept, they are refused.
 #[test]
 fn negative_round_off_eigenvalues() -> Result<()> {
-    let mlp = Mlp::new(DType::F32, 1.0)?;
+    let mlp = seeded_mlp(DType::F32, 1.0)?;
     let row = input(&[1, 4], 5)?.to_dtype(DType::F32)?;
     let x = Tensor::cat(&[&row, &row, &row, &row], 0)?;
     let y = Tensor::new(&[0u32, 1, 2, 0], &Device::Cpu)?;
-    let loss = mlp.record(&x, &y)?;
-    let groups = [ParamGroup::new(mlp.vars.clone())];
+    let loss = record_ce(&mlp, &x, &y)?;
+    let groups = [ParamGroup::new(mlp.vars())];
     let mut eigvalsh = EigvalshComputation::new();
     eigvalsh.compute(&loss, &groups)?;
     let evals = to_f64(&eigvalsh.result(&groups[0])?)?;
@@ -161,8 +156,7 @@ fn negative_round_off_eigenvalues() -> Result<()> {
     assert!(evals[0] < 0.0, "the case has negative round-off: {evals:?}");
     assert!(evals[0] >= -bound, "{} below −{bound:e}", evals[0]);
 
-    let keep_smallest =
-        [ParamGroup::new(mlp.vars.clone()).criterion(Criterion::custom(|_| vec![0]))];
+    let keep_smallest = [ParamGroup::new(mlp.vars()).criterion(Criterion::custom(|_| vec![0]))];
     let err = DirectionalDampedNewtonComputation::new()
         .compute(&loss, &keep_smallest)
         .expect_err("a kept negative eigenvalue is refused");
@@ -170,17 +164,17 @@ fn negative_round_off_eigenvalues() -> Result<()> {
         matches!(err, Error::NonPositiveEigenvalue { value, .. } if value < 0.0),
         "{err}"
     );
-    let positive = [ParamGroup::new(mlp.vars.clone()).criterion(Criterion::above(0.0))];
+    let positive = [ParamGroup::new(mlp.vars()).criterion(Criterion::above(0.0))];
     let mut eigh = EighComputation::new().warn_small_eigvals(0.0);
     eigh.compute(&loss, &positive)?;
     assert!(to_f64(&eigh.result(&positive[0])?.0)?
         .iter()
         .all(|l| *l > 0.0));
-    let before = values(&mlp.vars)?;
-    let mut opt = DampedNewton::new(mlp.vars.clone(), DampedNewtonConfig::default())?;
+    let before = values(&mlp.vars())?;
+    let mut opt = DampedNewton::new(mlp.vars(), DampedNewtonConfig::default())?;
     let report = opt.step_recorded(&loss)?;
     assert!(report.predicted_change.is_finite());
-    assert_ne!(values(&mlp.vars)?, before);
+    assert_ne!(values(&mlp.vars())?, before);
     Ok(())
 }
 
@@ -190,18 +184,18 @@ fn negative_round_off_eigenvalues() -> Result<()> {
 /// computes `x Wᵀ + b` by faer, candle's values up to round-off).
 #[test]
 fn all_zero_gradients_give_a_zero_step() -> Result<()> {
-    let mlp = Mlp::new(DType::F32, 1.0)?;
+    let mlp = seeded_mlp(DType::F32, 1.0)?;
     let x = input(&[5, 4], 7)?.to_dtype(DType::F32)?;
     let recorded = std::cell::RefCell::new(None);
     vivit::record(|| {
-        let out = mlp.logits(&x)?;
+        let out = mlp.tanh(&x)?;
         *recorded.borrow_mut() = Some(out.detach());
         vivit::loss::mse(&out, &out.detach())
     })?;
     let y = recorded.into_inner().expect("the closure ran");
-    let loss = vivit::record(|| vivit::loss::mse(&mlp.logits(&x)?, &y))?;
+    let loss = vivit::record(|| vivit::loss::mse(&mlp.tanh(&x)?, &y))?;
     assert_eq!(loss.to_scalar::<f32>()?, 0.0);
-    let groups = [ParamGroup::new(mlp.vars.clone()).criterion(Criterion::top_k_above(3, 1e-6))];
+    let groups = [ParamGroup::new(mlp.vars()).criterion(Criterion::top_k_above(3, 1e-6))];
     let mut dd = DirectionalDerivativesComputation::new();
     let mut newton = DirectionalDampedNewtonComputation::new().complement(true);
     vivit::backward(&loss, &groups, &mut [&mut dd, &mut newton])?;
@@ -209,10 +203,10 @@ fn all_zero_gradients_give_a_zero_step() -> Result<()> {
     for s in newton.result(&groups[0])? {
         assert!(to_f64(&s)?.iter().all(|v| *v == 0.0));
     }
-    let before = values(&mlp.vars)?;
-    let mut opt = DampedNewton::new(mlp.vars.clone(), DampedNewtonConfig::default())?;
+    let before = values(&mlp.vars())?;
+    let mut opt = DampedNewton::new(mlp.vars(), DampedNewtonConfig::default())?;
     assert_eq!(opt.step_recorded(&loss)?.predicted_change, 0.0);
-    assert_eq!(values(&mlp.vars)?, before);
+    assert_eq!(values(&mlp.vars())?, before);
     Ok(())
 }
 
@@ -222,12 +216,12 @@ fn all_zero_gradients_give_a_zero_step() -> Result<()> {
 #[test]
 fn huge_logits_stay_finite() -> Result<()> {
     for scale in [1e4, 1e30] {
-        let mlp = Mlp::new(DType::F32, scale)?;
+        let mlp = seeded_mlp(DType::F32, scale)?;
         let x = input(&[6, 4], 11)?.to_dtype(DType::F32)?;
         let y = Tensor::new(&[0u32, 1, 2, 0, 1, 2], &Device::Cpu)?;
-        let loss = mlp.record(&x, &y)?;
+        let loss = record_ce(&mlp, &x, &y)?;
         assert!(loss.to_scalar::<f32>()?.is_finite(), "scale {scale:e}");
-        let groups = [ParamGroup::new(mlp.vars.clone()).criterion(Criterion::top_k(3))];
+        let groups = [ParamGroup::new(mlp.vars()).criterion(Criterion::top_k(3))];
         let mut eigvalsh = EigvalshComputation::new();
         let mut eigh = EighComputation::new().warn_small_eigvals(0.0);
         vivit::backward(&loss, &groups, &mut [&mut eigvalsh, &mut eigh])?;
@@ -238,9 +232,9 @@ fn huge_logits_stay_finite() -> Result<()> {
             all.extend(to_f64(e)?);
         }
         assert!(all.iter().all(|v| v.is_finite()), "scale {scale:e}");
-        let mut opt = DampedNewton::new(mlp.vars.clone(), DampedNewtonConfig::default())?;
+        let mut opt = DampedNewton::new(mlp.vars(), DampedNewtonConfig::default())?;
         opt.step_recorded(&loss)?;
-        for v in values(&mlp.vars)?.concat() {
+        for v in values(&mlp.vars())?.concat() {
             assert!(v.is_finite(), "scale {scale:e}");
         }
     }

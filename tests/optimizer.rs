@@ -7,7 +7,8 @@ use std::sync::{Arc, Mutex};
 use anyhow::Result;
 use candle_core::{Module, Var};
 use candle_nn::optim::Optimizer;
-use common::tiny::{sorted, Task};
+use common::tiny::Task;
+use vivit::nn::vars_by_name;
 use vivit::optim::LevenbergMarquardt;
 use vivit::{Blocks, Criterion, DampedNewton, DampedNewtonConfig, Damping, Error};
 
@@ -189,7 +190,7 @@ fn levenberg_marquardt_grows_after_a_bad_step_and_shrinks_after_a_good_one() -> 
 fn clones_of_one_levenberg_marquardt_damping_adapt_independently() -> Result<()> {
     let task = Task::new(false, 4)?;
     let damping = Damping::levenberg_marquardt(LevenbergMarquardt::new(1e-3));
-    let vars = sorted(&task.varmap);
+    let vars = vars_by_name(&task.varmap);
     let layer = |prefix: &str| -> Vec<Var> {
         vars.iter()
             .filter(|(name, _)| name.starts_with(prefix))
@@ -310,7 +311,7 @@ fn refused_steps_leave_parameters_unchanged() -> Result<()> {
 fn infinite_damping_drops_a_direction() -> Result<()> {
     let task = Task::new(true, 6)?;
     let recorded = task.record()?;
-    let vars: Vec<Var> = sorted(&task.varmap).into_iter().map(|(_, v)| v).collect();
+    let vars = task.vars();
     let kept_top = Arc::new(Mutex::new(Vec::new()));
     let seen = kept_top.clone();
     let groups = |damping: Damping| {
@@ -377,7 +378,7 @@ fn damping_sees_gram_eigenvectors_in_the_reference_layout() -> Result<()> {
         *sink.lock().expect("lock") = e;
         vec![1.0; input.evals.len()]
     });
-    let vars: Vec<Var> = sorted(&task.varmap).into_iter().map(|(_, v)| v).collect();
+    let vars = task.vars();
     let groups = [vivit::ParamGroup::new(vars)
         .criterion(Criterion::top_k(4))
         .damping(damping)];
@@ -412,10 +413,11 @@ fn no_kept_direction_leaves_the_gradient_step() -> Result<()> {
     let task = Task::new(false, 8)?;
     let before = task.values()?;
     let grads = task.loss()?.backward()?;
-    let expected: Vec<Vec<f64>> = sorted(&task.varmap)
+    let expected: Vec<Vec<f64>> = task
+        .vars()
         .iter()
         .zip(&before)
-        .map(|((_, v), b)| {
+        .map(|(v, b)| {
             let g = grads
                 .get(v.as_tensor())
                 .expect("grad")
@@ -475,7 +477,7 @@ fn updates_apply_the_computed_step() -> Result<()> {
                 .weight_decay(weight_decay);
             let criterion = config.criterion.clone();
             let mut opt = DampedNewton::from_varmap(&task.varmap, config);
-            let vars: Vec<Var> = sorted(&task.varmap).into_iter().map(|(_, v)| v).collect();
+            let vars = task.vars();
             let mut velocity: Vec<Option<Tensor>> = vec![None; vars.len()];
             for _ in 0..3 {
                 let loss = task.record()?;
@@ -534,7 +536,7 @@ fn trust_region_and_curvature_budget() -> Result<()> {
         .trust_region(kappa)
         .curvature_budget(60);
     let mut opt = DampedNewton::from_varmap(&task.varmap, config);
-    let vars: Vec<Var> = sorted(&task.varmap).into_iter().map(|(_, v)| v).collect();
+    let vars = task.vars();
     for offset in [0, 1] {
         let loss = task.record()?;
         let grads = loss.backward()?;

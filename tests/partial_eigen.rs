@@ -21,14 +21,13 @@
 mod common;
 
 use anyhow::Result;
-use candle_core::{DType, Device, Module, Tensor};
-use candle_nn::{VarBuilder, VarMap};
+use candle_core::{DType, Device, Tensor};
 use common::to_f64;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::StandardNormal;
 use vivit::{
-    nn as vnn, Criterion, DampedNewton, DampedNewtonConfig, DirectionalDampedNewtonComputation,
+    Criterion, DampedNewton, DampedNewtonConfig, DirectionalDampedNewtonComputation,
     DirectionalDerivativesComputation, Eigensolver, EighComputation, EigvalshComputation, Error,
     ParamGroup,
 };
@@ -41,9 +40,7 @@ const SAMPLES: usize = 120;
 
 /// A seeded 20-`hidden`-10 ReLU MLP with cross-entropy on `samples` samples.
 struct Mlp {
-    varmap: VarMap,
-    fc1: vnn::Linear,
-    fc2: vnn::Linear,
+    net: common::mlp::Mlp,
     x: Tensor,
     y: Tensor,
 }
@@ -51,10 +48,7 @@ struct Mlp {
 impl Mlp {
     fn new(dtype: DType, hidden: usize, samples: usize) -> Result<Self> {
         let dev = Device::Cpu;
-        let varmap = VarMap::new();
-        let vb = VarBuilder::from_varmap(&varmap, dtype, &dev);
-        let fc1 = vnn::linear(INPUTS, hidden, vb.pp("fc1"))?;
-        let fc2 = vnn::linear(hidden, CLASSES, vb.pp("fc2"))?;
+        let net = common::mlp::Mlp::new(INPUTS, hidden, CLASSES, dtype)?;
         let mut rng = StdRng::seed_from_u64(3);
         let mut normal = |shape: &[usize], std: f64| -> Result<Tensor> {
             let values: Vec<f64> = (0..shape.iter().product())
@@ -62,39 +56,23 @@ impl Mlp {
                 .collect();
             Ok(Tensor::from_vec(values, shape, &dev)?.to_dtype(dtype)?)
         };
-        let mut names: Vec<String> = varmap
-            .data()
-            .lock()
-            .expect("lock")
-            .keys()
-            .cloned()
-            .collect();
-        names.sort();
-        for name in names {
-            let var = varmap.data().lock().expect("lock")[&name].clone();
+        for var in net.vars() {
             var.set(&normal(var.dims(), 0.5)?)?;
         }
         let x = normal(&[samples, INPUTS], 1.0)?;
         let labels: Vec<u32> = (0..samples).map(|i| (i * 7 % CLASSES) as u32).collect();
         let y = Tensor::new(labels, &dev)?;
-        Ok(Self {
-            varmap,
-            fc1,
-            fc2,
-            x,
-            y,
-        })
+        Ok(Self { net, x, y })
     }
 
     fn record(&self) -> Result<vivit::Recorded> {
         Ok(vivit::record(|| {
-            let logits = self.fc2.forward(&self.fc1.forward(&self.x)?.relu()?)?;
-            vivit::loss::cross_entropy(&logits, &self.y)
+            vivit::loss::cross_entropy(&self.net.relu(&self.x)?, &self.y)
         })?)
     }
 
     fn group(&self, criterion: Criterion) -> [ParamGroup; 1] {
-        [ParamGroup::new(self.varmap.all_vars()).criterion(criterion)]
+        [ParamGroup::new(self.net.varmap.all_vars()).criterion(criterion)]
     }
 
     /// All Gram eigenvalues (the omitted zeros included), ascending.
@@ -109,7 +87,7 @@ impl Mlp {
     fn gradient_norm(&self) -> Result<f64> {
         let grads = self.record()?.backward()?;
         let mut sq = 0.0;
-        for var in self.varmap.all_vars() {
+        for var in self.net.varmap.all_vars() {
             let g = grads.get(var.as_tensor()).expect("a gradient");
             sq += to_f64(g)?.iter().map(|v| v * v).sum::<f64>();
         }
@@ -337,7 +315,7 @@ fn partial_refuses_criteria_that_need_the_whole_spectrum() -> Result<()> {
     let config = DampedNewtonConfig::directional()
         .criterion(Criterion::above(0.1))
         .eigensolver(Eigensolver::Partial);
-    let mut opt = DampedNewton::from_varmap(&mlp.varmap, config);
+    let mut opt = DampedNewton::from_varmap(&mlp.net.varmap, config);
     assert!(refused(opt.step_recorded(&recorded).expect_err("refused")));
     Ok(())
 }

@@ -110,12 +110,10 @@ impl Network {
 
     /// The variables, ordered by name (for the other optimizers).
     pub fn vars(&self) -> Vec<Var> {
-        let Ok(data) = self.varmap.data().lock() else {
-            return Vec::new(); // a poisoned lock: no other thread uses this map
-        };
-        let mut named: Vec<(&String, &Var)> = data.iter().collect();
-        named.sort_by(|a, b| a.0.cmp(b.0));
-        named.into_iter().map(|(_, v)| v.clone()).collect()
+        vnn::vars_by_name(&self.varmap)
+            .into_iter()
+            .map(|(_, v)| v)
+            .collect()
     }
 
     /// Number of scalar parameters.

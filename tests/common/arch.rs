@@ -308,10 +308,7 @@ impl Arch {
 
     /// Weights `~ U(−1.5/√fan_in, 1.5/√fan_in)`-like deterministic values, biases ±0.5.
     fn set_weights(&self, varmap: &VarMap) -> Result<()> {
-        let data = varmap.data().lock().expect("varmap lock");
-        let mut named: Vec<_> = data.iter().collect();
-        named.sort_by(|a, b| a.0.cmp(b.0));
-        for (k, (name, var)) in named.into_iter().enumerate() {
+        for (k, (name, var)) in vnn::vars_by_name(varmap).into_iter().enumerate() {
             let dims = var.dims();
             let scale = if name.ends_with("weight") {
                 1.5 / (dims[1..].iter().product::<usize>() as f64).sqrt()

@@ -136,11 +136,7 @@ impl Problem {
 
     /// Parameters in a stable order (sorted by VarMap name).
     pub fn params(&self) -> Vec<(String, Var)> {
-        let data = self.varmap.data().lock().expect("varmap lock");
-        let mut named: Vec<(String, Var)> =
-            data.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-        named.sort_by(|a, b| a.0.cmp(&b.0));
-        named
+        vivit::nn::vars_by_name(&self.varmap)
     }
 
     pub fn batch_size(&self) -> Result<usize> {

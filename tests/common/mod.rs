@@ -1,9 +1,11 @@
 //! Shared test helpers: models rebuilt from fixture specs, comparisons, the
-//! explicit GGN (`brute_force`), random nets (`arch`) and proptest settings.
+//! explicit GGN (`brute_force`), random nets (`arch`), the two-layer MLP
+//! (`mlp`) and proptest settings.
 #![allow(dead_code)]
 
 pub mod arch;
 pub mod brute_force;
+pub mod mlp;
 pub mod proptest_config;
 pub mod tiny;
 

@@ -3,8 +3,10 @@
 
 use anyhow::Result;
 use candle_core::{DType, Device, Module, Tensor, Var};
-use candle_nn::{VarBuilder, VarMap};
+use candle_nn::VarMap;
 use vivit::nn as vnn;
+
+use super::mlp::Mlp;
 
 /// A small MLP with its data; `seed` fixes the data and initial weights.
 pub struct Task {
@@ -46,19 +48,9 @@ impl Task {
     fn build(classify: bool, noisy: bool, seed: u64) -> Result<Self> {
         let dev = Device::Cpu;
         let (n, i, o) = if classify { (48, 4, 3) } else { (40, 3, 1) };
-        let varmap = VarMap::new();
-        let fc1 = vnn::linear(
-            i,
-            12,
-            VarBuilder::from_varmap(&varmap, DType::F64, &dev).pp("fc1"),
-        )?;
-        let fc2 = vnn::linear(
-            12,
-            o,
-            VarBuilder::from_varmap(&varmap, DType::F64, &dev).pp("fc2"),
-        )?;
+        let Mlp { varmap, fc1, fc2 } = Mlp::new(i, 12, o, DType::F64)?;
         // deterministic initial weights and data
-        for (k, (name, var)) in sorted(&varmap).into_iter().enumerate() {
+        for (k, (name, var)) in vnn::vars_by_name(&varmap).into_iter().enumerate() {
             let values = lcg(seed + k as u64, var.elem_count());
             let scale = if name.ends_with("weight") { 0.7 } else { 0.1 };
             var.set(&(Tensor::from_vec(values, var.shape(), &dev)? * scale)?)?;
@@ -114,10 +106,18 @@ impl Task {
         vivit::record(|| self.loss())
     }
 
+    /// The variables, sorted by name.
+    pub fn vars(&self) -> Vec<Var> {
+        vnn::vars_by_name(&self.varmap)
+            .into_iter()
+            .map(|(_, v)| v)
+            .collect()
+    }
+
     pub fn values(&self) -> Result<Vec<Vec<f64>>> {
-        sorted(&self.varmap)
+        self.vars()
             .iter()
-            .map(|(_, v)| Ok(v.flatten_all()?.to_vec1::<f64>()?))
+            .map(|v| Ok(v.flatten_all()?.to_vec1::<f64>()?))
             .collect()
     }
 }
@@ -126,11 +126,4 @@ impl candle_optimisers::Model for Task {
     fn loss(&self) -> candle_core::Result<Tensor> {
         Task::loss(self).map_err(candle_core::Error::wrap)
     }
-}
-
-pub fn sorted(varmap: &VarMap) -> Vec<(String, Var)> {
-    let data = varmap.data().lock().expect("lock");
-    let mut named: Vec<(String, Var)> = data.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-    named.sort_by(|a, b| a.0.cmp(&b.0));
-    named
 }

@@ -7,18 +7,17 @@ mod common;
 mod fault;
 
 use anyhow::Result;
-use candle_core::{DType, Device, Module, Tensor, Var};
+use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::optim::Optimizer;
-use candle_nn::{VarBuilder, VarMap};
 use common::brute_force::input;
+use common::mlp::Mlp;
 use common::proptest_config::config;
 use fault::{misuse, Entry, Fault, Samples, BATCH};
 use proptest::prelude::*;
 use vivit::optim::{Bootstrap, LevenbergMarquardt};
 use vivit::{
-    nn as vnn, Criterion, DampedNewton, DampedNewtonConfig, Damping,
-    DirectionalDampedNewtonComputation, DirectionalDerivativesComputation, EighComputation,
-    EigvalshComputation, Error, ParamGroup,
+    Criterion, DampedNewton, DampedNewtonConfig, Damping, DirectionalDampedNewtonComputation,
+    DirectionalDerivativesComputation, EighComputation, EigvalshComputation, Error, ParamGroup,
 };
 
 /// Misuses tried; each is cheap (a 4-5-3 MLP on 6 samples).
@@ -28,20 +27,14 @@ const K: usize = 3;
 
 /// A 4-5-3 tanh MLP, its inputs `[BATCH, 4]`, classes and regression targets.
 struct Fixture {
-    varmap: VarMap,
-    fc1: vnn::Linear,
-    fc2: vnn::Linear,
+    mlp: Mlp,
     dtype: DType,
 }
 
 impl Fixture {
     fn new(dtype: DType) -> Result<Self> {
-        let varmap = VarMap::new();
-        let vb = VarBuilder::from_varmap(&varmap, dtype, &Device::Cpu);
         let fixture = Self {
-            fc1: vnn::linear(4, 5, vb.pp("fc1"))?,
-            fc2: vnn::linear(5, 3, vb.pp("fc2"))?,
-            varmap,
+            mlp: Mlp::new(4, 5, 3, dtype)?,
             dtype,
         };
         for (k, var) in fixture.vars().iter().enumerate() {
@@ -52,10 +45,7 @@ impl Fixture {
 
     /// The variables, sorted by name.
     fn vars(&self) -> Vec<Var> {
-        let data = self.varmap.data().lock().expect("varmap lock");
-        let mut named: Vec<_> = data.iter().collect();
-        named.sort_by(|a, b| a.0.cmp(b.0));
-        named.into_iter().map(|(_, v)| v.clone()).collect()
+        self.mlp.vars()
     }
 
     /// The bits of every parameter.
@@ -70,7 +60,7 @@ impl Fixture {
     }
 
     fn logits(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        self.fc2.forward(&self.fc1.forward(x)?.tanh()?)
+        self.mlp.tanh(x)
     }
 
     fn tensor(&self, values: Vec<f64>, shape: &[usize]) -> Result<Tensor> {
