@@ -9,7 +9,7 @@ use super::options::{
     curvature_setters, eigensolver_setter, gradient_setter, lookup, step_solver_setter,
     warn_setter, Options,
 };
-use super::woodbury::{self, WoodburyCurvature};
+use super::woodbury::{self, MeanGradient, WoodburyCurvature};
 use crate::damping::DampingInput;
 use crate::error::{check_finite, scalar, Error, Result};
 use crate::extension::{say, Computation, Extension, FactorId};
@@ -92,7 +92,13 @@ impl DirectionalDampedNewtonComputation {
 
 impl Computation for DirectionalDampedNewtonComputation {
     fn run(&mut self, ext: &mut Extension<'_>, groups: &[ParamGroup]) -> Result<()> {
-        let steps = newton_steps(ext, groups, &self.options, self.complement)?;
+        let steps = newton_steps(
+            ext,
+            groups,
+            &self.options,
+            self.complement,
+            MeanGradient::Factor,
+        )?;
         for (group, step) in groups.iter().zip(steps) {
             self.results.insert(group.id(), step.step);
         }
@@ -147,26 +153,39 @@ impl NewtonStep {
     }
 }
 
-/// The steps of all groups, all checked finite before any is returned.
+/// The steps of all groups, all checked finite before any is returned. The
+/// Woodbury step takes `ḡ` from `gradient`; the directional step needs the
+/// per-sample gradients (for `γ`) and always backpropagates their factor.
 pub(crate) fn newton_steps(
     ext: &mut Extension<'_>,
     groups: &[ParamGroup],
     o: &Options,
     complement: bool,
+    gradient: MeanGradient<'_>,
 ) -> Result<Vec<NewtonStep>> {
-    let (ggn, grad) = Directional::factors(ext, o)?;
-    groups
-        .iter()
-        .enumerate()
-        .map(|(g, group)| match o.step_solver {
-            StepSolver::Directional => {
-                let d = Directional::compute(ext, ggn, grad, g, group, o)?;
-                warn_small(&d.pairs.evals, o.warn_small_eigvals);
-                newton_step(ext, ggn, grad, g, group, &d, complement, o.verbose)
-            }
-            StepSolver::Woodbury => woodbury::step(ext, ggn, grad, g, group, o.verbose),
-        })
-        .collect()
+    match o.step_solver {
+        StepSolver::Directional => {
+            let (ggn, grad) = Directional::factors(ext, o)?;
+            groups
+                .iter()
+                .enumerate()
+                .map(|(g, group)| {
+                    let d = Directional::compute(ext, ggn, grad, g, group, o)?;
+                    warn_small(&d.pairs.evals, o.warn_small_eigvals);
+                    newton_step(ext, ggn, grad, g, group, &d, complement, o.verbose)
+                })
+                .collect()
+        }
+        StepSolver::Woodbury => {
+            let (ggn, means) = woodbury::factors(ext, groups, o, gradient)?;
+            groups
+                .iter()
+                .zip(&means)
+                .enumerate()
+                .map(|(g, (group, g_bar))| woodbury::step(ext, ggn, g_bar, g, group, o.verbose))
+                .collect()
+        }
+    }
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -16,4 +16,4 @@ pub use eigvalsh::EigvalshComputation;
 pub(crate) use options::{
     curvature_setters, eigensolver_setter, gradient_setter, step_solver_setter, Options,
 };
-pub(crate) use woodbury::{kept_steps, WoodburyCurvature};
+pub(crate) use woodbury::{kept_steps, MeanGradient, WoodburyCurvature};

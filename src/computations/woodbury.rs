@@ -1,9 +1,10 @@
 //! The full-rank damped Newton step of a group through its Gram matrix.
 
+use candle_core::backprop::GradStore;
 use candle_core::Tensor;
 
 use super::damped_newton::NewtonStep;
-use super::directions::mean_gradient;
+use super::directions::{mean_gradient, Directional};
 use super::options::Options;
 use crate::error::{check_finite, scalar, Error, Result};
 use crate::extension::{say, Extension, FactorId, KeptFactor};
@@ -11,8 +12,8 @@ use crate::group::ParamGroup;
 use crate::linalg::ShiftedCholesky;
 
 /// The Levenberg–Marquardt step `s = −(V Vᵀ + δ I)⁻¹ ḡ` of the group's GGN
-/// factor `ggn` (`V`), with `ḡ` the mean of the gradient factor `grad`, by
-/// Sherman–Morrison–Woodbury:
+/// factor `ggn` (`V`) for its mean gradient `g_bar` (one `[1, *p.shape]`
+/// tensor per parameter), by Sherman–Morrison–Woodbury:
 ///
 /// ```text
 /// r = Vᵀ ḡ,   (G̃ + δ I) c = r,   s = (V c − ḡ) / δ,
@@ -30,7 +31,7 @@ use crate::linalg::ShiftedCholesky;
 pub(super) fn step(
     ext: &mut Extension<'_>,
     ggn: FactorId,
-    grad: FactorId,
+    g_bar: &[Tensor],
     g: usize,
     group: &ParamGroup,
     verbose: bool,
@@ -51,13 +52,75 @@ pub(super) fn step(
     say(verbose, || {
         format!("group {g}: Cholesky factorization done")
     });
-    let mut step = curvature.solve(ext, grad, g, verbose)?;
+    let mut step = curvature.solve(g_bar, g, verbose)?;
     step.reusable = Some(curvature);
     Ok(step)
 }
 
-/// The Woodbury steps of all groups for this pass's gradients (option
-/// `subsampling_grad`) with the curvature `kept[g]` of an earlier pass, or
+/// Where a pass takes each group's mean gradient `ḡ` from.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum MeanGradient<'g> {
+    /// The mean of the pass's per-sample gradient factor (on the samples of
+    /// `subsampling_grad`): one more factor pass.
+    Factor,
+    /// The gradients of the recorded loss that a backward pass gave, `∇L`
+    /// on the whole batch (no factor pass); used where `subsampling_grad` is
+    /// not set.
+    Given(&'g GradStore),
+}
+
+/// The GGN factor of the pass and the mean gradient of every group, the
+/// Woodbury step's inputs.
+pub(super) fn factors(
+    ext: &mut Extension<'_>,
+    groups: &[ParamGroup],
+    o: &Options,
+    gradient: MeanGradient<'_>,
+) -> Result<(FactorId, Vec<Vec<Tensor>>)> {
+    match gradient {
+        MeanGradient::Given(store) if o.subsampling_grad.is_none() => {
+            let ggn = ext.ggn_factor(
+                o.mc_samples,
+                o.subsampling.as_deref(),
+                o.seed,
+                "subsampling_ggn",
+                o.verbose,
+            )?;
+            Ok((ggn, given_means(store, groups)?))
+        }
+        _ => {
+            let (ggn, grad) = Directional::factors(ext, o)?;
+            let means = (0..groups.len())
+                .map(|g| mean_gradient(ext, grad, g))
+                .collect::<Result<_>>()?;
+            Ok((ggn, means))
+        }
+    }
+}
+
+/// `∇L` of each group's parameters from `store` (zeros where the loss does
+/// not reach a parameter), one `[1, *p.shape]` tensor each.
+fn given_means(store: &GradStore, groups: &[ParamGroup]) -> Result<Vec<Vec<Tensor>>> {
+    groups
+        .iter()
+        .map(|group| {
+            group
+                .params()
+                .iter()
+                .map(|p| {
+                    let grad = match store.get(p.as_tensor()) {
+                        Some(grad) => grad.clone(),
+                        None => p.as_tensor().zeros_like()?,
+                    };
+                    Ok(grad.unsqueeze(0)?)
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// The Woodbury steps of all groups for this pass's gradients (`gradient`,
+/// option `subsampling_grad`) with the curvature `kept[g]` of an earlier pass, or
 /// `None` where a curvature does not fit this pass: another number of
 /// groups, or a damping that now gives another `δ`
 /// ([`crate::Damping::levenberg_marquardt`] adapts). The caller checks that
@@ -70,6 +133,7 @@ pub(crate) fn kept_steps(
     groups: &[ParamGroup],
     kept: &[WoodburyCurvature],
     o: &Options,
+    gradient: MeanGradient<'_>,
 ) -> Result<Option<Vec<NewtonStep>>> {
     if kept.len() != groups.len() {
         return Ok(None);
@@ -79,15 +143,25 @@ pub(crate) fn kept_steps(
             return Ok(None);
         }
     }
-    let request = Extension::gradient_request(o.subsampling_grad.as_deref(), "subsampling_grad");
-    let grad = ext.factors(&[request], o.verbose)?[0];
+    let means = match gradient {
+        MeanGradient::Given(store) if o.subsampling_grad.is_none() => given_means(store, groups)?,
+        _ => {
+            let request =
+                Extension::gradient_request(o.subsampling_grad.as_deref(), "subsampling_grad");
+            let grad = ext.factors(&[request], o.verbose)?[0];
+            (0..groups.len())
+                .map(|g| mean_gradient(ext, grad, g))
+                .collect::<Result<_>>()?
+        }
+    };
     kept.iter()
+        .zip(&means)
         .enumerate()
-        .map(|(g, curvature)| {
+        .map(|(g, (curvature, g_bar))| {
             say(o.verbose, || {
                 format!("group {g}: Woodbury step with the kept curvature")
             });
-            curvature.solve(ext, grad, g, o.verbose)
+            curvature.solve(g_bar, g, o.verbose)
         })
         .collect::<Result<_>>()
         .map(Some)
@@ -125,22 +199,15 @@ pub(crate) struct WoodburyCurvature {
 }
 
 impl WoodburyCurvature {
-    /// The step for the mean `ḡ` of the gradient factor `grad` of this pass.
-    fn solve(
-        &self,
-        ext: &Extension<'_>,
-        grad: FactorId,
-        g: usize,
-        verbose: bool,
-    ) -> Result<NewtonStep> {
+    /// The step for the mean gradient `g_bar` of group `g`.
+    fn solve(&self, g_bar: &[Tensor], g: usize, verbose: bool) -> Result<NewtonStep> {
         let delta = self.cholesky.delta();
-        let g_bar = mean_gradient(ext, grad, g)?;
-        let r = self.factor.transpose_apply(&g_bar)?;
+        let r = self.factor.transpose_apply(g_bar)?;
         let c = self.cholesky.solve(&r)?;
         let v_c = self.factor.apply(&c.unsqueeze(0)?)?;
         let mut g_sq = 0.0;
         let mut step = Vec::with_capacity(g_bar.len());
-        for (vc, gb) in v_c.iter().zip(&g_bar) {
+        for (vc, gb) in v_c.iter().zip(g_bar) {
             g_sq += scalar(&gb.sqr()?.sum_all()?)?;
             let s = ((vc - gb)? / delta)?.squeeze(0)?;
             check_finite(&s, "the damped Newton step")?;

@@ -3,7 +3,9 @@
 
 use candle_core::TensorId;
 
-use crate::computations::{kept_steps, newton_steps, NewtonStep, Options, WoodburyCurvature};
+use crate::computations::{
+    kept_steps, newton_steps, MeanGradient, NewtonStep, Options, WoodburyCurvature,
+};
 use crate::error::Result;
 use crate::extension::Extension;
 use crate::group::ParamGroup;
@@ -45,9 +47,10 @@ impl Amortization {
         o: &Options,
         complement: bool,
         interval: usize,
+        gradient: MeanGradient<'_>,
     ) -> Result<Steps> {
         if self.age > 0 && self.age < interval && self.blocks == block_ids(groups) {
-            if let Some(steps) = kept_steps(ext, groups, &self.kept, o)? {
+            if let Some(steps) = kept_steps(ext, groups, &self.kept, o, gradient)? {
                 return Ok(Steps {
                     steps,
                     refreshed: false,
@@ -55,7 +58,7 @@ impl Amortization {
             }
         }
         Ok(Steps {
-            steps: newton_steps(ext, groups, o, complement)?,
+            steps: newton_steps(ext, groups, o, complement, gradient)?,
             refreshed: true,
         })
     }

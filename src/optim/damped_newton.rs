@@ -10,7 +10,7 @@ use candle_nn::VarMap;
 use super::adaptation::Adaptation;
 use super::amortization::{Amortization, Steps};
 use super::config::{Blocks, DampedNewtonConfig};
-use crate::computations::{NewtonStep, Options};
+use crate::computations::{MeanGradient, NewtonStep, Options};
 use crate::error::{check_finite, scalar, Error, Result};
 use crate::extension::{backward_tape, Computation, Extension};
 use crate::group::ParamGroup;
@@ -69,7 +69,12 @@ pub struct StepReport {
 /// ```
 ///
 /// `step(&grads)` finds the [`Recorded`] loss the gradients came from (keep
-/// it alive until the step); errors from the trait methods are
+/// it alive until the step). The Woodbury step takes its `ḡ` from `grads`
+/// (so `backward_step` runs one backward pass and the loss-Hessian factor
+/// passes, and a term added to the loss outside [`crate::record()`] moves
+/// the gradient, not the curvature); the directional step and a
+/// `subsampling_grad` need per-sample gradients and backpropagate them
+/// again. Errors from the trait methods are
 /// [`candle_core::Error::Wrapped`] around a [`crate::Error`]. A step that would
 /// not be finite, or would leave a parameter non-finite (one that already is
 /// NaN or ±∞), is refused and leaves the parameters as they were.
@@ -145,7 +150,7 @@ impl DampedNewton {
     /// then unchanged.
     pub fn step_recorded(&mut self, recorded: &Recorded) -> Result<StepReport> {
         self.refuse_adaptive("DampedNewton::step_recorded")?;
-        self.step_tape(recorded.tape()?)
+        self.step_tape(recorded.tape()?, MeanGradient::Factor)
     }
 
     /// [`Error::NeedsModel`] if a block's damping adapts from the loss after
@@ -187,7 +192,7 @@ impl DampedNewton {
             opt.velocity = velocity.clone();
             Ok(())
         };
-        let mut report = self.step_tape(recorded.tape()?)?;
+        let mut report = self.step_tape(recorded.tape()?, MeanGradient::Factor)?;
         let new_loss = match model.loss().map_err(Error::from).and_then(|l| scalar(&l)) {
             Ok(loss) => loss,
             Err(e) => {
@@ -205,7 +210,8 @@ impl DampedNewton {
         Ok(report)
     }
 
-    fn step_tape(&mut self, tape: &Tape) -> Result<StepReport> {
+    /// The step on `tape`, with the Woodbury step's `ḡ` from `gradient`.
+    fn step_tape(&mut self, tape: &Tape, gradient: MeanGradient<'_>) -> Result<StepReport> {
         self.config.check()?;
         let DampedNewtonConfig {
             lr,
@@ -231,6 +237,7 @@ impl DampedNewton {
             complement: self.config.complement,
             interval: self.config.curvature_interval,
             amortization: &self.amortization,
+            gradient,
             steps: None,
         };
         backward_tape(tape, &groups, &mut [&mut runner])?;
@@ -357,6 +364,7 @@ struct Runner<'o> {
     complement: bool,
     interval: usize,
     amortization: &'o Amortization,
+    gradient: MeanGradient<'o>,
     steps: Option<Steps>,
 }
 
@@ -368,6 +376,7 @@ impl Computation for Runner<'_> {
             self.options,
             self.complement,
             self.interval,
+            self.gradient,
         )?);
         Ok(())
     }
@@ -381,7 +390,8 @@ impl Optimizer for DampedNewton {
         Ok(Self::build(vars, None, config))
     }
 
-    /// Steps on the recorded loss whose `backward` gave `grads`; a
+    /// Steps on the recorded loss whose `backward` gave `grads`, with `ḡ`
+    /// from `grads` for the Woodbury step (see [`DampedNewton`]); a
     /// Levenberg–Marquardt damping is refused ([`Error::NeedsModel`]: use
     /// [`DampedNewton::step_with_model`]).
     fn step(&mut self, grads: &GradStore) -> candle_core::Result<()> {
@@ -389,7 +399,7 @@ impl Optimizer for DampedNewton {
             .map_err(candle_core::Error::wrap)?;
         let tape =
             record::tape_of(grads).ok_or_else(|| candle_core::Error::wrap(Error::NotRecorded))?;
-        self.step_tape(&tape)
+        self.step_tape(&tape, MeanGradient::Given(grads))
             .map(|_| ())
             .map_err(candle_core::Error::wrap)
     }
