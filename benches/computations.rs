@@ -3,8 +3,11 @@
 //! Groups `eigvalsh`, `eigh`, `sgd_step`, `directional_derivatives` and
 //! `newton` (`DirectionalDampedNewtonComputation`, constant damping 1, the
 //! group default), the last two in an exact (`…/exact`) and a Monte-Carlo
-//! (`…/mc1`: `mc_samples_ggn(1)`, fixed seed) variant. All run on three
-//! problems, f32 on the CPU, cross-entropy, C = 10, one parameter group of all
+//! (`…/mc1`: `mc_samples_ggn(1)`, fixed seed) variant, and `backward_step`:
+//! a `DampedNewton` step with the default configuration by `backward_step`
+//! (`…/handed`: the step takes the backward's gradients) and by
+//! `loss.backward()` then `step_recorded` (`…/recomputed`: the gradient
+//! factor pass again). All run on the problems below, f32 on the CPU, cross-entropy, C = 10, one parameter group of all
 //! parameters with a top-10 criterion, random data and weights from a fixed seed
 //! (weights `N(0, 0.05²)`, biases 0.05); max pooling is `vivit::nn::max_pool2d`
 //! or `max_pool2d_padded` (candle 0.10.2's has a wrong backward):
@@ -65,8 +68,9 @@ use rand::{Rng, SeedableRng};
 use rand_distr::StandardNormal;
 use vivit::nn as vnn;
 use vivit::{
-    Computation, DirectionalDampedNewtonComputation, DirectionalDerivativesComputation,
-    Eigensolver, EighComputation, EigvalshComputation, ParamGroup,
+    Computation, DampedNewton, DampedNewtonConfig, DirectionalDampedNewtonComputation,
+    DirectionalDerivativesComputation, Eigensolver, EighComputation, EigvalshComputation,
+    ParamGroup,
 };
 
 /// Number of classes of all problems.
@@ -231,6 +235,16 @@ enum Ggn {
     Mc1,
 }
 
+/// Where `DampedNewton`'s step takes the gradient from.
+#[derive(Debug, Clone, Copy)]
+enum Gradient {
+    /// `backward_step`: the gradients of the loss's backward.
+    Handed,
+    /// `loss.backward()` then `step_recorded`: the gradient factor pass
+    /// again (what `backward_step` did before it used the handed gradients).
+    Recomputed,
+}
+
 /// What one benchmark iteration runs.
 #[derive(Debug, Clone, Copy)]
 enum Task {
@@ -246,10 +260,13 @@ enum Task {
     DirectionalDerivatives(Ggn),
     /// The directionally damped Newton step along them.
     Newton(Ggn),
+    /// A `DampedNewton` step with the default configuration (forward,
+    /// backward and step).
+    BackwardStep(Gradient),
 }
 
 /// Every benchmarked task, in order.
-const TASKS: [Task; 7] = [
+const TASKS: [Task; 9] = [
     Task::Eigvalsh,
     Task::Eigh,
     Task::SgdStep,
@@ -257,6 +274,8 @@ const TASKS: [Task; 7] = [
     Task::DirectionalDerivatives(Ggn::Mc1),
     Task::Newton(Ggn::Exact),
     Task::Newton(Ggn::Mc1),
+    Task::BackwardStep(Gradient::Handed),
+    Task::BackwardStep(Gradient::Recomputed),
 ];
 /// The tasks of the `eigh_partial` group.
 const PARTIAL_TASKS: [Task; 2] = [
@@ -274,6 +293,7 @@ impl Task {
             Task::EighWith(_) => "eigh_partial",
             Task::DirectionalDerivatives(_) => "directional_derivatives",
             Task::Newton(_) => "newton",
+            Task::BackwardStep(_) => "backward_step",
         }
     }
 
@@ -283,6 +303,10 @@ impl Task {
             Task::DirectionalDerivatives(ggn) | Task::Newton(ggn) => Some(match ggn {
                 Ggn::Exact => "exact",
                 Ggn::Mc1 => "mc1",
+            }),
+            Task::BackwardStep(gradient) => Some(match gradient {
+                Gradient::Handed => "handed",
+                Gradient::Recomputed => "recomputed",
             }),
             Task::EighWith(solver) => Some(match solver {
                 Eigensolver::Partial => "partial",
@@ -309,7 +333,7 @@ impl Task {
         }
     }
 
-    /// The computation of the task (`None` for the SGD step).
+    /// The computation of the task (`None` for the optimizer steps).
     fn computation(self, verbose: bool) -> Option<Box<dyn Computation>> {
         fn mc<C>(computation: C, ggn: Ggn, mc1: impl FnOnce(C) -> C) -> C {
             match ggn {
@@ -318,7 +342,7 @@ impl Task {
             }
         }
         Some(match self {
-            Task::SgdStep => return None,
+            Task::SgdStep | Task::BackwardStep(_) => return None,
             Task::Eigvalsh => Box::new(EigvalshComputation::new().verbose(verbose)),
             Task::Eigh => Box::new(EighComputation::new().verbose(verbose)),
             Task::EighWith(solver) => {
@@ -337,8 +361,23 @@ impl Task {
         })
     }
 
-    /// One iteration on `problem`: record and compute, or an SGD step.
+    /// One iteration on `problem`: record and compute, or an optimizer step.
     fn run(self, problem: &Problem, verbose: bool) -> vivit::Result<()> {
+        if let Task::BackwardStep(gradient) = self {
+            let config = DampedNewtonConfig::default().verbose(verbose);
+            let mut opt = DampedNewton::from_varmap(&problem.varmap, config);
+            let loss = vivit::record(|| problem.loss())?;
+            return match gradient {
+                Gradient::Handed => Ok(opt.backward_step(&loss)?),
+                Gradient::Recomputed => {
+                    // the gradients stay alive through the step, as in backward_step
+                    let grads = loss.backward()?;
+                    let step = opt.step_recorded(&loss).map(|_| ());
+                    black_box(grads);
+                    step
+                }
+            };
+        }
         let Some(mut computation) = self.computation(verbose) else {
             let mut sgd = SGD::new(problem.varmap.all_vars(), 1e-3)?;
             return Ok(sgd.backward_step(&problem.loss()?)?);

@@ -170,7 +170,8 @@ pub enum Error {
     /// loss after it.
     #[error(
         "Levenberg–Marquardt damping adapts δ from the loss after each step, which {0} does not \
-         evaluate: step with DampedNewton::step_with_model(&recorded, &model), or use \
+         evaluate: step with DampedNewton::step_with_loss(&recorded, || loss) (or \
+         step_with_model(&recorded, &model) with the feature \"optimisers\"), or use \
          Damping::constant"
     )]
     NeedsModel(&'static str),

@@ -271,7 +271,9 @@ fn interval_one_is_unamortized_bit_for_bit() -> Result<()> {
     Ok(())
 }
 
-/// A changed `δ` makes the next step compute its curvature afresh.
+/// A changed `δ` makes the next step compute its curvature afresh (the
+/// configuration changes through candle-optimisers' `OptimParams`).
+#[cfg(feature = "optimisers")]
 #[test]
 fn a_new_delta_refreshes_the_curvature() -> Result<()> {
     use candle_nn::optim::Optimizer;

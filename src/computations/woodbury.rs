@@ -108,8 +108,9 @@ fn given_means(store: &GradStore, groups: &[ParamGroup]) -> Result<Vec<Vec<Tenso
                 .params()
                 .iter()
                 .map(|p| {
+                    // detached: the step's products then take the CPU kernels
                     let grad = match store.get(p.as_tensor()) {
-                        Some(grad) => grad.clone(),
+                        Some(grad) => grad.detach(),
                         None => p.as_tensor().zeros_like()?,
                     };
                     Ok(grad.unsqueeze(0)?)

@@ -97,7 +97,7 @@ impl Damping {
     /// One adaptive `δ` for all directions, starting at `config.delta` and
     /// updated after every step from `ρ = (L(θ + s) − L(θ)) / m(s)`, the
     /// actual over the predicted loss change (see [`LevenbergMarquardt`]);
-    /// [`crate::DampedNewton::step_with_model`] also takes back a step that
+    /// [`crate::DampedNewton::step_with_loss`] also takes back a step that
     /// raised the loss. The optimizer keeps the current `δ` of each group
     /// ([`crate::DampedNewton::current_damping`]): clones of this value given
     /// to several groups or optimizers adapt independently. Measured on the
@@ -138,7 +138,7 @@ impl Damping {
 
     /// The rule of a damping whose `δ` adapts from the loss after each step
     /// (Levenberg–Marquardt), which only
-    /// [`crate::DampedNewton::step_with_model`] evaluates.
+    /// [`crate::DampedNewton::step_with_loss`] evaluates.
     pub(crate) fn adaptive(&self) -> Option<&LevenbergMarquardt> {
         match &self.kind {
             Kind::LevenbergMarquardt(lm) => Some(lm),

@@ -188,7 +188,7 @@ impl DampedNewtonConfig {
     /// curvature at every step and keeps nothing. The curvature is also
     /// recomputed where it no longer fits: other blocks, or a changed `δ`
     /// (Levenberg–Marquardt damping under
-    /// [`crate::DampedNewton::step_with_model`]). Needs
+    /// [`crate::DampedNewton::step_with_loss`]). Needs
     /// [`StepSolver::Woodbury`].
     pub fn curvature_interval(mut self, steps: usize) -> Self {
         self.curvature_interval = steps;

@@ -25,10 +25,10 @@ pub struct StepReport {
     /// The change the quadratic model predicted for the applied step.
     pub predicted_change: f64,
     /// The loss after the step on the same batch, where it was evaluated
-    /// ([`DampedNewton::step_with_model`]).
+    /// ([`DampedNewton::step_with_loss`]).
     pub new_loss: Option<f64>,
     /// Whether the step was taken back because it raised the loss (or made it
-    /// non-finite) on the same batch ([`DampedNewton::step_with_model`]).
+    /// non-finite) on the same batch ([`DampedNewton::step_with_loss`]).
     pub rejected: bool,
 }
 
@@ -146,7 +146,7 @@ impl DampedNewton {
     /// Any error of [`crate::DirectionalDampedNewtonComputation::compute`],
     /// [`Error::InvalidConfig`], and [`Error::NeedsModel`] for a
     /// Levenberg–Marquardt damping (it adapts from the loss after the step,
-    /// which only [`Self::step_with_model`] evaluates); the parameters are
+    /// which only [`Self::step_with_loss`] evaluates); the parameters are
     /// then unchanged.
     pub fn step_recorded(&mut self, recorded: &Recorded) -> Result<StepReport> {
         self.refuse_adaptive("DampedNewton::step_recorded")?;
@@ -167,17 +167,38 @@ impl DampedNewton {
     }
 
     /// As [`Self::step_recorded`], then evaluates the loss on the same batch
-    /// with `model`, takes the step back if it raised the loss (as
-    /// Levenberg–Marquardt does), and feeds the actual change back to a
-    /// Levenberg–Marquardt damping (the ratio `ρ = ΔL / m(s)` drives its `δ`).
+    /// with `loss_after` (the forward pass at the new parameters), takes the
+    /// step back if it raised the loss (as Levenberg–Marquardt does), and
+    /// feeds the actual change back to a Levenberg–Marquardt damping (the
+    /// ratio `ρ = ΔL / m(s)` drives its `δ`).
+    ///
+    /// ```
+    /// use candle_core::{DType, Device, Module, Tensor};
+    /// use candle_nn::{VarBuilder, VarMap};
+    /// use vivit::{optim::LevenbergMarquardt, Damping, DampedNewton, DampedNewtonConfig};
+    ///
+    /// # fn main() -> vivit::Result<()> {
+    /// let dev = Device::Cpu;
+    /// let varmap = VarMap::new();
+    /// let fc = vivit::nn::linear(4, 3, VarBuilder::from_varmap(&varmap, DType::F32, &dev))?;
+    /// let x = Tensor::randn(0f32, 1., (16, 4), &dev)?;
+    /// let y = Tensor::from_vec((0..16u32).map(|i| i % 3).collect(), 16, &dev)?;
+    /// let loss = || vivit::loss::cross_entropy(&fc.forward(&x)?, &y);
+    /// let damping = Damping::levenberg_marquardt(LevenbergMarquardt::new(1.0));
+    /// let mut opt = DampedNewton::from_varmap(&varmap, DampedNewtonConfig::default().damping(damping));
+    /// let report = opt.step_with_loss(&vivit::record(loss)?, || loss().map_err(candle_core::Error::wrap))?;
+    /// assert!(report.new_loss.is_some());
+    /// # Ok(())
+    /// # }
+    /// ```
     ///
     /// # Errors
-    /// As [`Self::step_recorded`], or the model's error (the parameters are
-    /// then restored).
-    pub fn step_with_model<M: candle_optimisers::Model>(
+    /// As [`Self::step_recorded`], or the error of `loss_after` (the
+    /// parameters are then restored).
+    pub fn step_with_loss(
         &mut self,
         recorded: &Recorded,
-        model: &M,
+        loss_after: impl FnOnce() -> candle_core::Result<Tensor>,
     ) -> Result<StepReport> {
         let saved: Vec<(Var, Tensor)> = self
             .vars
@@ -193,7 +214,7 @@ impl DampedNewton {
             Ok(())
         };
         let mut report = self.step_tape(recorded.tape()?, MeanGradient::Factor)?;
-        let new_loss = match model.loss().map_err(Error::from).and_then(|l| scalar(&l)) {
+        let new_loss = match loss_after().map_err(Error::from).and_then(|l| scalar(&l)) {
             Ok(loss) => loss,
             Err(e) => {
                 restore(self)?;
@@ -208,6 +229,20 @@ impl DampedNewton {
         self.adaptation.observe(actual, report.predicted_change);
         report.new_loss = Some(new_loss);
         Ok(report)
+    }
+
+    /// [`Self::step_with_loss`] with the loss of candle-optimisers' `model`
+    /// (feature `optimisers`).
+    ///
+    /// # Errors
+    /// As [`Self::step_with_loss`].
+    #[cfg(feature = "optimisers")]
+    pub fn step_with_model<M: candle_optimisers::Model>(
+        &mut self,
+        recorded: &Recorded,
+        model: &M,
+    ) -> Result<StepReport> {
+        self.step_with_loss(recorded, || model.loss())
     }
 
     /// The step on `tape`, with the Woodbury step's `ḡ` from `gradient`.
@@ -393,7 +428,7 @@ impl Optimizer for DampedNewton {
     /// Steps on the recorded loss whose `backward` gave `grads`, with `ḡ`
     /// from `grads` for the Woodbury step (see [`DampedNewton`]); a
     /// Levenberg–Marquardt damping is refused ([`Error::NeedsModel`]: use
-    /// [`DampedNewton::step_with_model`]).
+    /// [`DampedNewton::step_with_loss`]).
     fn step(&mut self, grads: &GradStore) -> candle_core::Result<()> {
         self.refuse_adaptive("Optimizer::step (and backward_step)")
             .map_err(candle_core::Error::wrap)?;
@@ -413,6 +448,8 @@ impl Optimizer for DampedNewton {
     }
 }
 
+/// candle-optimisers' settings interface (feature `optimisers`).
+#[cfg(feature = "optimisers")]
 impl candle_optimisers::OptimParams for DampedNewton {
     fn params(&self) -> &DampedNewtonConfig {
         &self.config

@@ -122,8 +122,17 @@ impl Task {
     }
 }
 
+impl Task {
+    /// The loss on the task's data at the current parameters, for
+    /// `DampedNewton::step_with_loss`.
+    pub fn loss_after(&self) -> candle_core::Result<Tensor> {
+        Task::loss(self).map_err(candle_core::Error::wrap)
+    }
+}
+
+#[cfg(feature = "optimisers")]
 impl candle_optimisers::Model for Task {
     fn loss(&self) -> candle_core::Result<Tensor> {
-        Task::loss(self).map_err(candle_core::Error::wrap)
+        self.loss_after()
     }
 }
