@@ -5,7 +5,7 @@ From the repository root, with a venv holding torch, backpack-for-pytorch 1.7.1 
 vivit-for-pytorch 1.0.0 (``tests/reference/README.md``):
 
     cargo bench --bench computations                  # this crate (criterion)
-    /work/pyenv/bin/python benches/reference/compare.py [FILTER ...]
+    .venv-reference/bin/python benches/reference/compare.py [FILTER ...]
 
 The benchmarks and problems are those of ``benches/computations.rs``, with the same
 ids (``eigvalsh/digits_mlp``, ``newton/mnist_mlp/mc1``, ...; FILTERs select ids by
@@ -20,7 +20,7 @@ the median seconds of each and the median, lowest and highest of the per-round r
 the machine's drift over minutes cancels in each ratio. This crate's seconds are then
 the median of the binary's calls after its first (``VIVIT_BENCH_ONCE``):
 
-    /work/pyenv/bin/python benches/reference/compare.py --paired 5 eigvalsh/fmnist
+    .venv-reference/bin/python benches/reference/compare.py --paired 5 eigvalsh/fmnist
 
 Each benchmark of the reference runs in a fresh subprocess (this script with
 ``--once ID``): the median seconds of 5 calls after a warm-up, and the peak RSS of

@@ -24,16 +24,12 @@ use crate::kernels::{gram, matmul, tiled_product, weight_factor_on_support, RowO
 /// Largest weight factor `V_W` (bytes) that is formed whole and kept for
 /// `V·ẽ` ([`KEPT_FOR_PRODUCTS_BYTES`] where many products follow); larger
 /// ones are formed in slices of output channels for each Gram block and not
-/// kept, which bounds the memory of the Gram formation. At
-/// `C·N = 288` in f32, cifar10_3c3d's second and third convolutions (64 and
-/// 127 MB) are sliced: the peak RSS of its exact directional derivatives fell
-/// from 610 to 396 MB at the same speed (within the noise of 2-core runs).
+/// kept, which bounds the memory of the Gram formation at the same speed.
 const KEPT_FACTOR_BYTES: usize = 32 << 20;
 
 /// Largest weight factor kept for many products `V·ẽ`
-/// ([`LayerFactor::keep_weight_factor`]): fmnist_2c2d's second convolution
-/// (59 MB at `C·N = 288`, f32) is kept for the top-10 eigenvectors, which
-/// took 150 ms over the positions instead.
+/// ([`LayerFactor::keep_weight_factor`]), where forming it once is cheaper
+/// than a pass over the positions for every product.
 const KEPT_FOR_PRODUCTS_BYTES: usize = 256 << 20;
 
 /// Which parameter of a layer.
@@ -265,11 +261,10 @@ impl LayerFactor {
     /// `[N·C, len·I]` (row `n·C + c` is `V_W[c,n]`): on the support of the
     /// signals where most are zero ([`weight_factor_on_support`]), else one
     /// product per sample
-    /// `[C·len, T] × [T, I]`, the `C` columns of a sample together. Taller
-    /// products than one per column and sample (fmnist_2c2d's second
-    /// convolution, sliced: the Gram stage 107 → 92 ms), for a transposed
-    /// copy of the slice of `B`, cheap next to the product where `I` is
-    /// large (a sliced factor's layer).
+    /// `[C·len, T] × [T, I]`, the `C` columns of a sample together: taller
+    /// products than one per column and sample, for a transposed copy of the
+    /// slice of `B`, cheap next to the product where `I` is large (a sliced
+    /// factor's layer).
     fn weight_factor_slice_by_sample(&self, start: usize, len: usize) -> Result<Tensor> {
         if let Some(v) =
             weight_factor_on_support(&self.a, &self.b, start, len, RowOrder::SampleMajor)?

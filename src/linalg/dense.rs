@@ -1,11 +1,9 @@
 //! Dense factorizations with the parallelism chosen by the caller.
 //!
 //! faer's convenience methods (`Mat::qr`, `self_adjoint_eigen`) run with the
-//! global parallelism, by default all of rayon's threads, which costs more
-//! than it saves on small matrices here (2 cores): a `1152 × 32` QR took
-//! 1.8 ms against 0.43 ms on one thread, and the eigenvalues of a 576² f32
-//! matrix 16–17 ms against 9–14 ms (of a 2304² one, 0.60 s against 0.78 s).
-//! These run faer's same algorithms with an explicit `Par`.
+//! global parallelism, by default all of rayon's threads, whose barriers cost
+//! more than they save on small matrices (`docs/performance.md`). These run
+//! faer's same algorithms with an explicit `Par`.
 
 use faer::diag::Diag;
 use faer::dyn_stack::{MemBuffer, MemStack};

@@ -32,9 +32,8 @@
 //! # Why this method
 //!
 //! - The products `G Z` are the cost. Blocks make them gemm: a dense `G` is
-//!   read once per `b` vectors (at `n = 6400` an f64 `G` is 328 MB, so one
-//!   product is bound by memory bandwidth and a block is nearly as cheap as a
-//!   vector), and the caller's structured products batch over the block. The
+//!   read once per `b` vectors (a large `G` makes one product bound by memory
+//!   bandwidth, so a block is nearly as cheap as a vector), and the caller's structured products batch over the block. The
 //!   small products (projections, Ritz vectors) run on one thread.
 //! - A block of `b ≥ k` columns finds eigenvalues of multiplicity up to `b`
 //!   (degenerate top eigenvalues), which one-vector Krylov methods cannot.
@@ -63,19 +62,14 @@ use super::dense::{self_adjoint_eigen, thin_qr};
 
 /// Seed of the start block and of replacement columns.
 const SEED: u64 = 0x5eed_1a2c_2052;
-/// Smallest block size `b` from [`PRODUCT_BOUND`] rows on. On the 6,336²
-/// `mnist_mlp_c100` Gram (top 10) a product took about 38 ms at `b = 10` and
-/// 47 ms at `b = 32` (one read of the 321 MB `G` dominates), and convergence
-/// took 18 products at `b = 10`, 13 at 16 and 10 at 32; from `b = 48` on the
-/// products cost more than they save.
+/// Smallest block size `b` from [`PRODUCT_BOUND`] rows on, where one read of
+/// `G` dominates a product and larger blocks converge in fewer products
+/// (`docs/performance.md`).
 const MIN_BLOCK: usize = 32;
 /// Below [`PRODUCT_BOUND`] rows the orthogonalization and the Rayleigh–Ritz
-/// steps cost more than the products, and small blocks are cheaper: top 10
-/// of `n × n` matrices with eigenvalues `10⁻³ · 1.01ⁱ` took 30 / 62 / 170 ms
-/// (`n` = 576 / 1152 / 2304) with `b = 10` against 72 / 118 / 240 ms with
-/// `b = 32`.
+/// steps cost more than the products, and small blocks are cheaper.
 const MIN_BLOCK_SMALL: usize = 8;
-/// The Gram size from which the products dominate (an f64 `G` of 134 MB).
+/// The Gram size from which the products dominate.
 const PRODUCT_BOUND: usize = 4096;
 /// `m_max = k + BASIS_BLOCKS · b`: with 4, the same products as with 6 but
 /// half the Rayleigh–Ritz work; with 3, more restarts.

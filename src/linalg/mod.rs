@@ -71,22 +71,10 @@ pub(crate) struct SymEig {
 ///
 /// # When the partial solver pays
 ///
-/// Seconds for an [`crate::EighComputation`] (top 10, exact GGN, f32, forward
-/// pass included) on this project's 2-core machine (`benches/computations.rs`):
-///
-/// | problem | `n` | full | partial |
-/// |---|---|---|---|
-/// | mnist_mlp with 100 classes, N = 64 | 6336 | 18.0 (1.2 to form `G̃`, the rest to decompose it) | 1.14 |
-/// | mnist_mlp, N = 64 | 576 | 0.092 | 0.045–0.050 |
-///
-/// The Lanczos iteration itself on dense `n × n` matrices with the slowly
-/// decaying eigenvalues `10⁻³ · 1.01ⁱ` (top 10): 0.04 / 0.06 / 0.07 / 0.17 s
-/// at `n` = 576 / 800 / 1152 / 2304, against 0.045 / 0.073 / 0.19 / 0.93 s for
-/// the full f32 solver; for `k` = 50 it is slower than the full solver up to
-/// `n ≈ 1000`.
-///
-/// [`Eigensolver::Auto`] therefore takes the partial solver for `n ≥ 500`
-/// and `k ≤ n/50`.
+/// The full solver costs `O(n³)`, the partial one `O(n² b)` per product of
+/// `G̃` with a block of `b` vectors and `O(n b²)` to orthogonalize it.
+/// [`Eigensolver::Auto`] takes the partial solver for `n ≥ 500` and
+/// `k ≤ n/50`, where it measured faster (`docs/performance.md`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Eigensolver {
     /// The partial solver when the criterion bounds `k`, `n ≥ 500` and
@@ -102,7 +90,7 @@ pub enum Eigensolver {
 }
 
 /// The full solver runs on all threads from this size on, on one below
-/// (faster there on 2 cores: see [`dense`]).
+/// (see [`dense`]).
 const PARALLEL_EIGEN_SIZE: usize = 1536;
 
 /// [`Eigensolver::Auto`] runs the partial solver from this Gram size on.

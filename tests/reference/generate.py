@@ -2,7 +2,7 @@
 
 Run from the repository root (see ``tests/reference/README.md`` for the venv):
 
-    /work/pyenv/bin/python tests/reference/generate.py
+    .venv-reference/bin/python tests/reference/generate.py
 
 For every case in ``CASES``, one JSON file per dtype is written to ``tests/fixtures/``
 (``<case>_f64.json`` and ``<case>_f32.json``); the golden problems of

@@ -13,10 +13,6 @@ use super::slices as cpu;
 /// products (half the flops of `matmul(v, vᵀ)`, on several threads by halves
 /// of the rows, [`lower_gram`]), then mirrored, so the result is exactly
 /// symmetric.
-///
-/// Best of 5, f32, 2 threads, faer's parallel triangular product: `[288, 28512]`
-/// (a convolution's Gram block) 22 ms against 27 ms for the full product;
-/// `[6336, 1000]` (a linear layer at `C = 100`) 0.25 s against 0.52 s.
 pub(crate) fn gram(v: &Tensor) -> Result<Tensor> {
     match v.dtype() {
         candle_core::DType::F32 => gram_of::<f32>(v),
@@ -53,10 +49,8 @@ const SPLIT_GRAM_ROWS: usize = 64;
 /// [ X₂X₁ᵀ   X₂X₂ᵀ  ]      thread 2: X₂X₂ᵀ (lower) and X₂ᵦX₁ᵀ,
 /// ```
 ///
-/// each half on `p/2` threads (recursively): equal work on each side. Best of
-/// 9, f32, 2 threads: `[288, 28800]` (a convolution's Gram slice) 12.2 ms
-/// against 17.7 ms for faer's parallel triangular product, `[320, 6400]`
-/// 3.2 against 4.3 ms.
+/// each half on `p/2` threads (recursively): equal work on each side, where
+/// faer's parallel triangular product splits unevenly.
 fn lower_gram<T: WithDType + RealField>(dst: MatMut<'_, T>, x: MatRef<'_, T>, par: Par) {
     let (m, threads) = (x.nrows(), par.degree());
     if threads < 2 || m < 2 * SPLIT_GRAM_ROWS {

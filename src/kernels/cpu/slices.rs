@@ -28,9 +28,9 @@ const HUGE_PAGE_BUFFER_BYTES: usize = 4 << 20;
 /// `len` zeros of type `T`, as `vec![T::zero(); len]`; on Linux a buffer of
 /// 4 MB or more is marked for transparent huge pages before its pages are
 /// first touched (`madvise(MADV_HUGEPAGE)`), so that writing it faults once
-/// per 2 MB instead of once per 4 KB page (fmnist_2c2d's eigenvectors in
-/// parameter space are 128 MB of fresh memory). The system may decline; the
-/// contents are zeros either way.
+/// per 2 MB instead of once per 4 KB page (eigenvectors in parameter space
+/// are large fresh buffers). The system may decline; the contents are zeros
+/// either way.
 pub(crate) fn zeroed<T: WithDType>(len: usize) -> Vec<T> {
     let values = vec![T::zero(); len];
     #[cfg(target_os = "linux")]

@@ -25,26 +25,18 @@ use super::{Gathered, Lane};
 
 /// A sample whose support holds more than this fraction of its `len·T`
 /// signal entries is multiplied densely. Per multiply-add on the support this
-/// formation runs at about half the rate of faer's dense gemm (fmnist_2c2d's
-/// second convolution, 18 % support: 7–10 ms a slice against 13–27 ms), so
-/// the break-even lies near 50 %; 35 % leaves a margin. cifar10_3c3d's
-/// convolutions keep 11–16 % (its formation 68 → 51 ms per call).
+/// formation runs at about half the rate of faer's dense gemm, so the
+/// break-even lies near 50 %; 35 % leaves a margin.
 const DENSE_FRACTION: f64 = 0.35;
 
 /// Fewer inputs `I` than this go to faer's gemm: the kernel's tiles are 48
 /// to 128 columns wide (f32 on AVX-512), the columns left over are summed
-/// one by one, and short rows reuse each gathered load little. cifar10_3c3d's
-/// first convolution (`I = 75`, `T = 784`, `C = 9`, a quarter of the signals
-/// kept) took 40 ms on the support against 12 ms by faer's gemm, 22 against
-/// 11.5 ms at `I = 80`; fmnist_2c2d's first (`I = 25`) 9 against 4 ms.
+/// one by one, and short rows reuse each gathered load little.
 const MIN_INPUTS: usize = 128;
 
 /// Fewer loss-factor columns `C` than this go to faer's gemm: each sample's
 /// patches are transposed for the gathered rows, a cost shared by its `C`
-/// rows. A quarter of the signals kept, f32, 2 threads: `I = 800, T = 196`
-/// 7.5 against 3.7 ms at `C = 1`, 9.5 against 7.9 ms at `C = 2`, 28 against
-/// 36 ms at `C = 9`; `I = 576, T = 144` 4.7 against 2.6 ms at `C = 1` (a
-/// Monte-Carlo factor with one sample, or the gradient's).
+/// rows (a Monte-Carlo factor with one sample, or the gradient's, has one).
 const MIN_COLUMNS: usize = 3;
 
 /// The order of the rows `(c, n)` of a formed factor.

@@ -22,9 +22,8 @@ use crate::kernels::Patches;
 
 /// Samples whose gradient's scatter takes at most this fraction of the dense
 /// product's vector work are scattered; others go through the product and
-/// col2im. Measured on fmnist_2c2d's second convolution (`I = 32`, f32, 2
-/// threads): the scatter takes 2.5 against 5.5 ms at 18 % nonzero
-/// entries, and about as long as the dense path from 45 % on.
+/// col2im (the two break even near 45 % nonzero entries,
+/// `docs/performance.md`).
 const SPARSE_FRACTION: f64 = 0.5;
 
 /// Whether a sample's gradient `g` is sparse enough to scatter into
