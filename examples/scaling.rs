@@ -18,20 +18,20 @@
 //!
 //! Each configuration runs in a child process (this executable again, with
 //! `VIVIT_SCALING_CONFIG=N,C`): one warm-up (skipped for Gram matrices above
-//! 4000 rows, where a run takes a minute), then 3 measured runs with the
-//! computation's `verbose` output on. The stages come from those timestamped
-//! stderr lines, named by the message that opens them:
+//! 4000 rows, where a run takes a minute), then 3 measured runs. The stages
+//! are the [`vivit::Timings`] that `vivit::backward` returns:
 //!
-//! | stage | from | to |
-//! |---|---|---|
-//! | forward | `vivit::record` (timed here) | |
-//! | factor backprop | `backpropagate …` | `factor backpropagated` (GGN and gradient factors) |
-//! | Gram formation | `factor backpropagated` | `Gram matrix …` (full solver) or `… partial eigensolver …` (the partial solver's f64 factor copies) |
-//! | eigendecomposition | `Gram matrix …` or `… partial eigensolver …` | `compute gammas and lambdas` (with the partial solver's Gram products; includes picking the kept vectors) |
-//! | γ/λ | `compute gammas and lambdas` | `damped Newton step …` |
-//! | step | `damped Newton step …` | `step done` |
-//! | other | start of the pass, and `step done` to `vivit::backward`'s return | |
+//! | stage | [`vivit::Stage`]s |
+//! |---|---|
+//! | forward | `vivit::record` (timed here) |
+//! | factor backprop | `FactorBackprop` (GGN and gradient factors) |
+//! | Gram formation | `Gram` (the full solver's Gram matrix, or the partial solver's f64 factor copies) |
+//! | eigendecomposition | `Eigensolver`, `Eigenvectors` (with the partial solver's Gram products and picking the kept vectors) |
+//! | γ/λ | `DirectionalDerivatives` |
+//! | step | `Step`, `Cholesky` |
+//! | other | `Other`, and `vivit::backward`'s time outside the pass |
 //!
+//! The child prints one `[scaling] stages …` line of milliseconds per run.
 //! Each stage's figure is its median over the 3 runs. The table (milliseconds)
 //! is printed and written to `docs/scaling.csv`, the figure to
 //! `docs/scaling.png`: each stage's share of the time, stacked, against `N`
@@ -53,12 +53,12 @@ use common::mlp::Mlp;
 use common::plot::{self, Chart, Note, Panel, Series};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use vivit::{Criterion, Damping, DirectionalDampedNewtonComputation, ParamGroup};
+use vivit::{Criterion, Damping, DirectionalDampedNewtonComputation, ParamGroup, Stage};
 
 /// Names the configuration a child process measures, as `N,C`.
 const CONFIG_VAR: &str = "VIVIT_SCALING_CONFIG";
-/// Prefix of the child's own stderr lines (the library's start with `[vivit`).
-const MARK: &str = "[scaling]";
+/// Prefix of the child's lines of stage times on stderr.
+const MARK: &str = "[scaling] stages";
 /// Measured runs per configuration, after one warm-up.
 const RUNS: usize = 3;
 /// Gram sides above which the warm-up is skipped: a run takes a minute
@@ -89,9 +89,6 @@ const STAGES: [&str; 7] = [
     "step",
     "other",
 ];
-/// Indices into [`STAGES`].
-const FORWARD: usize = 0;
-const OTHER: usize = STAGES.len() - 1;
 
 /// One measured configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,21 +141,20 @@ fn main() -> Result<()> {
 // ---- the child: measure one configuration --------------------------------
 
 /// Builds the problem, runs it once unmeasured (up to [`WARM_UP_UP_TO`]),
-/// then [`RUNS`] times with the
-/// verbose output on, each run opened by a `[scaling] run` line and closed by
-/// one with the forward and backward milliseconds.
+/// then [`RUNS`] times, each run's stage times (ms, in [`STAGES`] order) on a
+/// `[scaling] stages` line.
 fn child(config: Config) -> Result<()> {
     let mut widths = HIDDEN.to_vec();
     widths.push(config.c);
     let mlp = Mlp::with_widths(&widths, SEED, &Device::Cpu)?;
     let batch = random_batch(config)?;
     if config.gram_size() <= WARM_UP_UP_TO {
-        run_once(&mlp, &batch, false)?;
+        run_once(&mlp, &batch)?;
     }
-    for run in 0..RUNS {
-        eprintln!("{MARK} run {run}");
-        let (forward, backward) = run_once(&mlp, &batch, true)?;
-        eprintln!("{MARK} forward {forward:.3} ms, backward {backward:.3} ms");
+    for _ in 0..RUNS {
+        let stages = run_once(&mlp, &batch)?;
+        let line: Vec<String> = stages.iter().map(|ms| format!("{ms:.3}")).collect();
+        eprintln!("{MARK} {}", line.join(" "));
     }
     Ok(())
 }
@@ -178,21 +174,31 @@ fn random_batch(config: Config) -> Result<Split> {
     })
 }
 
-/// One forward pass and damped Newton step; their milliseconds.
-fn run_once(mlp: &Mlp, batch: &Split, verbose: bool) -> Result<(f64, f64)> {
+/// One forward pass and damped Newton step; the milliseconds of each stage.
+fn run_once(mlp: &Mlp, batch: &Split) -> Result<Stages> {
     let groups = [ParamGroup::new(mlp.vars())
         .criterion(Criterion::top_k(TOP_K))
         .damping(Damping::constant(1.0))];
-    let mut newton = DirectionalDampedNewtonComputation::new()
-        .complement(true)
-        .verbose(verbose);
+    let mut newton = DirectionalDampedNewtonComputation::new().complement(true);
     let start = Instant::now();
     let loss = mlp.record_loss(batch)?;
-    let forward = start.elapsed().as_secs_f64() * 1e3;
+    let forward = start.elapsed().as_secs_f64();
     let start = Instant::now();
-    vivit::backward(&loss, &groups, &mut [&mut newton])?;
-    let backward = start.elapsed().as_secs_f64() * 1e3;
-    Ok((forward, backward))
+    let timings = vivit::backward(&loss, &groups, &mut [&mut newton])?;
+    let backward = start.elapsed().as_secs_f64();
+    let secs =
+        |stages: &[Stage]| -> f64 { stages.iter().map(|&s| timings.total(s).as_secs_f64()).sum() };
+    let outside = (backward - timings.elapsed().as_secs_f64()).max(0.0);
+    let times = [
+        forward,
+        secs(&[Stage::FactorBackprop]),
+        secs(&[Stage::Gram]),
+        secs(&[Stage::Eigensolver, Stage::Eigenvectors]),
+        secs(&[Stage::DirectionalDerivatives]),
+        secs(&[Stage::Step, Stage::Cholesky]),
+        secs(&[Stage::Other]) + outside,
+    ];
+    Ok(times.map(|t| t * 1e3))
 }
 
 // ---- the parent: run the children, tabulate, plot ------------------------
@@ -285,100 +291,22 @@ fn measure(exe: &Path, config: Config) -> Result<Stages> {
     Ok(medians(&runs))
 }
 
-/// The stage times of each run in a child's stderr.
+/// The stage times of each run in a child's stderr (its `[scaling] stages`
+/// lines).
 fn parse_runs(stderr: &str) -> Result<Vec<Stages>> {
-    let mut runs = Vec::new();
-    let mut events: Vec<(f64, &str)> = Vec::new();
-    for line in stderr.lines() {
-        if let Some(rest) = line.strip_prefix(MARK) {
-            let rest = rest.trim();
-            if rest.starts_with("run ") {
-                events.clear();
-            } else {
-                let (forward, backward) = parse_totals(rest)?;
-                runs.push(stages(forward, &events, backward)?);
-            }
-        } else if let Some(event) = parse_verbose(line)? {
-            events.push(event);
-        }
-    }
-    Ok(runs)
-}
-
-/// `forward F ms, backward B ms` → `(F, B)`.
-fn parse_totals(line: &str) -> Result<(f64, f64)> {
-    let number = |field: &str, name: &str| -> Result<f64> {
-        let value = field
-            .trim()
-            .strip_prefix(name)
-            .and_then(|v| v.trim().strip_suffix("ms"))
-            .with_context(|| format!("unexpected line {line:?}"))?;
-        value
-            .trim()
-            .parse()
-            .with_context(|| format!("unexpected line {line:?}"))
-    };
-    let (forward, backward) = line
-        .split_once(',')
-        .with_context(|| format!("unexpected line {line:?}"))?;
-    Ok((number(forward, "forward")?, number(backward, "backward")?))
-}
-
-/// A verbose line, `[vivit   12.3 ms] message` → `(12.3, message)`; other
-/// lines (warnings, say) → `None`.
-fn parse_verbose(line: &str) -> Result<Option<(f64, &str)>> {
-    let Some(rest) = line.strip_prefix("[vivit") else {
-        return Ok(None);
-    };
-    let (ms, message) = rest
-        .split_once("ms]")
-        .with_context(|| format!("unexpected verbose line {line:?}"))?;
-    let ms = ms
-        .trim()
-        .parse()
-        .with_context(|| format!("unexpected verbose line {line:?}"))?;
-    Ok(Some((ms, message.trim())))
-}
-
-/// The stage a verbose message opens (see the table at the top).
-fn stage_of(message: &str) -> Result<usize> {
-    let stage = if message.starts_with("backpropagate ") {
-        "factor backprop"
-    } else if message == "factor backpropagated" {
-        "Gram formation"
-    } else if message.contains(": Gram matrix ")
-        || message.contains(" eigensolver ")
-        || message.contains(": criterion ")
-    {
-        "eigendecomposition"
-    } else if message.ends_with(": compute gammas and lambdas") {
-        "γ/λ"
-    } else if message.contains(": damped Newton step ") {
-        "step"
-    } else if message.ends_with(": step done") {
-        "other"
-    } else {
-        bail!("verbose message {message:?} opens no known stage: update `stage_of`")
-    };
-    Ok(STAGES
-        .iter()
-        .position(|&s| s == stage)
-        .expect("stage_of names stages of STAGES"))
-}
-
-/// One run's stage times: each stretch between two verbose `events` (and
-/// from the last to the end of the pass, `backward` ms) goes to the stage its
-/// opening message names; the stretch before the first event is "other".
-fn stages(forward: f64, events: &[(f64, &str)], backward: f64) -> Result<Stages> {
-    let mut times = [0.0; STAGES.len()];
-    times[FORWARD] = forward;
-    let mut opened = (0.0, OTHER);
-    for &(ms, message) in events {
-        times[opened.1] += ms - opened.0;
-        opened = (ms, stage_of(message)?);
-    }
-    times[opened.1] += (backward - opened.0).max(0.0);
-    Ok(times)
+    stderr
+        .lines()
+        .filter_map(|line| line.strip_prefix(MARK))
+        .map(|rest| {
+            let values: Vec<f64> = rest
+                .split_whitespace()
+                .map(str::parse)
+                .collect::<std::result::Result<_, _>>()
+                .with_context(|| format!("unexpected line {rest:?}"))?;
+            Stages::try_from(values.as_slice())
+                .with_context(|| format!("expected {} stages in {rest:?}", STAGES.len()))
+        })
+        .collect()
 }
 
 /// The median of each stage over `runs` (not empty).

@@ -78,7 +78,7 @@ pub use computations::{
 };
 pub use damping::Damping;
 pub use error::{Error, Result};
-pub use extension::{backward, Computation};
+pub use extension::{backward, Computation, Stage, Timings};
 pub use group::{Criterion, GroupId, ParamGroup};
 pub use linalg::Eigensolver;
 pub use optim::{Blocks, DampedNewton, DampedNewtonConfig};

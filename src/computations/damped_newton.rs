@@ -12,7 +12,7 @@ use super::options::{
 use super::woodbury::{self, MeanGradient, WoodburyCurvature};
 use crate::damping::DampingInput;
 use crate::error::{check_finite, scalar, Error, Result};
-use crate::extension::{say, Computation, Extension, FactorId};
+use crate::extension::{mark, Computation, Extension, FactorId, Stage, Timings};
 use crate::group::{GroupId, ParamGroup};
 use crate::kernels::matmul;
 use crate::record::Recorded;
@@ -70,14 +70,15 @@ impl DirectionalDampedNewtonComputation {
         self
     }
 
-    /// Runs the computation in its own extended backward pass.
+    /// Runs the computation in its own extended backward pass; returns where
+    /// the pass spent its time.
     ///
     /// # Errors
     /// As [`crate::DirectionalDerivativesComputation::compute`], plus damping
     /// errors ([`Error::DampingLength`], [`Error::DampingValue`],
     /// [`Error::InvalidDamping`] (also for `δ_⊥ ≤ 0`),
     /// [`Error::NoComplementDamping`]) and [`Error::NonFinite`] for the step.
-    pub fn compute(&mut self, recorded: &Recorded, groups: &[ParamGroup]) -> Result<()> {
+    pub fn compute(&mut self, recorded: &Recorded, groups: &[ParamGroup]) -> Result<Timings> {
         crate::backward(recorded, groups, &mut [self])
     }
 
@@ -223,7 +224,7 @@ fn newton_step(
     } else {
         None
     };
-    say(verbose, || {
+    mark(Stage::Step, verbose, || {
         format!("group {g}: damped Newton step with δ = {deltas:?}")
     });
     let tau: Vec<f64> = gamma_bar
@@ -271,7 +272,7 @@ fn newton_step(
     for s in &step {
         check_finite(s, "the damped Newton step")?;
     }
-    say(verbose, || format!("group {g}: step done"));
+    mark(Stage::Other, verbose, || format!("group {g}: step done"));
     let eigenspace_slope: f64 = gamma_bar.iter().zip(&tau).map(|(g, t)| g * t).sum();
     Ok(NewtonStep {
         step,

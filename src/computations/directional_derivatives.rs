@@ -10,7 +10,7 @@ use super::options::{
     curvature_setters, eigensolver_setter, gradient_setter, lookup, warn_setter, Options,
 };
 use crate::error::Result;
-use crate::extension::{Computation, Extension};
+use crate::extension::{Computation, Extension, Timings};
 use crate::group::{GroupId, ParamGroup};
 use crate::record::Recorded;
 
@@ -70,11 +70,12 @@ impl DirectionalDerivativesComputation {
     warn_setter!();
     eigensolver_setter!();
 
-    /// Runs the computation in its own extended backward pass.
+    /// Runs the computation in its own extended backward pass; returns where
+    /// the pass spent its time.
     ///
     /// # Errors
     /// As [`crate::EighComputation::compute`], plus [`crate::Error::NonPositiveEigenvalue`].
-    pub fn compute(&mut self, recorded: &Recorded, groups: &[ParamGroup]) -> Result<()> {
+    pub fn compute(&mut self, recorded: &Recorded, groups: &[ParamGroup]) -> Result<Timings> {
         crate::backward(recorded, groups, &mut [self])
     }
 

@@ -5,7 +5,7 @@ use candle_core::Tensor;
 
 use super::options::Options;
 use crate::error::{Error, Result};
-use crate::extension::{say, Extension, FactorId};
+use crate::extension::{mark, Extension, FactorId, Stage};
 use crate::group::ParamGroup;
 use crate::kernels::matmul;
 use crate::linalg::{self, Partial};
@@ -48,7 +48,7 @@ impl GramEigenpairs {
             Some(k) => {
                 let operator = ext.gram_operator(factor, g)?;
                 let (dtype, device) = ext.dtype_device();
-                say(o.verbose, || {
+                mark(Stage::Eigensolver, o.verbose, || {
                     format!(
                         "group {g}: partial eigensolver (block Lanczos) on Gram products \
                          ({size}×{size}), top {k}"
@@ -56,7 +56,7 @@ impl GramEigenpairs {
                 });
                 match linalg::eigh_top(size, k, dtype, &device, |z| operator.apply(z))? {
                     Partial::Converged(eig, work) => {
-                        say(o.verbose, || {
+                        mark(Stage::Eigensolver, o.verbose, || {
                             format!("group {g}: partial eigensolver converged: {work}")
                         });
                         Some(eig)
@@ -77,7 +77,7 @@ impl GramEigenpairs {
             None => {
                 let gram = ext.gram(factor, g, o.verbose)?;
                 let eig = linalg::eigh(&gram)?;
-                say(o.verbose, || {
+                mark(Stage::Eigensolver, o.verbose, || {
                     format!("group {g}: full eigensolver (faer), all {size} eigenpairs")
                 });
                 eig
@@ -86,7 +86,7 @@ impl GramEigenpairs {
         let zeros = ext.omitted_zeros(factor);
         let (all, source) = with_omitted_zeros(&eig.evals, zeros);
         let keep = criterion.select(&all)?;
-        say(o.verbose, || {
+        mark(Stage::Eigensolver, o.verbose, || {
             format!(
                 "group {g}: criterion {criterion:?} keeps {} of {} directions",
                 keep.len(),
@@ -207,7 +207,7 @@ impl Directional {
         if let Some((index, &value)) = pairs.evals.iter().enumerate().find(|(_, &l)| l <= 0.0) {
             return Err(Error::NonPositiveEigenvalue { index, value });
         }
-        say(o.verbose, || {
+        mark(Stage::DirectionalDerivatives, o.verbose, || {
             format!("group {g}: compute gammas and lambdas")
         });
         let inv_sqrt: Vec<f64> = pairs.evals.iter().map(|l| 1.0 / l.sqrt()).collect();

@@ -7,7 +7,7 @@ use candle_core::Tensor;
 use super::directions::{warn_small, GramEigenpairs};
 use super::options::{curvature_setters, eigensolver_setter, lookup, warn_setter, Options};
 use crate::error::Result;
-use crate::extension::{say, Computation, Extension};
+use crate::extension::{mark, Computation, Extension, Stage, Timings};
 use crate::group::{GroupId, ParamGroup};
 use crate::record::Recorded;
 
@@ -73,11 +73,12 @@ impl EighComputation {
     warn_setter!();
     eigensolver_setter!();
 
-    /// Runs the computation in its own extended backward pass.
+    /// Runs the computation in its own extended backward pass; returns where
+    /// the pass spent its time.
     ///
     /// # Errors
     /// As [`crate::EigvalshComputation::compute`], plus criterion errors.
-    pub fn compute(&mut self, recorded: &Recorded, groups: &[ParamGroup]) -> Result<()> {
+    pub fn compute(&mut self, recorded: &Recorded, groups: &[ParamGroup]) -> Result<Timings> {
         crate::backward(recorded, groups, &mut [self])
     }
 
@@ -106,7 +107,7 @@ impl Computation for EighComputation {
             let pairs = GramEigenpairs::kept(ext, factor, g, group, o)?;
             warn_small(&pairs.evals, o.warn_small_eigvals);
             let evecs = pairs.parameter_evecs(ext, factor, g)?;
-            say(o.verbose, || {
+            mark(Stage::Eigenvectors, o.verbose, || {
                 format!(
                     "group {g}: {} eigenvectors in parameter space",
                     pairs.evals.len()

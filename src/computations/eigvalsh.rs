@@ -6,7 +6,7 @@ use candle_core::Tensor;
 
 use super::options::{curvature_setters, lookup, Options};
 use crate::error::Result;
-use crate::extension::{say, Computation, Extension};
+use crate::extension::{mark, Computation, Extension, Stage, Timings};
 use crate::group::{GroupId, ParamGroup};
 use crate::linalg;
 use crate::record::Recorded;
@@ -66,13 +66,14 @@ impl EigvalshComputation {
 
     curvature_setters!(subsampling, mc_samples);
 
-    /// Runs the computation on `groups` in its own extended backward pass;
-    /// use [`crate::backward`] to share one pass between computations.
+    /// Runs the computation on `groups` in its own extended backward pass and
+    /// returns where it spent its time; use [`crate::backward`] to share one
+    /// pass between computations.
     ///
     /// # Errors
     /// See [`crate::backward`]; subsampling errors; [`crate::Error::NonFinite`] for a
     /// non-finite Gram matrix.
-    pub fn compute(&mut self, recorded: &Recorded, groups: &[ParamGroup]) -> Result<()> {
+    pub fn compute(&mut self, recorded: &Recorded, groups: &[ParamGroup]) -> Result<Timings> {
         crate::backward(recorded, groups, &mut [self])
     }
 
@@ -98,7 +99,7 @@ impl Computation for EigvalshComputation {
         )?;
         for (g, group) in groups.iter().enumerate() {
             let gram = ext.gram(factor, g, self.options.verbose)?;
-            say(self.options.verbose, || {
+            mark(Stage::Eigensolver, self.options.verbose, || {
                 format!("group {g}: eigenvalues of the Gram matrix")
             });
             self.results.insert(

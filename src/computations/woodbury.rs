@@ -7,7 +7,7 @@ use super::damped_newton::NewtonStep;
 use super::directions::{mean_gradient, Directional};
 use super::options::Options;
 use crate::error::{check_finite, scalar, Error, Result};
-use crate::extension::{say, Extension, FactorId, KeptFactor};
+use crate::extension::{mark, Extension, FactorId, KeptFactor, Stage};
 use crate::group::ParamGroup;
 use crate::linalg::ShiftedCholesky;
 
@@ -38,7 +38,7 @@ pub(super) fn step(
 ) -> Result<NewtonStep> {
     let delta = scalar_damping(group)?;
     let gram = ext.gram(ggn, g, verbose)?;
-    say(verbose, || {
+    mark(Stage::Cholesky, verbose, || {
         format!(
             "group {g}: Woodbury step, Cholesky of the {m}×{m} Gram matrix + {delta}·I",
             m = gram.dim(0).unwrap_or(0)
@@ -49,7 +49,7 @@ pub(super) fn step(
         cholesky: ShiftedCholesky::new(&gram, delta)?,
         gram,
     };
-    say(verbose, || {
+    mark(Stage::Step, verbose, || {
         format!("group {g}: Cholesky factorization done")
     });
     let mut step = curvature.solve(g_bar, g, verbose)?;
@@ -159,7 +159,7 @@ pub(crate) fn kept_steps(
         .zip(&means)
         .enumerate()
         .map(|(g, (curvature, g_bar))| {
-            say(o.verbose, || {
+            mark(Stage::Step, o.verbose, || {
                 format!("group {g}: Woodbury step with the kept curvature")
             });
             curvature.solve(g_bar, g, o.verbose)
@@ -215,7 +215,7 @@ impl WoodburyCurvature {
             step.push(s);
         }
         let vt_s = ((self.gram.matmul(&c.unsqueeze(1)?)?.squeeze(1)? - &r)? / delta)?;
-        say(verbose, || format!("group {g}: step done"));
+        mark(Stage::Other, verbose, || format!("group {g}: step done"));
         Ok(NewtonStep {
             step,
             slope: (scalar(&(&r * &c)?.sum_all()?)? - g_sq) / delta,

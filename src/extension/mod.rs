@@ -11,9 +11,9 @@ mod kept;
 mod layer;
 mod members;
 mod operator;
+mod timings;
 
 use std::collections::HashMap;
-use std::time::Instant;
 
 use candle_core::{DType, Tensor};
 
@@ -27,6 +27,8 @@ pub(crate) use kept::KeptFactor;
 use layer::{LayerFactor, Role};
 use members::{resolve, Member};
 pub(crate) use operator::GramOperator;
+pub(crate) use timings::mark;
+pub use timings::{Stage, Timings};
 
 /// A computation that runs inside an extended backward pass.
 ///
@@ -38,7 +40,8 @@ pub trait Computation {
     fn run(&mut self, ext: &mut Extension<'_>, groups: &[ParamGroup]) -> Result<()>;
 }
 
-/// Runs `computations` on `groups` in one extended backward pass over `recorded`.
+/// Runs `computations` on `groups` in one extended backward pass over
+/// `recorded`, and returns where the pass spent its time.
 ///
 /// Computations that ask for the same factor (exact or Monte-Carlo with the
 /// same seed, same subsampling) share its backpropagation and Gram matrices.
@@ -73,7 +76,7 @@ pub fn backward(
     recorded: &Recorded,
     groups: &[ParamGroup],
     computations: &mut [&mut dyn Computation],
-) -> Result<()> {
+) -> Result<Timings> {
     backward_tape(recorded.tape()?, groups, computations)
 }
 
@@ -82,12 +85,18 @@ pub(crate) fn backward_tape(
     tape: &Tape,
     groups: &[ParamGroup],
     computations: &mut [&mut dyn Computation],
-) -> Result<()> {
-    let mut ext = Extension::new(tape, groups)?;
-    for computation in computations.iter_mut() {
-        computation.run(&mut ext, groups)?;
-    }
-    Ok(())
+) -> Result<Timings> {
+    timings::start();
+    let mut run = || -> Result<()> {
+        let mut ext = Extension::new(tape, groups)?;
+        for computation in computations.iter_mut() {
+            computation.run(&mut ext, groups)?;
+        }
+        Ok(())
+    };
+    let outcome = run();
+    let timings = timings::finish();
+    outcome.map(|()| timings)
 }
 
 /// The state of one extended backward pass (opaque).
@@ -115,24 +124,8 @@ pub(crate) struct FactorRequest<'s> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct FactorId(usize);
 
-thread_local! {
-    /// When the current extended backward pass started, for `verbose` timings.
-    static START: std::cell::Cell<Option<Instant>> = const { std::cell::Cell::new(None) };
-}
-
-/// Prints a `verbose` line to stderr, with the time since the pass started.
-pub(crate) fn say(verbose: bool, message: impl FnOnce() -> String) {
-    if verbose {
-        let ms = START
-            .with(|s| s.get())
-            .map_or(0.0, |t| t.elapsed().as_secs_f64() * 1e3);
-        eprintln!("[vivit {ms:8.1} ms] {}", message());
-    }
-}
-
 impl<'a> Extension<'a> {
     fn new(tape: &'a Tape, groups: &[ParamGroup]) -> Result<Self> {
-        START.with(|s| s.set(Some(Instant::now())));
         check_dtype(&tape.loss.output)?;
         let loss = tape.value.to_dtype(DType::F64)?.to_scalar::<f64>()?;
         if !loss.is_finite() {
@@ -241,7 +234,7 @@ impl<'a> Extension<'a> {
                 needed[member.layer] = true;
             }
             for spec in &specs {
-                say(verbose, || {
+                mark(Stage::FactorBackprop, verbose, || {
                     format!(
                         "backpropagate {:?} on {} samples to {} tracked layers",
                         spec.columns,
@@ -253,7 +246,7 @@ impl<'a> Extension<'a> {
                 });
             }
             let factors = backprop(self.tape, &self.layers, &needed, &specs)?;
-            say(verbose, || "factor backpropagated".to_string());
+            mark(Stage::Gram, verbose, || "factor backpropagated".to_string());
             self.factors.extend(specs.into_iter().zip(factors));
         }
         Ok(wanted
@@ -315,7 +308,7 @@ impl<'a> Extension<'a> {
     /// The Gram matrix `G̃ = Σ_{p∈group} V_pᵀ V_p` `[C·N_g, C·N_g]` (cached).
     pub(crate) fn gram(&mut self, factor: FactorId, group: usize, verbose: bool) -> Result<Tensor> {
         let gram = self.cross_gram(factor, factor, group)?;
-        say(verbose, || {
+        mark(Stage::Eigensolver, verbose, || {
             format!(
                 "group {group}: Gram matrix {n}×{n} from {} parameters",
                 self.members[group].len(),

@@ -12,7 +12,7 @@ use super::amortization::{Amortization, Steps};
 use super::config::{Blocks, DampedNewtonConfig};
 use crate::computations::{MeanGradient, NewtonStep, Options};
 use crate::error::{check_finite, scalar, Error, Result};
-use crate::extension::{backward_tape, Computation, Extension};
+use crate::extension::{backward_tape, Computation, Extension, Timings};
 use crate::group::ParamGroup;
 use crate::record::{self, Recorded};
 use crate::tape::Tape;
@@ -30,6 +30,8 @@ pub struct StepReport {
     /// Whether the step was taken back because it raised the loss (or made it
     /// non-finite) on the same batch ([`DampedNewton::step_with_loss`]).
     pub rejected: bool,
+    /// Where the step's extended backward pass spent its time.
+    pub timings: Timings,
 }
 
 /// An optimizer whose update is the damped Newton step `θ ← θ + lr · s` of
@@ -275,7 +277,7 @@ impl DampedNewton {
             gradient,
             steps: None,
         };
-        backward_tape(tape, &groups, &mut [&mut runner])?;
+        let timings = backward_tape(tape, &groups, &mut [&mut runner])?;
         let mut steps = runner
             .steps
             .expect("the runner runs once in the backward pass");
@@ -316,6 +318,7 @@ impl DampedNewton {
                 .sum(),
             new_loss: None,
             rejected: false,
+            timings,
         })
     }
 

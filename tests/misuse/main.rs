@@ -310,7 +310,8 @@ fn run(
             &mut [&mut eigvalsh, &mut eigh, &mut dd, &mut newton],
         ),
         _ => unreachable!("{entry:?} is handled elsewhere"),
-    })
+    }
+    .map(drop))
 }
 
 proptest! {
