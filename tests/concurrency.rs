@@ -74,7 +74,7 @@ fn train(run: Run, seed: u64) -> Result<Vec<u32>> {
 fn config(run: Run) -> DampedNewtonConfig {
     match run {
         Run::Exact => DampedNewtonConfig::default(),
-        Run::MonteCarlo => DampedNewtonConfig::default().mc_samples(2).seed(3),
+        Run::MonteCarlo => DampedNewtonConfig::default().mc_samples_ggn(2).seed(3),
     }
 }
 

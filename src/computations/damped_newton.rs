@@ -6,8 +6,8 @@ use candle_core::{DType, Tensor};
 
 use super::directions::{mean_gradient, warn_small, Directional};
 use super::options::{
-    curvature_setters, eigensolver_setter, gradient_setter, lookup, step_solver_setter,
-    warn_setter, Options,
+    curvature_setters, directional_setters, eigensolver_setter, gradient_setter, lookup,
+    step_solver_setter, warn_setter, Options,
 };
 use super::woodbury::{self, MeanGradient, WoodburyCurvature};
 use crate::damping::DampingInput;
@@ -57,10 +57,7 @@ impl DirectionalDampedNewtonComputation {
         Self::default()
     }
 
-    curvature_setters!(subsampling_ggn, mc_samples_ggn);
-    gradient_setter!();
-    warn_setter!();
-    eigensolver_setter!();
+    directional_setters!();
     step_solver_setter!();
 
     /// Also steps along the gradient outside the kept eigenspace, `−g_⊥/δ_⊥`,

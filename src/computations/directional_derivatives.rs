@@ -7,7 +7,8 @@ use candle_core::Tensor;
 
 use super::directions::{warn_small, Directional};
 use super::options::{
-    curvature_setters, eigensolver_setter, gradient_setter, lookup, warn_setter, Options,
+    curvature_setters, directional_setters, eigensolver_setter, gradient_setter, lookup,
+    warn_setter, Options,
 };
 use crate::error::Result;
 use crate::extension::{Computation, Extension, Timings};
@@ -65,10 +66,7 @@ impl DirectionalDerivativesComputation {
         Self::default()
     }
 
-    curvature_setters!(subsampling_ggn, mc_samples_ggn);
-    gradient_setter!();
-    warn_setter!();
-    eigensolver_setter!();
+    directional_setters!();
 
     /// Runs the computation in its own extended backward pass; returns where
     /// the pass spent its time.

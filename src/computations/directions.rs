@@ -165,12 +165,7 @@ impl Directional {
     /// factor (`subsampling_grad`) the directional quantities need.
     pub fn factors(ext: &mut Extension<'_>, o: &Options) -> Result<(FactorId, FactorId)> {
         let requests = [
-            ext.ggn_request(
-                o.mc_samples,
-                o.subsampling.as_deref(),
-                o.seed,
-                "subsampling_ggn",
-            ),
+            o.ggn_request(ext, "subsampling_ggn"),
             Extension::gradient_request(o.subsampling_grad.as_deref(), "subsampling_grad"),
         ];
         let factors = ext.factors(&requests, o.verbose)?;

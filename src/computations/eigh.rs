@@ -94,13 +94,7 @@ impl EighComputation {
 impl Computation for EighComputation {
     fn run(&mut self, ext: &mut Extension<'_>, groups: &[ParamGroup]) -> Result<()> {
         let o = &self.options;
-        let factor = ext.ggn_factor(
-            o.mc_samples,
-            o.subsampling.as_deref(),
-            o.seed,
-            "subsampling",
-            o.verbose,
-        )?;
+        let factor = o.ggn_factor(ext, "subsampling")?;
         // K eigenvectors to parameter space: keep large weight factors
         ext.keep_weight_factors(factor);
         for (g, group) in groups.iter().enumerate() {

@@ -90,13 +90,7 @@ impl EigvalshComputation {
 impl Computation for EigvalshComputation {
     fn run(&mut self, ext: &mut Extension<'_>, groups: &[ParamGroup]) -> Result<()> {
         let o = &self.options;
-        let factor = ext.ggn_factor(
-            o.mc_samples,
-            o.subsampling.as_deref(),
-            o.seed,
-            "subsampling",
-            o.verbose,
-        )?;
+        let factor = o.ggn_factor(ext, "subsampling")?;
         for (g, group) in groups.iter().enumerate() {
             let gram = ext.gram(factor, g, self.options.verbose)?;
             mark(Stage::Eigensolver, self.options.verbose, || {

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 
 use super::StepSolver;
 use crate::error::{Error, Result};
+use crate::extension::{Extension, FactorId, FactorRequest};
 use crate::group::{GroupId, ParamGroup};
 use crate::linalg::Eigensolver;
 
@@ -34,6 +35,25 @@ pub(crate) struct Options {
     pub step_solver: StepSolver,
 }
 
+impl Options {
+    /// The request for the GGN factor these options set (`name`: the
+    /// subsampling option's name, for errors).
+    pub fn ggn_request(&self, ext: &Extension<'_>, name: &'static str) -> FactorRequest<'_> {
+        ext.ggn_request(
+            self.mc_samples,
+            self.subsampling.as_deref(),
+            self.seed,
+            name,
+        )
+    }
+
+    /// The GGN factor these options set, backpropagated.
+    pub fn ggn_factor(&self, ext: &mut Extension<'_>, name: &'static str) -> Result<FactorId> {
+        let request = self.ggn_request(ext, name);
+        Ok(ext.factors(&[request], self.verbose)?[0])
+    }
+}
+
 impl Default for Options {
     fn default() -> Self {
         Self {
@@ -47,6 +67,19 @@ impl Default for Options {
             step_solver: StepSolver::Directional,
         }
     }
+}
+
+/// The setters of the computations along the kept directions
+/// (`DirectionalDerivativesComputation`, `DirectionalDampedNewtonComputation`):
+/// the curvature on `subsampling_ggn` / `mc_samples_ggn`, the gradients on
+/// `subsampling_grad`, the small-eigenvalue warning and the eigensolver.
+macro_rules! directional_setters {
+    () => {
+        curvature_setters!(subsampling_ggn, mc_samples_ggn);
+        gradient_setter!();
+        warn_setter!();
+        eigensolver_setter!();
+    };
 }
 
 /// Setters for the curvature options, named after the seed's arguments:
@@ -135,5 +168,6 @@ macro_rules! step_solver_setter {
 }
 
 pub(crate) use {
-    curvature_setters, eigensolver_setter, gradient_setter, step_solver_setter, warn_setter,
+    curvature_setters, directional_setters, eigensolver_setter, gradient_setter,
+    step_solver_setter, warn_setter,
 };

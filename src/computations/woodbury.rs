@@ -79,13 +79,7 @@ pub(super) fn factors(
 ) -> Result<(FactorId, Vec<Vec<Tensor>>)> {
     match gradient {
         MeanGradient::Given(store) if o.subsampling_grad.is_none() => {
-            let ggn = ext.ggn_factor(
-                o.mc_samples,
-                o.subsampling.as_deref(),
-                o.seed,
-                "subsampling_ggn",
-                o.verbose,
-            )?;
+            let ggn = o.ggn_factor(ext, "subsampling_ggn")?;
             Ok((ggn, given_means(store, groups)?))
         }
         _ => {

@@ -176,19 +176,6 @@ impl<'a> Extension<'a> {
         }
     }
 
-    /// The GGN factor of [`Self::ggn_request`], backpropagated.
-    pub(crate) fn ggn_factor(
-        &mut self,
-        mc_samples: usize,
-        subsampling: Option<&[usize]>,
-        seed: Option<u64>,
-        name: &'static str,
-        verbose: bool,
-    ) -> Result<FactorId> {
-        let request = self.ggn_request(mc_samples, subsampling, seed, name);
-        Ok(self.factors(&[request], verbose)?[0])
-    }
-
     /// The per-sample gradients `g_n = ∇_θ ℓ_n` on the samples `subsampling`,
     /// as a factor with one column per sample, to be backpropagated by
     /// [`Self::factors`].

@@ -195,10 +195,17 @@ impl DampedNewtonConfig {
         self
     }
 
-    curvature_setters!(subsampling_ggn, mc_samples);
+    curvature_setters!(subsampling_ggn, mc_samples_ggn);
     gradient_setter!();
     eigensolver_setter!();
     step_solver_setter!();
+
+    /// [`Self::mc_samples_ggn`], the name [`crate::DirectionalDampedNewtonComputation`]
+    /// and this configuration share.
+    #[deprecated(note = "use mc_samples_ggn, as on DirectionalDampedNewtonComputation")]
+    pub fn mc_samples(self, m: usize) -> Self {
+        self.mc_samples_ggn(m)
+    }
 
     /// Checks the settings a step uses before it changes anything.
     ///
