@@ -170,7 +170,7 @@ pub(crate) fn newton_steps(
                 .map(|(g, group)| {
                     let d = Directional::compute(ext, ggn, grad, g, group, o)?;
                     warn_small(&d.pairs.evals, o.warn_small_eigvals);
-                    newton_step(ext, ggn, grad, g, group, &d, complement, o.verbose)
+                    newton_step(ext, (ggn, grad), g, group, &d, complement, o.verbose)
                 })
                 .collect()
         }
@@ -186,11 +186,19 @@ pub(crate) fn newton_steps(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// The directional step of group `g` along the kept directions `d`, with
+/// the GGN and gradient factors `(ggn, grad)`:
+///
+/// ```text
+/// τ_k = −γ̄_k / (λ̄_k + δ_k),   s = Σ_k (τ_k + γ̄_k/δ_⊥) e_k − ḡ/δ_⊥,
+/// ```
+///
+/// the complement terms `−g_⊥/δ_⊥ = −(ḡ − Σ_k γ̄_k e_k)/δ_⊥` only with
+/// `complement`; `e_k = V ẽ_k / √λ_k`, so the eigenspace part is one product
+/// of `V` with Gram-space coefficients.
 fn newton_step(
     ext: &mut Extension<'_>,
-    ggn: FactorId,
-    grad: FactorId,
+    (ggn, grad): (FactorId, FactorId),
     g: usize,
     group: &ParamGroup,
     d: &Directional,
@@ -200,52 +208,21 @@ fn newton_step(
     let mean =
         |t: &Tensor| -> Result<Vec<f64>> { Ok(t.mean(0)?.to_dtype(DType::F64)?.to_vec1::<f64>()?) };
     let (gamma_bar, lambda_bar) = (mean(&d.gammas)?, mean(&d.lambdas)?);
-    let damping = group.damping_ref();
-    let deltas = damping.deltas(&DampingInput {
-        evals: &d.pairs.evals,
-        gram_evecs: &ext.reference_layout(ggn, &d.pairs.gram_evecs)?.t()?,
-        gammas: &d.gammas,
-        lambdas: &d.lambdas,
-    })?;
-    let delta_perp = if complement {
-        let dp = damping
-            .complement()
-            .ok_or_else(|| Error::NoComplementDamping(format!("{damping:?}")))?;
-        // +∞ turns the complement step off
-        if dp.is_nan() || dp <= 0.0 {
-            return Err(Error::InvalidDamping(format!(
-                "δ_⊥ = {dp} for the complement step of {damping:?}; it must be > 0"
-            )));
-        }
-        Some(dp)
-    } else {
-        None
-    };
+    let (deltas, delta_perp) = dampings(ext, ggn, group, d, complement)?;
     mark(Stage::Step, verbose, || {
         format!("group {g}: damped Newton step with δ = {deltas:?}")
     });
-    let tau: Vec<f64> = gamma_bar
-        .iter()
-        .zip(&lambda_bar)
-        .zip(&deltas)
-        .map(|((gb, lb), delta)| {
-            if delta.is_infinite() {
-                0.0
-            } else {
-                -gb / (lb + delta)
-            }
+    let tau: Vec<f64> = (0..deltas.len())
+        .map(|k| match deltas[k] {
+            delta if delta.is_infinite() => 0.0,
+            delta => -gamma_bar[k] / (lambda_bar[k] + delta),
         })
         .collect();
     // coordinates along e_k = V ẽ_k / √λ_k, then in Gram space
-    let along: Vec<f64> = tau
-        .iter()
-        .zip(&gamma_bar)
-        .map(|(t, gb)| t + delta_perp.map_or(0.0, |dp| gb / dp))
-        .collect();
-    let coefficients: Vec<f64> = along
-        .iter()
-        .zip(&d.pairs.evals)
-        .map(|(a, l)| a / l.sqrt())
+    let coefficients: Vec<f64> = (0..tau.len())
+        .map(|k| {
+            (tau[k] + delta_perp.map_or(0.0, |dp| gamma_bar[k] / dp)) / d.pairs.evals[k].sqrt()
+        })
         .collect();
     let v = matmul(
         &d.pairs.row(&coefficients)?.unsqueeze(0)?,
@@ -256,16 +233,10 @@ fn newton_step(
         .into_iter()
         .map(|s| s.squeeze(0))
         .collect::<candle_core::Result<_>>()?;
-    let mut complement_decrease = 0.0;
-    if let Some(dp) = delta_perp {
-        let n = ext.factor_samples(grad);
-        for (s, gb) in step.iter_mut().zip(mean_gradient(ext, grad, g)?) {
-            *s = (&*s - (gb.squeeze(0)? / dp)?)?;
-        }
-        let g_sq = scalar(&ext.cross_gram(grad, grad, g)?.sum_all()?)? / (n * n) as f64;
-        let perp_sq = (g_sq - gamma_bar.iter().map(|x| x * x).sum::<f64>()).max(0.0);
-        complement_decrease = perp_sq / dp;
-    }
+    let complement_decrease = match delta_perp {
+        Some(dp) => subtract_complement(ext, grad, g, &mut step, &gamma_bar, dp)?,
+        None => 0.0,
+    };
     for s in &step {
         check_finite(s, "the damped Newton step")?;
     }
@@ -277,4 +248,54 @@ fn newton_step(
         curvature: lambda_bar.iter().zip(&tau).map(|(l, t)| l * t * t).sum(),
         reusable: None,
     })
+}
+
+/// `s ← s − ḡ/δ_⊥` (the eigenspace part of `ḡ` is in `s`'s coefficients
+/// already); returns the model decrease `‖g_⊥‖²/δ_⊥` of the complement step,
+/// `‖g_⊥‖² = ‖ḡ‖² − Σ_k γ̄_k²` with `‖ḡ‖² = (1/N²) Σ_{n,n'} g_nᵀ g_n'`.
+fn subtract_complement(
+    ext: &mut Extension<'_>,
+    grad: FactorId,
+    g: usize,
+    step: &mut [Tensor],
+    gamma_bar: &[f64],
+    dp: f64,
+) -> Result<f64> {
+    let n = ext.factor_samples(grad);
+    for (s, gb) in step.iter_mut().zip(mean_gradient(ext, grad, g)?) {
+        *s = (&*s - (gb.squeeze(0)? / dp)?)?;
+    }
+    let g_sq = scalar(&ext.cross_gram(grad, grad, g)?.sum_all()?)? / (n * n) as f64;
+    let perp_sq = (g_sq - gamma_bar.iter().map(|x| x * x).sum::<f64>()).max(0.0);
+    Ok(perp_sq / dp)
+}
+
+/// The group's damping `δ_k` of each kept direction and, with `complement`,
+/// `δ_⊥ > 0` of the complement step (`+∞` turns it off).
+fn dampings(
+    ext: &Extension<'_>,
+    ggn: FactorId,
+    group: &ParamGroup,
+    d: &Directional,
+    complement: bool,
+) -> Result<(Vec<f64>, Option<f64>)> {
+    let damping = group.damping_ref();
+    let deltas = damping.deltas(&DampingInput {
+        evals: &d.pairs.evals,
+        gram_evecs: &ext.reference_layout(ggn, &d.pairs.gram_evecs)?.t()?,
+        gammas: &d.gammas,
+        lambdas: &d.lambdas,
+    })?;
+    if !complement {
+        return Ok((deltas, None));
+    }
+    let dp = damping
+        .complement()
+        .ok_or_else(|| Error::NoComplementDamping(format!("{damping:?}")))?;
+    if dp.is_nan() || dp <= 0.0 {
+        return Err(Error::InvalidDamping(format!(
+            "δ_⊥ = {dp} for the complement step of {damping:?}; it must be > 0"
+        )));
+    }
+    Ok((deltas, Some(dp)))
 }

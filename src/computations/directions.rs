@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 use crate::extension::{mark, Extension, FactorId, Stage};
 use crate::group::ParamGroup;
 use crate::kernels::matmul;
-use crate::linalg::{self, Partial};
+use crate::linalg::{self, Partial, SymEig};
 
 /// The kept eigenpairs `G̃ ẽ_k = λ_k ẽ_k` of a group's Gram matrix.
 pub(crate) struct GramEigenpairs {
@@ -39,61 +39,90 @@ impl GramEigenpairs {
         group: &ParamGroup,
         o: &Options,
     ) -> Result<Self> {
-        let size = ext.gram_size(factor);
-        let criterion = group.criterion_ref();
-        let partial = match o
-            .eigensolver
-            .partial_k(size, criterion.top_bound(), criterion)?
-        {
-            Some(k) => {
-                let operator = ext.gram_operator(factor, g)?;
-                let (dtype, device) = ext.dtype_device();
-                mark(Stage::Eigensolver, o.verbose, || {
-                    format!(
-                        "group {g}: partial eigensolver (block Lanczos) on Gram products \
-                         ({size}×{size}), top {k}"
-                    )
-                });
-                match linalg::eigh_top(size, k, dtype, &device, |z| operator.apply(z))? {
-                    Partial::Converged(eig, work) => {
-                        mark(Stage::Eigensolver, o.verbose, || {
-                            format!("group {g}: partial eigensolver converged: {work}")
-                        });
-                        Some(eig)
-                    }
-                    Partial::Unconverged(work) => {
-                        log::warn!(
-                            "the partial eigensolver did not converge on the {size}×{size} \
-                             Gram matrix after {work}; the full one runs instead"
-                        );
-                        None
-                    }
-                }
-            }
-            None => None,
-        };
-        let eig = match partial {
+        let eig = match Self::partial(ext, factor, g, group, o)? {
             Some(eig) => eig,
             None => {
                 let gram = ext.gram(factor, g, o.verbose)?;
                 let eig = linalg::eigh(&gram)?;
                 mark(Stage::Eigensolver, o.verbose, || {
-                    format!("group {g}: full eigensolver (faer), all {size} eigenpairs")
+                    format!(
+                        "group {g}: full eigensolver (faer), all {} eigenpairs",
+                        eig.evals.len()
+                    )
                 });
                 eig
             }
         };
-        let zeros = ext.omitted_zeros(factor);
-        let (all, source) = with_omitted_zeros(&eig.evals, zeros);
-        let keep = criterion.select(&all)?;
+        Self::select(ext, factor, g, group, eig, o.verbose)
+    }
+
+    /// The partial solver's eigenpairs where `o.eigensolver` takes it for
+    /// this Gram size and criterion and it converges; `None` for the full
+    /// solver.
+    fn partial(
+        ext: &mut Extension<'_>,
+        factor: FactorId,
+        g: usize,
+        group: &ParamGroup,
+        o: &Options,
+    ) -> Result<Option<SymEig>> {
+        let size = ext.gram_size(factor);
+        let criterion = group.criterion_ref();
+        let Some(k) = o
+            .eigensolver
+            .partial_k(size, criterion.top_bound(), criterion)?
+        else {
+            return Ok(None);
+        };
+        let operator = ext.gram_operator(factor, g)?;
+        let (dtype, device) = ext.dtype_device();
         mark(Stage::Eigensolver, o.verbose, || {
+            format!(
+                "group {g}: partial eigensolver (block Lanczos) on Gram products \
+                 ({size}×{size}), top {k}"
+            )
+        });
+        Ok(
+            match linalg::eigh_top(size, k, dtype, &device, |z| operator.apply(z))? {
+                Partial::Converged(eig, work) => {
+                    mark(Stage::Eigensolver, o.verbose, || {
+                        format!("group {g}: partial eigensolver converged: {work}")
+                    });
+                    Some(eig)
+                }
+                Partial::Unconverged(work) => {
+                    log::warn!(
+                        "the partial eigensolver did not converge on the {size}×{size} Gram \
+                     matrix after {work}; the full one runs instead"
+                    );
+                    None
+                }
+            },
+        )
+    }
+
+    /// The eigenpairs of `eig` that the group's criterion keeps, among all
+    /// `C·N_g` eigenvalues with the zeros the factor omits (an omitted
+    /// zero's Gram vector is null: `V ẽ = 0`, a zero column here).
+    fn select(
+        ext: &mut Extension<'_>,
+        factor: FactorId,
+        g: usize,
+        group: &ParamGroup,
+        eig: SymEig,
+        verbose: bool,
+    ) -> Result<Self> {
+        let (size, zeros) = (ext.gram_size(factor), ext.omitted_zeros(factor));
+        let (all, source) = with_omitted_zeros(&eig.evals, zeros);
+        let criterion = group.criterion_ref();
+        let keep = criterion.select(&all)?;
+        mark(Stage::Eigensolver, verbose, || {
             format!(
                 "group {g}: criterion {criterion:?} keeps {} of {} directions",
                 keep.len(),
                 size + zeros
             )
         });
-        // an omitted zero's Gram vector is null: V ẽ = 0 (zero column here)
         let n = eig.evals.len();
         let index: Vec<u32> = keep
             .iter()
