@@ -46,7 +46,7 @@
 //! let groups = [ParamGroup::new(varmap.all_vars()).criterion(Criterion::top_k(3))];
 //! let mut eigh = EighComputation::new();
 //! eigh.compute(&loss, &groups)?;
-//! let (evals, evecs) = eigh.result(&groups[0])?; // [3], one [3, *p.shape] per parameter
+//! let vivit::Eigenpairs { evals, evecs } = eigh.result(&groups[0])?; // [3], one [3, *p.shape] per parameter
 //! assert_eq!(evals.dims(), &[3]);
 //! assert_eq!(evecs.len(), 4);
 //! # Ok(())

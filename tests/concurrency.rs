@@ -112,7 +112,7 @@ fn a_recorded_loss_moves_to_another_thread() -> Result<()> {
     let evals = |loss: &Recorded, groups: &[ParamGroup]| -> vivit::Result<Vec<f64>> {
         let mut eigh = EighComputation::new();
         eigh.compute(loss, groups)?;
-        Ok(eigh.result(&groups[0])?.0.to_vec1::<f64>()?)
+        Ok(eigh.result(&groups[0])?.evals.to_vec1::<f64>()?)
     };
     let here = evals(&loss, &groups)?;
     let there = thread::spawn(move || evals(&loss, &groups))

@@ -90,7 +90,7 @@ fn same_seed_same_result_other_seed_other_result() -> Result<()> {
             .warn_small_eigvals(0.0);
         vivit::backward(&loss, &groups, &mut [&mut eigvalsh, &mut eigh])?;
         let evals = to_f64(&eigvalsh.result(&groups[0])?)?;
-        let (top, evecs) = eigh.result(&groups[0])?;
+        let vivit::Eigenpairs { evals: top, evecs } = eigh.result(&groups[0])?;
         // both computations share one MC draw: eigh's values are eigvalsh's top two
         let top = to_f64(&top)?;
         assert_eq!(top, evals[evals.len() - 2..].to_vec());

@@ -64,7 +64,7 @@ fn repeated_eigenvalues_give_an_orthonormal_basis() -> Result<()> {
     let eigh = || -> Result<(Vec<f64>, Vec<Vec<f64>>)> {
         let mut eigh = EighComputation::new();
         eigh.compute(&loss, &groups)?;
-        let (evals, evecs) = eigh.result(&groups[0])?;
+        let vivit::Eigenpairs { evals, evecs } = eigh.result(&groups[0])?;
         let rows = evecs[0].flatten_from(1)?.to_vec2::<f64>()?;
         Ok((to_f64(&evals)?, rows))
     };
@@ -119,7 +119,7 @@ fn zero_eigenvalues() -> Result<()> {
         evals.iter().filter(|l| **l == 0.0).count() >= 6,
         "{evals:?}"
     );
-    let (kept, evecs) = eigh.result(&groups[0])?;
+    let vivit::Eigenpairs { evals: kept, evecs } = eigh.result(&groups[0])?;
     let kept = to_f64(&kept)?;
     for (k, l) in kept.iter().enumerate() {
         let norm: f64 = evecs
@@ -167,7 +167,7 @@ fn negative_round_off_eigenvalues() -> Result<()> {
     let positive = [ParamGroup::new(mlp.vars()).criterion(Criterion::above(0.0))];
     let mut eigh = EighComputation::new().warn_small_eigvals(0.0);
     eigh.compute(&loss, &positive)?;
-    assert!(to_f64(&eigh.result(&positive[0])?.0)?
+    assert!(to_f64(&eigh.result(&positive[0])?.evals)?
         .iter()
         .all(|l| *l > 0.0));
     let before = values(&mlp.vars())?;
@@ -225,7 +225,7 @@ fn huge_logits_stay_finite() -> Result<()> {
         let mut eigvalsh = EigvalshComputation::new();
         let mut eigh = EighComputation::new().warn_small_eigvals(0.0);
         vivit::backward(&loss, &groups, &mut [&mut eigvalsh, &mut eigh])?;
-        let (evals, evecs) = eigh.result(&groups[0])?;
+        let vivit::Eigenpairs { evals, evecs } = eigh.result(&groups[0])?;
         let mut all = to_f64(&eigvalsh.result(&groups[0])?)?;
         all.extend(to_f64(&evals)?);
         for e in &evecs {
@@ -287,7 +287,7 @@ fn tiny_curvature_in_f32() -> Result<()> {
     let mut eigh = EighComputation::new();
     let warnings = warnings();
     eigh.compute(&loss, &groups)?;
-    let top = to_f64(&eigh.result(&groups[0])?.0)?[0];
+    let top = to_f64(&eigh.result(&groups[0])?.evals)?[0];
     assert!(top > 0.0 && top < 1e-6, "λ_max = {top:e}");
     let seen = warnings.0.lock().expect("warnings");
     assert!(

@@ -370,7 +370,7 @@ fn infinite_damping_drops_a_direction() -> Result<()> {
     let mut eigh = vivit::EighComputation::new();
     let mut dd = vivit::DirectionalDerivativesComputation::new();
     vivit::backward(&recorded, &g, &mut [&mut eigh, &mut dd])?;
-    let (evals, evecs) = eigh.result(&g[0])?;
+    let vivit::Eigenpairs { evals, evecs } = eigh.result(&g[0])?;
     let (gammas, lambdas) = dd.result(&g[0])?;
     let (gamma_bar, lambda_bar) = (
         gammas.mean(0)?.to_vec1::<f64>()?,

@@ -110,7 +110,7 @@ fn eigh(
 ) -> Result<(Vec<f64>, Vec<Vec<f64>>)> {
     let mut eigh = EighComputation::new().eigensolver(solver);
     eigh.compute(&mlp.record()?, groups)?;
-    let (evals, evecs) = eigh.result(&groups[0])?;
+    let vivit::Eigenpairs { evals, evecs } = eigh.result(&groups[0])?;
     let evals = to_f64(&evals)?;
     let rows = (0..evals.len())
         .map(|k| {

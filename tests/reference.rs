@@ -167,7 +167,7 @@ fn eigh_equals_vivit() -> Result<()> {
                 .enumerate()
             {
                 let what = format!("{name} eigh run {r} group {g}");
-                let (evals, evecs) = eigh.result(group)?;
+                let vivit::Eigenpairs { evals, evecs } = eigh.result(group)?;
                 let evals = to_f64(&evals)?;
                 let spectrum = to_f64(&eigvalsh.result(group)?)?;
                 let scale = max_abs(&spectrum);

@@ -11,8 +11,15 @@ use crate::extension::{mark, Computation, Extension, Stage, Timings};
 use crate::group::{GroupId, ParamGroup};
 use crate::record::Recorded;
 
-/// Kept eigenvalues `[K]` and eigenvectors, one `[K, *param.shape]` tensor per parameter.
-pub type Eigenpairs = (Tensor, Vec<Tensor>);
+/// The kept eigenpairs `G e_k = λ_k e_k` of a group's GGN block.
+#[derive(Debug, Clone)]
+pub struct Eigenpairs {
+    /// `λ_k` `[K]`, in the criterion's order, in the model's dtype.
+    pub evals: Tensor,
+    /// `e_k`, one `[K, *param.shape]` tensor per parameter of the group
+    /// (eigenvector `k` is `[t.get(k) for t in evecs]`, unit norm over the group).
+    pub evecs: Vec<Tensor>,
+}
 
 /// Eigenvalues and eigenvectors of the GGN block of each parameter group.
 ///
@@ -38,7 +45,7 @@ pub type Eigenpairs = (Tensor, Vec<Tensor>);
 /// ```
 /// # use candle_core::{DType, Device, Module, Tensor};
 /// # use candle_nn::{VarBuilder, VarMap};
-/// use vivit::{Criterion, EighComputation, ParamGroup};
+/// use vivit::{Criterion, Eigenpairs, EighComputation, ParamGroup};
 /// # fn main() -> vivit::Result<()> {
 /// # let dev = Device::Cpu;
 /// # let varmap = VarMap::new();
@@ -51,7 +58,7 @@ pub type Eigenpairs = (Tensor, Vec<Tensor>);
 /// let groups = [ParamGroup::new(vec![weight]).criterion(Criterion::top_k(2))];
 /// let mut computation = EighComputation::new();
 /// computation.compute(&loss, &groups)?;
-/// let (evals, evecs) = computation.result(&groups[0])?;
+/// let Eigenpairs { evals, evecs } = computation.result(&groups[0])?;
 /// assert_eq!(evals.dims(), &[2]);
 /// assert_eq!(evecs[0].dims(), &[2, 3, 4]); // [K, *weight.shape]
 /// # Ok(())
@@ -107,8 +114,11 @@ impl Computation for EighComputation {
                     pairs.evals.len()
                 )
             });
-            self.results
-                .insert(group.id(), (pairs.evals_tensor()?, evecs));
+            let pairs = Eigenpairs {
+                evals: pairs.evals_tensor()?,
+                evecs,
+            };
+            self.results.insert(group.id(), pairs);
         }
         Ok(())
     }

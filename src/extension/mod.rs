@@ -63,7 +63,7 @@ pub trait Computation {
 /// let mut eigh = EighComputation::new();
 /// vivit::backward(&loss, &groups, &mut [&mut eigvalsh, &mut eigh])?;
 /// assert_eq!(eigvalsh.result(&groups[0])?.dims(), &[15]); // C·N eigenvalues
-/// assert_eq!(eigh.result(&groups[0])?.0.dims(), &[2]);
+/// assert_eq!(eigh.result(&groups[0])?.evals.dims(), &[2]);
 /// # Ok(())
 /// # }
 /// ```

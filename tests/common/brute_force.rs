@@ -366,7 +366,7 @@ pub fn check_eigen(
         exact.resize(exact.len().max(ours.len()), 0.0);
 
         for (solver, eigh) in [("full", &eigh), ("partial", &eigh_partial)] {
-            let (evals, evecs) = eigh.result(group)?;
+            let vivit::Eigenpairs { evals, evecs } = eigh.result(group)?;
             let evals = to_f64(&evals)?;
             let k = evals.len();
             assert_eq!(k, top_k.min(ours.len()));
@@ -479,7 +479,7 @@ fn check_newton_with(
         let params = group.params();
         let (g, d) = problem.ggn(params, &ggn_samples)?;
         let lmax = eigenvalues(&g, d).last().copied().unwrap_or(0.0).max(0.0);
-        let (evals, evecs) = eigh.result(group)?;
+        let vivit::Eigenpairs { evals, evecs } = eigh.result(group)?;
         let evals = to_f64(&evals)?;
         let e: Vec<Vec<f64>> = (0..evals.len())
             .map(|i| flat_evec(&evecs, i))
