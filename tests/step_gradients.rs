@@ -22,6 +22,23 @@ fn after_one_step(
     Ok(task.values()?.concat())
 }
 
+/// The parameters after `step_recorded`.
+fn after_step_recorded(config: &DampedNewtonConfig) -> Result<Vec<f64>> {
+    after_one_step(config, |task, opt| {
+        opt.step_recorded(&task.record()?)?;
+        Ok(())
+    })
+}
+
+/// The parameters after `step` with the gradients of `scale · L`.
+fn after_step_handed(config: &DampedNewtonConfig, scale: f64) -> Result<Vec<f64>> {
+    after_one_step(config, |task, opt| {
+        let loss = task.record()?;
+        opt.step(&(&*loss * scale)?.backward()?)?;
+        Ok(())
+    })
+}
+
 /// With the gradients of the recorded loss, `step(&grads)` equals
 /// `step_recorded` (whose `ḡ` is the mean of the per-sample gradient factor)
 /// to round-off; with the gradients of `2L` the Woodbury step, linear in
@@ -31,21 +48,10 @@ fn the_woodbury_step_uses_the_handed_gradients() -> Result<()> {
     let mut config = DampedNewtonConfig::default();
     config.trust_region = None;
     let before = Task::new(true, 7)?.values()?.concat();
-    let recorded = after_one_step(&config, |task, opt| {
-        opt.step_recorded(&task.record()?)?;
-        Ok(())
-    })?;
-    let handed = after_one_step(&config, |task, opt| {
-        let loss = task.record()?;
-        opt.step(&loss.backward()?)?;
-        Ok(())
-    })?;
+    let recorded = after_step_recorded(&config)?;
+    let handed = after_step_handed(&config, 1.0)?;
     assert_close("step(&grads) vs step_recorded", &handed, &recorded, 1e-10);
-    let doubled = after_one_step(&config, |task, opt| {
-        let loss = task.record()?;
-        opt.step(&(&*loss * 2.0)?.backward()?)?;
-        Ok(())
-    })?;
+    let doubled = after_step_handed(&config, 2.0)?;
     let step =
         |after: &[f64]| -> Vec<f64> { after.iter().zip(&before).map(|(a, b)| a - b).collect() };
     let twice: Vec<f64> = step(&recorded).iter().map(|s| 2.0 * s).collect();
@@ -58,15 +64,9 @@ fn the_woodbury_step_uses_the_handed_gradients() -> Result<()> {
 #[test]
 fn the_directional_step_recomputes_its_gradients() -> Result<()> {
     let config = DampedNewtonConfig::directional().criterion(Criterion::top_k(5));
-    let recorded = after_one_step(&config, |task, opt| {
-        opt.step_recorded(&task.record()?)?;
-        Ok(())
-    })?;
-    let doubled = after_one_step(&config, |task, opt| {
-        let loss = task.record()?;
-        opt.step(&(&*loss * 2.0)?.backward()?)?;
-        Ok(())
-    })?;
-    assert_eq!(doubled, recorded);
+    assert_eq!(
+        after_step_handed(&config, 2.0)?,
+        after_step_recorded(&config)?
+    );
     Ok(())
 }
