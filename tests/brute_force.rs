@@ -88,7 +88,7 @@ fn shared_weights_and_extra_axes() -> Result<()> {
 /// Strided, padded and dilated convolutions; the second one's output
 /// gradients (a 2×2 max pooling behind it) are at most a quarter nonzero,
 /// so its input-Jacobian transpose in every factor pass is the scatter of
-/// `src/nn/patches/scatter.rs` (dilation 2, padding 2), not the product and
+/// `src/kernels/cpu/patches/scatter.rs` (dilation 2, padding 2), not the product and
 /// col2im.
 #[test]
 fn conv2d_stride_padding_dilation() -> Result<()> {
@@ -124,7 +124,7 @@ fn conv2d_stride_padding_dilation() -> Result<()> {
 /// A convolution with 144 inputs per position behind a ReLU and a max
 /// pooling, 4 classes (3 loss-factor columns): its output signals are at most
 /// a quarter nonzero, so its weight factor is formed on their support
-/// (`src/extension/support.rs`), not by the dense product. With the ReLU
+/// (`src/kernels/cpu/support.rs`), not by the dense product. With the ReLU
 /// after the pooling (the README's cheaper order) the explicit GGN is the
 /// same.
 #[test]
