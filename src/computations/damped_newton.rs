@@ -2,14 +2,14 @@
 
 use std::collections::HashMap;
 
-use candle_core::{DType, Tensor};
+use candle_core::{DType, Tensor, TensorId};
 
 use super::directions::{mean_gradient, warn_small, Directional};
 use super::options::{
     curvature_setters, directional_setters, eigensolver_setter, gradient_setter, lookup,
     step_solver_setter, warn_setter, Options,
 };
-use super::woodbury::{self, MeanGradient, WoodburyCurvature};
+use super::woodbury::{self, kept_steps, MeanGradient, WoodburyCurvature};
 use crate::damping::DampingInput;
 use crate::error::{check_finite, scalar, Error, Result};
 use crate::extension::{mark, Computation, Extension, FactorId, Stage, Timings};
@@ -49,6 +49,24 @@ pub struct DirectionalDampedNewtonComputation {
     options: Options,
     complement: bool,
     results: HashMap<GroupId, Vec<Tensor>>,
+    /// What [`crate::DampedNewton`] adds to a pass, and what it takes back.
+    drive: Drive,
+}
+
+/// The inputs [`crate::DampedNewton`] gives one pass of the computation, and
+/// the steps it takes back.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Drive {
+    /// The Woodbury curvature of an earlier pass, to serve this pass's
+    /// gradients where it fits (see [`kept_steps`]).
+    pub kept: Option<Vec<WoodburyCurvature>>,
+    /// `∇L` of the parameters by id, for the Woodbury step's `ḡ`
+    /// ([`MeanGradient::Given`]).
+    pub gradients: Option<HashMap<TensorId, Tensor>>,
+    /// The steps of the last pass.
+    pub steps: Vec<NewtonStep>,
+    /// Whether they computed their curvature (not the kept one).
+    pub refreshed: bool,
 }
 
 impl DirectionalDampedNewtonComputation {
@@ -86,19 +104,44 @@ impl DirectionalDampedNewtonComputation {
     pub fn result(&self, group: &ParamGroup) -> Result<Vec<Tensor>> {
         lookup(&self.results, group)
     }
+
+    /// The computation of [`crate::DampedNewton`]'s step: `options`, the
+    /// complement step, and the pass's `drive`.
+    pub(crate) fn driven(options: Options, complement: bool, drive: Drive) -> Self {
+        Self {
+            options,
+            complement,
+            results: HashMap::new(),
+            drive,
+        }
+    }
+
+    /// The steps of the last pass and whether they computed their curvature.
+    pub(crate) fn into_steps(self) -> (Vec<NewtonStep>, bool) {
+        (self.drive.steps, self.drive.refreshed)
+    }
 }
 
 impl Computation for DirectionalDampedNewtonComputation {
     fn run(&mut self, ext: &mut Extension<'_>, groups: &[ParamGroup]) -> Result<()> {
-        let steps = newton_steps(
-            ext,
-            groups,
-            &self.options,
-            self.complement,
-            MeanGradient::Factor,
-        )?;
-        for (group, step) in groups.iter().zip(steps) {
-            self.results.insert(group.id(), step.step);
+        let (o, drive) = (&self.options, &mut self.drive);
+        let gradient = match &drive.gradients {
+            Some(gradients) => MeanGradient::Given(gradients),
+            None => MeanGradient::Factor,
+        };
+        let kept = match &drive.kept {
+            Some(kept) => kept_steps(ext, groups, kept, o, gradient)?,
+            None => None,
+        };
+        (drive.steps, drive.refreshed) = match kept {
+            Some(steps) => (steps, false),
+            None => (
+                newton_steps(ext, groups, o, self.complement, gradient)?,
+                true,
+            ),
+        };
+        for (group, step) in groups.iter().zip(&drive.steps) {
+            self.results.insert(group.id(), step.step.clone());
         }
         Ok(())
     }
@@ -131,7 +174,7 @@ pub enum StepSolver {
 }
 
 /// A group's step and what the quadratic model predicts of it.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct NewtonStep {
     /// One tensor per parameter.
     pub step: Vec<Tensor>,
@@ -154,7 +197,7 @@ impl NewtonStep {
 /// The steps of all groups, all checked finite before any is returned. The
 /// Woodbury step takes `ḡ` from `gradient`; the directional step needs the
 /// per-sample gradients (for `γ`) and always backpropagates their factor.
-pub(crate) fn newton_steps(
+fn newton_steps(
     ext: &mut Extension<'_>,
     groups: &[ParamGroup],
     o: &Options,

@@ -8,12 +8,12 @@ mod eigvalsh;
 mod options;
 mod woodbury;
 
-pub(crate) use damped_newton::{newton_steps, NewtonStep};
 pub use damped_newton::{DirectionalDampedNewtonComputation, StepSolver};
+pub(crate) use damped_newton::{Drive, NewtonStep};
 pub use directional_derivatives::DirectionalDerivativesComputation;
 pub use eigh::{Eigenpairs, EighComputation};
 pub use eigvalsh::EigvalshComputation;
 pub(crate) use options::{
     curvature_setters, eigensolver_setter, gradient_setter, step_solver_setter, Options,
 };
-pub(crate) use woodbury::{kept_steps, MeanGradient, WoodburyCurvature};
+pub(crate) use woodbury::WoodburyCurvature;

@@ -1,7 +1,8 @@
 //! The full-rank damped Newton step of a group through its Gram matrix.
 
-use candle_core::backprop::GradStore;
-use candle_core::Tensor;
+use std::collections::HashMap;
+
+use candle_core::{Tensor, TensorId};
 
 use super::damped_newton::NewtonStep;
 use super::directions::{mean_gradient, Directional};
@@ -64,9 +65,9 @@ pub(crate) enum MeanGradient<'g> {
     /// `subsampling_grad`): one more factor pass.
     Factor,
     /// The gradients of the recorded loss that a backward pass gave, `∇L`
-    /// on the whole batch (no factor pass); used where `subsampling_grad` is
-    /// not set.
-    Given(&'g GradStore),
+    /// on the whole batch, by parameter id (no factor pass); used where
+    /// `subsampling_grad` is not set.
+    Given(&'g HashMap<TensorId, Tensor>),
 }
 
 /// The GGN factor of the pass and the mean gradient of every group, the
@@ -94,7 +95,10 @@ pub(super) fn factors(
 
 /// `∇L` of each group's parameters from `store` (zeros where the loss does
 /// not reach a parameter), one `[1, *p.shape]` tensor each.
-fn given_means(store: &GradStore, groups: &[ParamGroup]) -> Result<Vec<Vec<Tensor>>> {
+fn given_means(
+    store: &HashMap<TensorId, Tensor>,
+    groups: &[ParamGroup],
+) -> Result<Vec<Vec<Tensor>>> {
     groups
         .iter()
         .map(|group| {
@@ -102,9 +106,8 @@ fn given_means(store: &GradStore, groups: &[ParamGroup]) -> Result<Vec<Vec<Tenso
                 .params()
                 .iter()
                 .map(|p| {
-                    // detached: the step's products then take the CPU kernels
-                    let grad = match store.get(p.as_tensor()) {
-                        Some(grad) => grad.detach(),
+                    let grad = match store.get(&p.id()) {
+                        Some(grad) => grad.clone(),
                         None => p.as_tensor().zeros_like()?,
                     };
                     Ok(grad.unsqueeze(0)?)
@@ -123,7 +126,7 @@ fn given_means(store: &GradStore, groups: &[ParamGroup]) -> Result<Vec<Vec<Tenso
 ///
 /// # Errors
 /// As [`step`], without [`Error::Cholesky`].
-pub(crate) fn kept_steps(
+pub(super) fn kept_steps(
     ext: &mut Extension<'_>,
     groups: &[ParamGroup],
     kept: &[WoodburyCurvature],

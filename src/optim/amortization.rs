@@ -3,11 +3,7 @@
 
 use candle_core::TensorId;
 
-use crate::computations::{
-    kept_steps, newton_steps, MeanGradient, NewtonStep, Options, WoodburyCurvature,
-};
-use crate::error::Result;
-use crate::extension::Extension;
+use crate::computations::{NewtonStep, WoodburyCurvature};
 use crate::group::ParamGroup;
 
 /// The curvature of the last refresh, the blocks it belongs to, how many
@@ -25,53 +21,39 @@ pub(super) struct Amortization {
     computed: usize,
 }
 
-/// The steps of one pass and whether they computed their curvature.
-pub(super) struct Steps {
-    pub steps: Vec<NewtonStep>,
-    /// Whether they computed their curvature (not the kept one).
-    refreshed: bool,
-}
-
 impl Amortization {
     /// How many curvatures the applied steps have computed.
     pub fn computed(&self) -> usize {
         self.computed
     }
 
-    /// The steps of `groups` in this pass: with the kept curvature while it
-    /// is younger than `interval` steps and fits, else with fresh curvature.
-    pub fn steps(
+    /// The kept curvature, for a step of `groups`, while it is younger than
+    /// `interval` steps and belongs to the same blocks (the pass still
+    /// computes afresh where it does not fit, e.g. after a change of `δ`).
+    pub fn reusable(
         &self,
-        ext: &mut Extension<'_>,
         groups: &[ParamGroup],
-        o: &Options,
-        complement: bool,
         interval: usize,
-        gradient: MeanGradient<'_>,
-    ) -> Result<Steps> {
-        if self.age > 0 && self.age < interval && self.blocks == block_ids(groups) {
-            if let Some(steps) = kept_steps(ext, groups, &self.kept, o, gradient)? {
-                return Ok(Steps {
-                    steps,
-                    refreshed: false,
-                });
-            }
-        }
-        Ok(Steps {
-            steps: newton_steps(ext, groups, o, complement, gradient)?,
-            refreshed: true,
-        })
+    ) -> Option<Vec<WoodburyCurvature>> {
+        let fits = self.age > 0 && self.age < interval && self.blocks == block_ids(groups);
+        fits.then(|| self.kept.clone())
     }
 
-    /// Records that `steps` were applied: a refresh keeps its curvature
-    /// (where `interval > 1`), a reuse ages the kept one.
-    pub fn commit(&mut self, steps: &mut Steps, groups: &[ParamGroup], interval: usize) {
-        if !steps.refreshed {
+    /// Records that `steps` were applied: a refresh (`refreshed`) keeps its
+    /// curvature (where `interval > 1`), a reuse ages the kept one.
+    pub fn commit(
+        &mut self,
+        steps: &mut [NewtonStep],
+        refreshed: bool,
+        groups: &[ParamGroup],
+        interval: usize,
+    ) {
+        if !refreshed {
             self.age += 1;
             return;
         }
         let kept: Option<Vec<WoodburyCurvature>> =
-            steps.steps.iter_mut().map(|s| s.reusable.take()).collect();
+            steps.iter_mut().map(|s| s.reusable.take()).collect();
         let computed = self.computed + 1;
         *self = match kept {
             Some(kept) if interval > 1 => Self {

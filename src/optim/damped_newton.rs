@@ -8,11 +8,11 @@ use candle_nn::optim::Optimizer;
 use candle_nn::VarMap;
 
 use super::adaptation::Adaptation;
-use super::amortization::{Amortization, Steps};
+use super::amortization::Amortization;
 use super::config::{Blocks, DampedNewtonConfig};
-use crate::computations::{MeanGradient, NewtonStep, Options};
+use crate::computations::{DirectionalDampedNewtonComputation, Drive, NewtonStep, Options};
 use crate::error::{check_finite, scalar, Error, Result};
-use crate::extension::{backward_tape, Computation, Extension, Timings};
+use crate::extension::{backward_tape, Timings};
 use crate::group::ParamGroup;
 use crate::record::{self, Recorded};
 use crate::tape::Tape;
@@ -152,7 +152,7 @@ impl DampedNewton {
     /// then unchanged.
     pub fn step_recorded(&mut self, recorded: &Recorded) -> Result<StepReport> {
         self.refuse_adaptive("DampedNewton::step_recorded")?;
-        self.step_tape(recorded.tape()?, MeanGradient::Factor)
+        self.step_tape(recorded.tape()?, None)
     }
 
     /// [`Error::NeedsModel`] if a block's damping adapts from the loss after
@@ -215,7 +215,7 @@ impl DampedNewton {
             opt.velocity = velocity.clone();
             Ok(())
         };
-        let mut report = self.step_tape(recorded.tape()?, MeanGradient::Factor)?;
+        let mut report = self.step_tape(recorded.tape()?, None)?;
         let new_loss = match loss_after().map_err(Error::from).and_then(|l| scalar(&l)) {
             Ok(loss) => loss,
             Err(e) => {
@@ -247,8 +247,13 @@ impl DampedNewton {
         self.step_with_loss(recorded, || model.loss())
     }
 
-    /// The step on `tape`, with the Woodbury step's `ḡ` from `gradient`.
-    fn step_tape(&mut self, tape: &Tape, gradient: MeanGradient<'_>) -> Result<StepReport> {
+    /// The step on `tape`, with the Woodbury step's `ḡ` from `gradients`
+    /// (`∇L` by parameter id) where given.
+    fn step_tape(
+        &mut self,
+        tape: &Tape,
+        gradients: Option<HashMap<TensorId, Tensor>>,
+    ) -> Result<StepReport> {
         self.config.check()?;
         let DampedNewtonConfig {
             lr,
@@ -268,22 +273,21 @@ impl DampedNewton {
         })
         .collect();
         let groups = self.adaptation.apply(groups);
-        let options = self.budgeted_options(tape)?;
-        let mut runner = Runner {
-            options: &options,
-            complement: self.config.complement,
-            interval: self.config.curvature_interval,
-            amortization: &self.amortization,
-            gradient,
-            steps: None,
+        let drive = Drive {
+            kept: (self.amortization).reusable(&groups, self.config.curvature_interval),
+            gradients,
+            ..Drive::default()
         };
-        let timings = backward_tape(tape, &groups, &mut [&mut runner])?;
-        let mut steps = runner
-            .steps
-            .expect("the runner runs once in the backward pass");
-        let scale = trust_scale(self.config.trust_region, lr, &steps.steps);
+        let mut computation = DirectionalDampedNewtonComputation::driven(
+            self.budgeted_options(tape)?,
+            self.config.complement,
+            drive,
+        );
+        let timings = backward_tape(tape, &groups, &mut [&mut computation])?;
+        let (mut steps, refreshed) = computation.into_steps();
+        let scale = trust_scale(self.config.trust_region, lr, &steps);
         let mut updates = Vec::new();
-        for (group, step) in groups.iter().zip(&steps.steps) {
+        for (group, step) in groups.iter().zip(&steps) {
             for (var, s) in group.params().iter().zip(&step.step) {
                 let s = if scale < 1.0 { (s * scale)? } else { s.clone() };
                 let u = match self.velocity.get(&var.id()) {
@@ -307,15 +311,15 @@ impl DampedNewton {
                 self.velocity.insert(var.id(), u);
             }
         }
-        self.amortization
-            .commit(&mut steps, &groups, self.config.curvature_interval);
+        self.amortization.commit(
+            &mut steps,
+            refreshed,
+            &groups,
+            self.config.curvature_interval,
+        );
         Ok(StepReport {
             loss: scalar(&tape.value)?,
-            predicted_change: steps
-                .steps
-                .iter()
-                .map(|s| s.predicted_change(scale * lr))
-                .sum(),
+            predicted_change: steps.iter().map(|s| s.predicted_change(scale * lr)).sum(),
             new_loss: None,
             rejected: false,
             timings,
@@ -396,30 +400,6 @@ fn trust_scale(trust_region: Option<f64>, lr: f64, steps: &[NewtonStep]) -> f64 
     }
 }
 
-/// Runs the Newton step of every group inside the extended backward pass.
-struct Runner<'o> {
-    options: &'o Options,
-    complement: bool,
-    interval: usize,
-    amortization: &'o Amortization,
-    gradient: MeanGradient<'o>,
-    steps: Option<Steps>,
-}
-
-impl Computation for Runner<'_> {
-    fn run(&mut self, ext: &mut Extension<'_>, groups: &[ParamGroup]) -> Result<()> {
-        self.steps = Some(self.amortization.steps(
-            ext,
-            groups,
-            self.options,
-            self.complement,
-            self.interval,
-            self.gradient,
-        )?);
-        Ok(())
-    }
-}
-
 impl Optimizer for DampedNewton {
     type Config = DampedNewtonConfig;
 
@@ -437,7 +417,13 @@ impl Optimizer for DampedNewton {
             .map_err(candle_core::Error::wrap)?;
         let tape =
             record::tape_of(grads).ok_or_else(|| candle_core::Error::wrap(Error::NotRecorded))?;
-        self.step_tape(&tape, MeanGradient::Given(grads))
+        // detached: the step's products then take the CPU kernels
+        let gradients = self
+            .vars
+            .iter()
+            .filter_map(|v| Some((v.id(), grads.get(v.as_tensor())?.detach())))
+            .collect();
+        self.step_tape(&tape, Some(gradients))
             .map(|_| ())
             .map_err(candle_core::Error::wrap)
     }
