@@ -21,6 +21,13 @@ pub struct Eigenpairs {
     pub evecs: Vec<Tensor>,
 }
 
+impl From<Eigenpairs> for (Tensor, Vec<Tensor>) {
+    /// The seed's `(evals, evecs)`: `let (evals, evecs) = eigh.result(&group)?.into();`.
+    fn from(pairs: Eigenpairs) -> Self {
+        (pairs.evals, pairs.evecs)
+    }
+}
+
 /// Eigenvalues and eigenvectors of the GGN block of each parameter group.
 ///
 /// The group's criterion picks `K` of the Gram eigenpairs `G̃ ẽ_k = λ_k ẽ_k`;
