@@ -1,6 +1,7 @@
 //! `DirectionalDampedNewtonComputation`: the directionally damped Newton step.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use candle_core::{DType, Tensor, TensorId};
 
@@ -58,8 +59,9 @@ pub struct DirectionalDampedNewtonComputation {
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Drive {
     /// The Woodbury curvature of an earlier pass, to serve this pass's
-    /// gradients where it fits (see [`kept_steps`]).
-    pub kept: Option<Vec<WoodburyCurvature>>,
+    /// gradients where it fits (see [`kept_steps`]); shared with the
+    /// optimizer that keeps it, not copied.
+    pub kept: Option<Arc<[WoodburyCurvature]>>,
     /// `∇L` of the parameters by id, for the Woodbury step's `ḡ`
     /// ([`MeanGradient::Given`]).
     pub gradients: Option<HashMap<TensorId, Tensor>>,

@@ -1,6 +1,8 @@
 //! Curvature amortization: the Woodbury curvature of each block, reused for
 //! `T` steps ([`crate::DampedNewtonConfig::curvature_interval`]).
 
+use std::sync::Arc;
+
 use candle_core::TensorId;
 
 use crate::computations::{NewtonStep, WoodburyCurvature};
@@ -12,7 +14,9 @@ use crate::group::ParamGroup;
 /// ([`Self::commit`]).
 #[derive(Debug, Clone, Default)]
 pub(super) struct Amortization {
-    kept: Vec<WoodburyCurvature>,
+    /// Shared with the pass that reuses it (its Cholesky factor is up to
+    /// `m²` values).
+    kept: Arc<[WoodburyCurvature]>,
     /// The parameters of each block it was computed for.
     blocks: Vec<Vec<TensorId>>,
     /// Steps taken with it, the refresh included.
@@ -34,7 +38,7 @@ impl Amortization {
         &self,
         groups: &[ParamGroup],
         interval: usize,
-    ) -> Option<Vec<WoodburyCurvature>> {
+    ) -> Option<Arc<[WoodburyCurvature]>> {
         let fits = self.age > 0 && self.age < interval && self.blocks == block_ids(groups);
         fits.then(|| self.kept.clone())
     }
@@ -57,7 +61,7 @@ impl Amortization {
         let computed = self.computed + 1;
         *self = match kept {
             Some(kept) if interval > 1 => Self {
-                kept,
+                kept: kept.into(),
                 blocks: block_ids(groups),
                 age: 1,
                 computed,

@@ -274,7 +274,9 @@ impl DampedNewton {
         .collect();
         let groups = self.adaptation.apply(groups);
         let drive = Drive {
-            kept: (self.amortization).reusable(&groups, self.config.curvature_interval),
+            kept: self
+                .amortization
+                .reusable(&groups, self.config.curvature_interval),
             gradients,
             ..Drive::default()
         };
