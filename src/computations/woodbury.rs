@@ -70,6 +70,17 @@ pub(crate) enum MeanGradient<'g> {
     Given(&'g HashMap<TensorId, Tensor>),
 }
 
+impl<'g> MeanGradient<'g> {
+    /// The given gradients, where they serve the options `o` (no
+    /// `subsampling_grad`).
+    fn given(self, o: &Options) -> Option<&'g HashMap<TensorId, Tensor>> {
+        match self {
+            MeanGradient::Given(store) if o.subsampling_grad.is_none() => Some(store),
+            _ => None,
+        }
+    }
+}
+
 /// The GGN factor of the pass and the mean gradient of every group, the
 /// Woodbury step's inputs.
 pub(super) fn factors(
@@ -78,19 +89,21 @@ pub(super) fn factors(
     o: &Options,
     gradient: MeanGradient<'_>,
 ) -> Result<(FactorId, Vec<Vec<Tensor>>)> {
-    match gradient {
-        MeanGradient::Given(store) if o.subsampling_grad.is_none() => {
+    match gradient.given(o) {
+        Some(store) => {
             let ggn = o.ggn_factor(ext, "subsampling_ggn")?;
             Ok((ggn, given_means(store, groups)?))
         }
-        _ => {
+        None => {
             let (ggn, grad) = Directional::factors(ext, o)?;
-            let means = (0..groups.len())
-                .map(|g| mean_gradient(ext, grad, g))
-                .collect::<Result<_>>()?;
-            Ok((ggn, means))
+            Ok((ggn, factor_means(ext, grad, groups.len())?))
         }
     }
+}
+
+/// The mean of the gradient factor `grad` for each of `groups` groups.
+fn factor_means(ext: &Extension<'_>, grad: FactorId, groups: usize) -> Result<Vec<Vec<Tensor>>> {
+    (0..groups).map(|g| mean_gradient(ext, grad, g)).collect()
 }
 
 /// `∇L` of each group's parameters from `store` (zeros where the loss does
@@ -141,15 +154,13 @@ pub(super) fn kept_steps(
             return Ok(None);
         }
     }
-    let means = match gradient {
-        MeanGradient::Given(store) if o.subsampling_grad.is_none() => given_means(store, groups)?,
-        _ => {
+    let means = match gradient.given(o) {
+        Some(store) => given_means(store, groups)?,
+        None => {
             let request =
                 Extension::gradient_request(o.subsampling_grad.as_deref(), "subsampling_grad");
             let grad = ext.factors(&[request], o.verbose)?[0];
-            (0..groups.len())
-                .map(|g| mean_gradient(ext, grad, g))
-                .collect::<Result<_>>()?
+            factor_means(ext, grad, groups.len())?
         }
     };
     kept.iter()
