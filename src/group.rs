@@ -8,6 +8,7 @@ use candle_core::Var;
 
 use crate::damping::Damping;
 use crate::error::{Error, Result};
+use crate::linalg::Eigensolver;
 
 /// Identifies a [`ParamGroup`]; clones of a group share it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -92,13 +93,19 @@ impl Criterion {
         }
     }
 
-    /// `Some(k)` if the criterion keeps only directions among the `k` largest
-    /// eigenvalues and its choice depends on those `k` values alone
-    /// ([`Self::top_k`], [`Self::top_k_above`]): applied to the `k` largest
-    /// of an ascending spectrum, it keeps the same directions as applied to
-    /// the whole. `None` if it needs the whole spectrum.
-    pub(crate) fn top_bound(&self) -> Option<usize> {
-        self.top
+    /// The `k` of `solver`'s partial solver on an `n × n` Gram matrix for this
+    /// criterion, or `None` for the full solver (see
+    /// [`Eigensolver::partial_k`]). The partial solver serves criteria that
+    /// keep only directions among the `k` largest eigenvalues and decide from
+    /// those `k` values alone ([`Self::top_k`], [`Self::top_k_above`]):
+    /// applied to the `k` largest of an ascending spectrum, they keep the same
+    /// directions as applied to the whole.
+    ///
+    /// # Errors
+    /// [`Error::PartialEigensolver`] where the partial solver is asked for
+    /// and this criterion needs the whole spectrum.
+    pub(crate) fn partial_k(&self, solver: Eigensolver, n: usize) -> Result<Option<usize>> {
+        solver.partial_k(n, self.top, self)
     }
 
     /// This criterion without the directions of eigenvalue `λ ≤ 0` it would

@@ -68,10 +68,7 @@ impl GramEigenpairs {
     ) -> Result<Option<SymEig>> {
         let size = ext.gram_size(factor);
         let criterion = group.criterion_ref();
-        let Some(k) = o
-            .eigensolver
-            .partial_k(size, criterion.top_bound(), criterion)?
-        else {
+        let Some(k) = criterion.partial_k(o.eigensolver, size)? else {
             return Ok(None);
         };
         let operator = ext.gram_operator(factor, g)?;
@@ -219,8 +216,8 @@ impl Directional {
         o: &Options,
     ) -> Result<Self> {
         let criterion = group.criterion_ref();
-        if o.eigensolver
-            .partial_k(ext.gram_size(ggn), criterion.top_bound(), criterion)?
+        if criterion
+            .partial_k(o.eigensolver, ext.gram_size(ggn))?
             .is_none()
         {
             // the full solver needs the formed Gram matrix: form it together
