@@ -13,7 +13,7 @@ use super::options::{
 use super::woodbury::{self, kept_steps, MeanGradient, WoodburyCurvature};
 use crate::damping::DampingInput;
 use crate::error::{check_finite, scalar, Error, Result};
-use crate::extension::{mark, Computation, Extension, FactorId, Stage, Timings};
+use crate::extension::{mark, Block, Computation, Extension, Stage, Timings};
 use crate::group::{GroupId, ParamGroup};
 use crate::kernels::matmul;
 use crate::record::Recorded;
@@ -209,30 +209,33 @@ fn newton_steps(
     match o.step_solver {
         StepSolver::Directional => {
             let (ggn, grad) = Directional::factors(ext, o)?;
+            let (ggn, grad) = (ext.factor(ggn), ext.factor(grad));
             groups
                 .iter()
                 .enumerate()
                 .map(|(g, group)| {
-                    let d = Directional::compute(ext, ggn, grad, g, group, o)?;
+                    let d = Directional::compute(ggn.block(g), grad, group, o)?;
                     warn_small(&d.pairs.evals, o.warn_small_eigvals);
-                    newton_step(ext, (ggn, grad), g, group, &d, complement, o.verbose)
+                    let blocks = (ggn.block(g), grad.block(g));
+                    newton_step(blocks, group, &d, complement, o.verbose)
                 })
                 .collect()
         }
         StepSolver::Woodbury => {
             let (ggn, means) = woodbury::factors(ext, groups, o, gradient)?;
+            let ggn = ext.factor(ggn);
             groups
                 .iter()
                 .zip(&means)
                 .enumerate()
-                .map(|(g, (group, g_bar))| woodbury::step(ext, ggn, g_bar, g, group, o.verbose))
+                .map(|(g, (group, g_bar))| woodbury::step(ggn.block(g), g_bar, group, o.verbose))
                 .collect()
         }
     }
 }
 
-/// The directional step of group `g` along the kept directions `d`, with
-/// the GGN and gradient factors `(ggn, grad)`:
+/// The directional step of a group along its kept directions `d`, with the
+/// group's blocks of the GGN and gradient factors `(ggn, grad)`:
 ///
 /// ```text
 /// τ_k = −γ̄_k / (λ̄_k + δ_k),   s = Σ_k (τ_k + γ̄_k/δ_⊥) e_k − ḡ/δ_⊥,
@@ -242,9 +245,7 @@ fn newton_steps(
 /// `complement`; `e_k = V ẽ_k / √λ_k`, so the eigenspace part is one product
 /// of `V` with Gram-space coefficients.
 fn newton_step(
-    ext: &mut Extension<'_>,
-    (ggn, grad): (FactorId, FactorId),
-    g: usize,
+    (ggn, grad): (Block<'_>, Block<'_>),
     group: &ParamGroup,
     d: &Directional,
     complement: bool,
@@ -253,7 +254,8 @@ fn newton_step(
     let mean =
         |t: &Tensor| -> Result<Vec<f64>> { Ok(t.mean(0)?.to_dtype(DType::F64)?.to_vec1::<f64>()?) };
     let (gamma_bar, lambda_bar) = (mean(&d.gammas)?, mean(&d.lambdas)?);
-    let (deltas, delta_perp) = dampings(ext, ggn, group, d, complement)?;
+    let (deltas, delta_perp) = dampings(ggn, group, d, complement)?;
+    let g = ggn.group();
     mark(Stage::Step, verbose, || {
         format!("group {g}: damped Newton step with δ = {deltas:?}")
     });
@@ -273,13 +275,13 @@ fn newton_step(
         &d.pairs.row(&coefficients)?.unsqueeze(0)?,
         &d.pairs.gram_evecs,
     )?;
-    let mut step: Vec<Tensor> = ext
-        .apply(ggn, g, &v)?
+    let mut step: Vec<Tensor> = ggn
+        .apply(&v)?
         .into_iter()
         .map(|s| s.squeeze(0))
         .collect::<candle_core::Result<_>>()?;
     let complement_decrease = match delta_perp {
-        Some(dp) => subtract_complement(ext, grad, g, &mut step, &gamma_bar, dp)?,
+        Some(dp) => subtract_complement(grad, &mut step, &gamma_bar, dp)?,
         None => 0.0,
     };
     for s in &step {
@@ -299,18 +301,16 @@ fn newton_step(
 /// already); returns the model decrease `‖g_⊥‖²/δ_⊥` of the complement step,
 /// `‖g_⊥‖² = ‖ḡ‖² − Σ_k γ̄_k²` with `‖ḡ‖² = (1/N²) Σ_{n,n'} g_nᵀ g_n'`.
 fn subtract_complement(
-    ext: &mut Extension<'_>,
-    grad: FactorId,
-    g: usize,
+    grad: Block<'_>,
     step: &mut [Tensor],
     gamma_bar: &[f64],
     dp: f64,
 ) -> Result<f64> {
-    let n = ext.factor_samples(grad);
-    for (s, gb) in step.iter_mut().zip(mean_gradient(ext, grad, g)?) {
+    let n = grad.factor().samples();
+    for (s, gb) in step.iter_mut().zip(mean_gradient(grad)?) {
         *s = (&*s - (gb.squeeze(0)? / dp)?)?;
     }
-    let g_sq = scalar(&ext.cross_gram(grad, grad, g)?.sum_all()?)? / (n * n) as f64;
+    let g_sq = scalar(&grad.gram(false)?.sum_all()?)? / (n * n) as f64;
     let perp_sq = (g_sq - gamma_bar.iter().map(|x| x * x).sum::<f64>()).max(0.0);
     Ok(perp_sq / dp)
 }
@@ -318,8 +318,7 @@ fn subtract_complement(
 /// The group's damping `δ_k` of each kept direction and, with `complement`,
 /// `δ_⊥ > 0` of the complement step (`+∞` turns it off).
 fn dampings(
-    ext: &Extension<'_>,
-    ggn: FactorId,
+    ggn: Block<'_>,
     group: &ParamGroup,
     d: &Directional,
     complement: bool,
@@ -327,7 +326,7 @@ fn dampings(
     let damping = group.damping_ref();
     let deltas = damping.deltas(&DampingInput {
         evals: &d.pairs.evals,
-        gram_evecs: &ext.reference_layout(ggn, &d.pairs.gram_evecs)?.t()?,
+        gram_evecs: &ggn.factor().reference_layout(&d.pairs.gram_evecs)?.t()?,
         gammas: &d.gammas,
         lambdas: &d.lambdas,
     })?;

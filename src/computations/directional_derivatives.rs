@@ -90,8 +90,9 @@ impl Computation for DirectionalDerivativesComputation {
     fn run(&mut self, ext: &mut Extension<'_>, groups: &[ParamGroup]) -> Result<()> {
         let o = &self.options;
         let (ggn, grad) = Directional::factors(ext, o)?;
+        let (ggn, grad) = (ext.factor(ggn), ext.factor(grad));
         for (g, group) in groups.iter().enumerate() {
-            let d = Directional::compute(ext, ggn, grad, g, group, o)?;
+            let d = Directional::compute(ggn.block(g), grad, group, o)?;
             warn_small(&d.pairs.evals, o.warn_small_eigvals);
             self.results.insert(group.id(), (d.gammas, d.lambdas));
         }

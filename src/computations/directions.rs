@@ -5,7 +5,7 @@ use candle_core::Tensor;
 
 use super::options::Options;
 use crate::error::{Error, Result};
-use crate::extension::{mark, Extension, FactorId, Stage};
+use crate::extension::{mark, Block, Extension, Factor, FactorId, Stage};
 use crate::group::ParamGroup;
 use crate::kernels::matmul;
 use crate::linalg::{self, Partial, SymEig};
@@ -32,47 +32,35 @@ impl GramEigenpairs {
     /// # Errors
     /// As [`linalg::eigh`], [`crate::Eigensolver`]'s refusal, and the
     /// criterion's errors.
-    pub fn kept(
-        ext: &mut Extension<'_>,
-        factor: FactorId,
-        g: usize,
-        group: &ParamGroup,
-        o: &Options,
-    ) -> Result<Self> {
-        let eig = match Self::partial(ext, factor, g, group, o)? {
+    pub fn kept(block: Block<'_>, group: &ParamGroup, o: &Options) -> Result<Self> {
+        let eig = match Self::partial(block, group, o)? {
             Some(eig) => eig,
             None => {
-                let gram = ext.gram(factor, g, o.verbose)?;
-                let eig = linalg::eigh(&gram)?;
+                let eig = linalg::eigh(&block.gram(o.verbose)?)?;
                 mark(Stage::Eigensolver, o.verbose, || {
                     format!(
-                        "group {g}: full eigensolver (faer), all {} eigenpairs",
+                        "group {}: full eigensolver (faer), all {} eigenpairs",
+                        block.group(),
                         eig.evals.len()
                     )
                 });
                 eig
             }
         };
-        Self::select(ext, factor, g, group, eig, o.verbose)
+        Self::select(block, group, eig, o.verbose)
     }
 
     /// The partial solver's eigenpairs where `o.eigensolver` takes it for
     /// this Gram size and criterion and it converges; `None` for the full
     /// solver.
-    fn partial(
-        ext: &mut Extension<'_>,
-        factor: FactorId,
-        g: usize,
-        group: &ParamGroup,
-        o: &Options,
-    ) -> Result<Option<SymEig>> {
-        let size = ext.gram_size(factor);
+    fn partial(block: Block<'_>, group: &ParamGroup, o: &Options) -> Result<Option<SymEig>> {
+        let (g, size) = (block.group(), block.factor().columns());
         let criterion = group.criterion_ref();
         let Some(k) = criterion.partial_k(o.eigensolver, size)? else {
             return Ok(None);
         };
-        let operator = ext.gram_operator(factor, g)?;
-        let (dtype, device) = ext.dtype_device();
+        let operator = block.operator()?;
+        let (dtype, device) = block.factor().dtype_device();
         mark(Stage::Eigensolver, o.verbose, || {
             format!(
                 "group {g}: partial eigensolver (block Lanczos) on Gram products \
@@ -101,15 +89,9 @@ impl GramEigenpairs {
     /// The eigenpairs of `eig` that the group's criterion keeps, among all
     /// `C·N_g` eigenvalues with the zeros the factor omits (an omitted
     /// zero's Gram vector is null: `V ẽ = 0`, a zero column here).
-    fn select(
-        ext: &mut Extension<'_>,
-        factor: FactorId,
-        g: usize,
-        group: &ParamGroup,
-        eig: SymEig,
-        verbose: bool,
-    ) -> Result<Self> {
-        let (size, zeros) = (ext.gram_size(factor), ext.omitted_zeros(factor));
+    fn select(block: Block<'_>, group: &ParamGroup, eig: SymEig, verbose: bool) -> Result<Self> {
+        let factor = block.factor();
+        let (g, size, zeros) = (block.group(), factor.columns(), factor.omitted_zeros());
         let (all, source) = with_omitted_zeros(&eig.evals, zeros);
         let criterion = group.criterion_ref();
         let keep = criterion.select(&all)?;
@@ -135,7 +117,7 @@ impl GramEigenpairs {
         let gram_images = match &eig.images {
             Some(images) => kept(images)?,
             // G̃ is symmetric: ẽ_kᵀ G̃ = (G̃ ẽ_k)ᵀ
-            None => matmul(&gram_evecs, &ext.gram(factor, g, false)?)?,
+            None => matmul(&gram_evecs, &block.gram(false)?)?,
         };
         Ok(Self {
             evals: keep.iter().map(|&i| all[i]).collect(),
@@ -162,18 +144,13 @@ impl GramEigenpairs {
     /// `ẽ_k` before `V` is applied (`V` is linear), so no pass over the
     /// parameter-sized vectors is needed. Directions with `ẽ_kᵀ G̃ ẽ_k ≤ 0`
     /// (omitted zeros, numerically null directions) are zero vectors.
-    pub fn parameter_evecs(
-        &self,
-        ext: &mut Extension<'_>,
-        factor: FactorId,
-        g: usize,
-    ) -> Result<Vec<Tensor>> {
+    pub fn parameter_evecs(&self, block: Block<'_>) -> Result<Vec<Tensor>> {
         let e = &self.gram_evecs;
         let sq_norm = (&self.gram_images * e)?.sum(1)?; // [K]
         let inv_norm = sq_norm
             .gt(0.0)?
             .where_cond(&sq_norm.sqrt()?.recip()?, &sq_norm.zeros_like()?)?;
-        ext.apply(factor, g, &e.broadcast_mul(&inv_norm.unsqueeze(1)?)?)
+        block.apply(&e.broadcast_mul(&inv_norm.unsqueeze(1)?)?)
     }
 }
 
@@ -208,36 +185,34 @@ impl Directional {
     /// # Errors
     /// [`Error::NonPositiveEigenvalue`] if the criterion kept `λ_k ≤ 0`.
     pub fn compute(
-        ext: &mut Extension<'_>,
-        ggn: FactorId,
-        grad: FactorId,
-        g: usize,
+        ggn: Block<'_>,
+        grad: Factor<'_>,
         group: &ParamGroup,
         o: &Options,
     ) -> Result<Self> {
         let criterion = group.criterion_ref();
+        let n_g = ggn.factor().samples();
         if criterion
-            .partial_k(o.eigensolver, ext.gram_size(ggn))?
+            .partial_k(o.eigensolver, ggn.factor().columns())?
             .is_none()
         {
             // the full solver needs the formed Gram matrix: form it together
             // with Vᵀ g_n, one pass over each large weight factor
-            ext.cross_grams(ggn, &[ggn, grad], g)?;
+            ggn.crosses(&[ggn.factor(), grad])?;
         }
-        let pairs = GramEigenpairs::kept(ext, ggn, g, group, o)?;
+        let pairs = GramEigenpairs::kept(ggn, group, o)?;
         if let Some((index, &value)) = pairs.evals.iter().enumerate().find(|(_, &l)| l <= 0.0) {
             return Err(Error::NonPositiveEigenvalue { index, value });
         }
         mark(Stage::DirectionalDerivatives, o.verbose, || {
-            format!("group {g}: compute gammas and lambdas")
+            format!("group {}: compute gammas and lambdas", ggn.group())
         });
         let inv_sqrt: Vec<f64> = pairs.evals.iter().map(|l| 1.0 / l.sqrt()).collect();
         let inv_sqrt = pairs.row(&inv_sqrt)?;
-        let vt_g = ext.cross_gram(ggn, grad, g)?; // [C·N_g, N_grad]
+        let vt_g = ggn.cross(grad)?; // [C·N_g, N_grad]
         let gammas = matmul(&pairs.gram_evecs, &vt_g)?
             .t()?
             .broadcast_mul(&inv_sqrt)?;
-        let n_g = ext.factor_samples(ggn);
         let k = pairs.evals.len();
         let w = pairs.gram_images.t()?; // [C·N_g, K]
         let lambdas = w
@@ -266,13 +241,13 @@ fn with_omitted_zeros(evals: &[f64], zeros: usize) -> (Vec<f64>, Vec<Option<usiz
     (all, source)
 }
 
-/// The mean gradient `ḡ = (1/N_grad) Σ_n g_n` of the gradient factor `grad`
+/// The mean gradient `ḡ = (1/N_grad) Σ_n g_n` of the gradient factor's block `grad`
 /// over the group's parameters, one `[1, *p.shape]` tensor each.
-pub(crate) fn mean_gradient(ext: &Extension<'_>, grad: FactorId, g: usize) -> Result<Vec<Tensor>> {
-    let n = ext.factor_samples(grad);
-    let (dtype, device) = ext.dtype_device();
+pub(crate) fn mean_gradient(grad: Block<'_>) -> Result<Vec<Tensor>> {
+    let n = grad.factor().samples();
+    let (dtype, device) = grad.factor().dtype_device();
     let weights = (Tensor::ones((1, n), dtype, &device)? / n as f64)?;
-    ext.apply(grad, g, &weights)
+    grad.apply(&weights)
 }
 
 /// Warns through `log` when a kept eigenvalue is below `threshold` in magnitude.

@@ -111,10 +111,11 @@ impl Computation for EighComputation {
         let factor = o.ggn_factor(ext, "subsampling")?;
         // K eigenvectors to parameter space: keep large weight factors
         ext.keep_weight_factors(factor);
+        let factor = ext.factor(factor);
         for (g, group) in groups.iter().enumerate() {
-            let pairs = GramEigenpairs::kept(ext, factor, g, group, o)?;
+            let pairs = GramEigenpairs::kept(factor.block(g), group, o)?;
             warn_small(&pairs.evals, o.warn_small_eigvals);
-            let evecs = pairs.parameter_evecs(ext, factor, g)?;
+            let evecs = pairs.parameter_evecs(factor.block(g))?;
             mark(Stage::Eigenvectors, o.verbose, || {
                 format!(
                     "group {g}: {} eigenvectors in parameter space",

@@ -91,15 +91,14 @@ impl Computation for EigvalshComputation {
     fn run(&mut self, ext: &mut Extension<'_>, groups: &[ParamGroup]) -> Result<()> {
         let o = &self.options;
         let factor = o.ggn_factor(ext, "subsampling")?;
+        let factor = ext.factor(factor);
         for (g, group) in groups.iter().enumerate() {
-            let gram = ext.gram(factor, g, self.options.verbose)?;
-            mark(Stage::Eigensolver, self.options.verbose, || {
+            let gram = factor.block(g).gram(o.verbose)?;
+            mark(Stage::Eigensolver, o.verbose, || {
                 format!("group {g}: eigenvalues of the Gram matrix")
             });
-            self.results.insert(
-                group.id(),
-                linalg::eigvalsh(&gram, ext.omitted_zeros(factor))?,
-            );
+            self.results
+                .insert(group.id(), linalg::eigvalsh(&gram, factor.omitted_zeros())?);
         }
         Ok(())
     }

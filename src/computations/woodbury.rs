@@ -8,12 +8,12 @@ use super::damped_newton::NewtonStep;
 use super::directions::{mean_gradient, Directional};
 use super::options::Options;
 use crate::error::{check_finite, scalar, Error, Result};
-use crate::extension::{mark, Extension, FactorId, KeptFactor, Stage};
+use crate::extension::{mark, Block, Extension, FactorId, KeptFactor, Stage};
 use crate::group::ParamGroup;
 use crate::linalg::ShiftedCholesky;
 
-/// The Levenberg–Marquardt step `s = −(V Vᵀ + δ I)⁻¹ ḡ` of the group's GGN
-/// factor `ggn` (`V`) for its mean gradient `g_bar` (one `[1, *p.shape]`
+/// The Levenberg–Marquardt step `s = −(V Vᵀ + δ I)⁻¹ ḡ` of the group's block
+/// `ggn` (`V`) of the GGN factor for its mean gradient `g_bar` (one `[1, *p.shape]`
 /// tensor per parameter), by Sherman–Morrison–Woodbury:
 ///
 /// ```text
@@ -30,15 +30,13 @@ use crate::linalg::ShiftedCholesky;
 /// [`crate::Damping::levenberg_marquardt`]); [`Error::Cholesky`];
 /// [`Error::NonFinite`] for the step.
 pub(super) fn step(
-    ext: &mut Extension<'_>,
-    ggn: FactorId,
+    ggn: Block<'_>,
     g_bar: &[Tensor],
-    g: usize,
     group: &ParamGroup,
     verbose: bool,
 ) -> Result<NewtonStep> {
     let delta = scalar_damping(group)?;
-    let gram = ext.gram(ggn, g, verbose)?;
+    let (g, gram) = (ggn.group(), ggn.gram(verbose)?);
     mark(Stage::Cholesky, verbose, || {
         format!(
             "group {g}: Woodbury step, Cholesky of the {m}×{m} Gram matrix + {delta}·I",
@@ -46,7 +44,7 @@ pub(super) fn step(
         )
     });
     let curvature = WoodburyCurvature {
-        factor: ext.keep_factor(ggn, g),
+        factor: ggn.keep(),
         cholesky: ShiftedCholesky::new(&gram, delta)?,
         gram,
     };
@@ -103,7 +101,8 @@ pub(super) fn factors(
 
 /// The mean of the gradient factor `grad` for each of `groups` groups.
 fn factor_means(ext: &Extension<'_>, grad: FactorId, groups: usize) -> Result<Vec<Vec<Tensor>>> {
-    (0..groups).map(|g| mean_gradient(ext, grad, g)).collect()
+    let grad = ext.factor(grad);
+    (0..groups).map(|g| mean_gradient(grad.block(g))).collect()
 }
 
 /// `∇L` of each group's parameters from `store` (zeros where the loss does

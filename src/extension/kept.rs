@@ -4,10 +4,9 @@ use candle_core::Tensor;
 
 use super::layer::add;
 use super::layer::{LayerFactor, Role};
-use super::{Extension, FactorId, Member};
 use crate::error::Result;
 
-/// The factor `V` of one group, taken out of its [`Extension`]: each tracked
+/// The factor `V` of one group, taken out of its [`super::Extension`]: each tracked
 /// layer's inputs and signals (shared, not copied), so that `V · c` and
 /// `Vᵀ x` need no new backpropagation in later passes.
 #[derive(Debug, Clone)]
@@ -19,8 +18,12 @@ pub(crate) struct KeptFactor {
 }
 
 impl KeptFactor {
+    pub(super) fn new(layers: Vec<LayerFactor>, members: Vec<(usize, Role)>) -> Self {
+        Self { layers, members }
+    }
+
     /// `V_p · e` for every parameter `p` of the group, `e` `[K, C·N_g]`:
-    /// `[K, *p.shape]` each (as [`Extension::apply`] in the factor's own pass).
+    /// `[K, *p.shape]` each (as [`super::Block::apply`] in the factor's own pass).
     pub fn apply(&self, e: &Tensor) -> Result<Vec<Tensor>> {
         self.members
             .iter()
@@ -36,33 +39,5 @@ impl KeptFactor {
             sum = Some(add(sum, self.layers[layer].transpose_apply(role, x)?)?);
         }
         Ok(sum.expect("groups are checked to be non-empty"))
-    }
-}
-
-impl Extension<'_> {
-    /// The group's factor `factor`, kept for later passes.
-    pub(crate) fn keep_factor(&self, factor: FactorId, group: usize) -> KeptFactor {
-        let layers: Vec<Member> = self
-            .group_layers(group)
-            .into_iter()
-            .map(|(m, _)| m)
-            .collect();
-        let members = self.members[group]
-            .iter()
-            .map(|m| {
-                let layer = layers
-                    .iter()
-                    .position(|l| l.layer == m.layer)
-                    .expect("every member's layer is one of the group's layers");
-                (layer, m.role)
-            })
-            .collect();
-        KeptFactor {
-            layers: layers
-                .into_iter()
-                .map(|m| self.layer_factor(factor, m).clone())
-                .collect(),
-            members,
-        }
     }
 }

@@ -6,6 +6,7 @@
 //! `V·e`, and hands them to the computations, which share them: several
 //! computations with the same factor settings backpropagate once.
 
+mod block;
 mod factor;
 mod kept;
 mod layer;
@@ -13,20 +14,20 @@ mod members;
 mod operator;
 mod timings;
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 
 use candle_core::{DType, Tensor};
 
 use crate::error::{Error, Result};
 use crate::group::ParamGroup;
-use crate::kernels::matmul;
 use crate::record::Recorded;
 use crate::tape::Tape;
+pub(crate) use block::{Block, Factor};
 use factor::{backprop, check_dtype, Backpropagated, Columns, FactorSpec, TrackedLayer};
 pub(crate) use kept::KeptFactor;
-use layer::{LayerFactor, Role};
+
 use members::{resolve, Member};
-pub(crate) use operator::GramOperator;
 pub(crate) use timings::mark;
 pub use timings::{Stage, Timings};
 
@@ -108,7 +109,8 @@ pub struct Extension<'a> {
     /// Seed of Monte-Carlo factors whose computation set none.
     default_seed: u64,
     factors: Vec<(FactorSpec, Backpropagated)>,
-    grams: HashMap<(usize, usize, usize), Tensor>,
+    /// Cross-Gram matrices by (left factor, right factor, group).
+    grams: RefCell<HashMap<(usize, usize, usize), Tensor>>,
 }
 
 /// A factor a computation asks for: its columns, on which samples (`name` is
@@ -142,12 +144,12 @@ impl<'a> Extension<'a> {
             members,
             default_seed: rand::random(),
             factors: Vec::new(),
-            grams: HashMap::new(),
+            grams: RefCell::new(HashMap::new()),
         })
     }
 
     /// The batch size `N` of the recorded pass.
-    pub(crate) fn batch_size(&self) -> Result<usize> {
+    fn batch_size(&self) -> Result<usize> {
         Ok(self.tape.loss.output.dim(0)?)
     }
 
@@ -245,159 +247,17 @@ impl<'a> Extension<'a> {
             .collect())
     }
 
-    /// The number of samples `N_g` a factor is built on.
-    pub(crate) fn factor_samples(&self, factor: FactorId) -> usize {
-        let (spec, _) = &self.factors[factor.0];
-        spec.subsampling
-            .as_ref()
-            .map_or(self.tape.loss.output.dims()[0], Vec::len)
-    }
-
-    /// How many zero eigenvalues the Gram matrix of `factor` leaves out (see
-    /// [`Backpropagated::basis`]).
-    pub(crate) fn omitted_zeros(&self, factor: FactorId) -> usize {
-        match self.factors[factor.0].1.basis {
-            Some(_) => self.factor_samples(factor),
-            None => 0,
-        }
-    }
-
-    /// Gram-space vectors `e` `[K, C_eff·N_g]` in the reference's layout
-    /// `[K, C·N_g]` (index `c·N_g + n`).
-    pub(crate) fn reference_layout(&self, factor: FactorId, e: &Tensor) -> Result<Tensor> {
-        let Some(basis) = &self.factors[factor.0].1.basis else {
-            return Ok(e.clone());
-        };
-        let (n, c, c_eff) = basis.dims3()?;
-        let k = e.dim(0)?;
-        // ẽ[k, :, n] = U_n ẽ'[k, :, n]
-        let e = e.reshape((k, c_eff, n))?.permute((2, 1, 0))?.contiguous()?; // [N, C_eff, K]
-        Ok(matmul(basis, &e)? // [N, C, K]
-            .permute((2, 1, 0))?
-            .contiguous()?
-            .reshape((k, c * n))?)
+    /// The backpropagated factor `factor`.
+    pub(crate) fn factor(&self, factor: FactorId) -> Factor<'_> {
+        Factor::new(self, factor)
     }
 
     /// Keeps the weight factors of `factor` whole for many products
-    /// [`Self::apply`] (see [`LayerFactor::keep_weight_factor`]).
+    /// [`Block::apply`] (see [`layer::LayerFactor::keep_weight_factor`]).
     pub(crate) fn keep_weight_factors(&mut self, factor: FactorId) {
         for layer in self.factors[factor.0].1.layers.iter_mut().flatten() {
             layer.keep_weight_factor();
         }
-    }
-
-    fn layer_factor(&self, factor: FactorId, member: Member) -> &LayerFactor {
-        self.factors[factor.0].1.layers[member.layer]
-            .as_ref()
-            .expect("factors are built for every layer that holds a group parameter")
-    }
-
-    /// The Gram matrix `G̃ = Σ_{p∈group} V_pᵀ V_p` `[C·N_g, C·N_g]` (cached).
-    pub(crate) fn gram(&mut self, factor: FactorId, group: usize, verbose: bool) -> Result<Tensor> {
-        let gram = self.cross_gram(factor, factor, group)?;
-        mark(Stage::Eigensolver, verbose, || {
-            format!(
-                "group {group}: Gram matrix {n}×{n} from {} parameters",
-                self.members[group].len(),
-                n = gram.dim(0).unwrap_or(0)
-            )
-        });
-        Ok(gram)
-    }
-
-    /// `Σ_{p∈group} V_pᵀ U_p` `[C_v·N_v, C_u·N_u]` for the factors `V` (`left`)
-    /// and `U` (`right`) of the group's parameters (cached).
-    pub(crate) fn cross_gram(
-        &mut self,
-        left: FactorId,
-        right: FactorId,
-        group: usize,
-    ) -> Result<Tensor> {
-        let mut grams = self.cross_grams(left, &[right], group)?;
-        Ok(grams.pop().expect("one Gram matrix per right factor"))
-    }
-
-    /// [`Self::cross_gram`] of `left` with each factor of `rights` (cached),
-    /// computed layer by layer together, so that each slice of a weight factor
-    /// too large to keep is formed once for all of them.
-    pub(crate) fn cross_grams(
-        &mut self,
-        left: FactorId,
-        rights: &[FactorId],
-        group: usize,
-    ) -> Result<Vec<Tensor>> {
-        let key = |right: FactorId| (left.0, right.0, group);
-        let mut missing: Vec<FactorId> = Vec::new();
-        for &right in rights {
-            if !self.grams.contains_key(&key(right)) && !missing.contains(&right) {
-                missing.push(right);
-            }
-        }
-        if !missing.is_empty() {
-            let mut sums: Vec<Option<Tensor>> = vec![None; missing.len()];
-            for (m, roles) in self.group_layers(group) {
-                let v = self.layer_factor(left, m);
-                let us: Vec<&LayerFactor> =
-                    missing.iter().map(|&r| self.layer_factor(r, m)).collect();
-                sums = v
-                    .cross_grams(&us, &roles, sums)?
-                    .into_iter()
-                    .map(Some)
-                    .collect();
-            }
-            for (right, sum) in missing.into_iter().zip(sums) {
-                let gram = sum.expect("groups are checked to be non-empty");
-                self.grams.insert(key(right), gram);
-            }
-        }
-        Ok(rights
-            .iter()
-            .map(|&r| self.grams[&key(r)].clone())
-            .collect())
-    }
-
-    /// The group's parameters layer by layer (a member of the layer and the
-    /// roles of the group's parameters in it), so weight and bias share work.
-    fn group_layers(&self, group: usize) -> Vec<(Member, Vec<Role>)> {
-        let mut layers: Vec<(Member, Vec<Role>)> = Vec::new();
-        for &m in &self.members[group] {
-            match layers.iter_mut().find(|(first, _)| first.layer == m.layer) {
-                Some((_, roles)) => roles.push(m.role),
-                None => layers.push((m, vec![m.role])),
-            }
-        }
-        layers
-    }
-
-    /// The model's dtype and device.
-    pub(crate) fn dtype_device(&self) -> (DType, candle_core::Device) {
-        let output = &self.tape.loss.output;
-        (output.dtype(), output.device().clone())
-    }
-
-    /// The number of rows `C_eff·N_g` of the Gram matrices of `factor`.
-    pub(crate) fn gram_size(&self, factor: FactorId) -> usize {
-        self.factors[factor.0].1.columns * self.factor_samples(factor)
-    }
-
-    /// The group's Gram matrix of `factor` as an operator (never formed for
-    /// layers applied once per sample).
-    pub(crate) fn gram_operator(&self, factor: FactorId, group: usize) -> Result<GramOperator> {
-        let layers: Vec<(&LayerFactor, Vec<Role>)> = self
-            .group_layers(group)
-            .into_iter()
-            .map(|(m, roles)| (self.layer_factor(factor, m), roles))
-            .collect();
-        let columns = self.factors[factor.0].1.columns;
-        GramOperator::new(&layers, columns, self.factor_samples(factor))
-    }
-
-    /// `V_p · e` for every parameter `p` of the group, `e` `[K, C·N_g]`: `[K, *p.shape]` each.
-    pub(crate) fn apply(&self, factor: FactorId, group: usize, e: &Tensor) -> Result<Vec<Tensor>> {
-        self.members[group]
-            .iter()
-            .map(|&m| Ok(self.layer_factor(factor, m).apply(m.role, e)?))
-            .collect()
     }
 }
 
