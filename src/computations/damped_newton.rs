@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use candle_core::{DType, Tensor, TensorId};
 
-use super::directions::{mean_gradient, warn_small, Directional};
+use super::directions::{mean_gradient, warn_small, Directional, GramEigenpairs};
 use super::options::{
     curvature_setters, directional_setters, eigensolver_setter, gradient_setter, lookup,
     step_solver_setter, warn_setter, Options,
@@ -265,21 +265,7 @@ fn newton_step(
             delta => -gamma_bar[k] / (lambda_bar[k] + delta),
         })
         .collect();
-    // coordinates along e_k = V ẽ_k / √λ_k, then in Gram space
-    let coefficients: Vec<f64> = (0..tau.len())
-        .map(|k| {
-            (tau[k] + delta_perp.map_or(0.0, |dp| gamma_bar[k] / dp)) / d.pairs.evals[k].sqrt()
-        })
-        .collect();
-    let v = matmul(
-        &d.pairs.row(&coefficients)?.unsqueeze(0)?,
-        &d.pairs.gram_evecs,
-    )?;
-    let mut step: Vec<Tensor> = ggn
-        .apply(&v)?
-        .into_iter()
-        .map(|s| s.squeeze(0))
-        .collect::<candle_core::Result<_>>()?;
+    let mut step = eigenspace_step(ggn, &d.pairs, &tau, &gamma_bar, delta_perp)?;
     let complement_decrease = match delta_perp {
         Some(dp) => subtract_complement(grad, &mut step, &gamma_bar, dp)?,
         None => 0.0,
@@ -295,6 +281,27 @@ fn newton_step(
         curvature: lambda_bar.iter().zip(&tau).map(|(l, t)| l * t * t).sum(),
         reusable: None,
     })
+}
+
+/// `Σ_k (τ_k + γ̄_k/δ_⊥) e_k` (the `δ_⊥` term with `delta_perp` only), one
+/// tensor per parameter: with `e_k = V ẽ_k / √λ_k` it is `V ẽ` for the
+/// Gram-space vector `ẽ = Σ_k (τ_k + γ̄_k/δ_⊥)/√λ_k ẽ_k`, one product of `V`.
+fn eigenspace_step(
+    ggn: Block<'_>,
+    pairs: &GramEigenpairs,
+    tau: &[f64],
+    gamma_bar: &[f64],
+    delta_perp: Option<f64>,
+) -> Result<Vec<Tensor>> {
+    let coefficients: Vec<f64> = (0..tau.len())
+        .map(|k| (tau[k] + delta_perp.map_or(0.0, |dp| gamma_bar[k] / dp)) / pairs.evals[k].sqrt())
+        .collect();
+    let e = matmul(&pairs.row(&coefficients)?.unsqueeze(0)?, &pairs.gram_evecs)?;
+    Ok(ggn
+        .apply(&e)?
+        .into_iter()
+        .map(|s| s.squeeze(0))
+        .collect::<candle_core::Result<_>>()?)
 }
 
 /// `s ← s − ḡ/δ_⊥` (the eigenspace part of `ḡ` is in `s`'s coefficients
