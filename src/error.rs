@@ -39,6 +39,12 @@ pub enum Error {
         reason: String,
     },
 
+    /// Every position of a cross-entropy with an ignore index is ignored
+    /// (in the batch, or in the samples a computation's subsampling keeps),
+    /// so its mean is undefined.
+    #[error("every target position is ignored: the mean loss over no position is undefined")]
+    AllPositionsIgnored,
+
     /// The model uses a dtype the computations do not support.
     #[error("unsupported dtype {0:?}: vivit computes in f32 or f64")]
     UnsupportedDType(DType),

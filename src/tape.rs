@@ -10,8 +10,12 @@ use candle_core::{Shape, Tensor, TensorId, Var};
 /// The kind of a tracked loss.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum LossKind {
+    /// Softmax cross-entropy over the last axis, at every position.
     CrossEntropy,
+    /// Squared error of every entry.
     Mse,
+    /// Sigmoid binary cross-entropy of every entry.
+    BinaryCrossEntropyWithLogits,
 }
 
 /// What a tracked layer computes, as far as its per-sample factor algebra cares.
@@ -60,8 +64,12 @@ pub(crate) struct LossRecord {
     pub kind: LossKind,
     /// The model output fed to the loss, with its graph.
     pub output: Tensor,
-    /// The targets (class indices as u32, or regression targets).
+    /// The targets (class indices as u32, 0 at ignored positions; or
+    /// regression or binary targets, shaped as the output).
     pub targets: Tensor,
+    /// `1` at the positions `[N, T…]` that count, `0` at ignored ones, in the
+    /// output's dtype (cross-entropy with an ignore index only).
+    pub mask: Option<Tensor>,
     /// Id of the loss tensor the loss function returned.
     pub loss: TensorId,
 }

@@ -51,11 +51,12 @@ impl<'e> Factor<'e> {
         self.ext.factors[self.id.0].1.columns * self.samples()
     }
 
-    /// How many zero eigenvalues its Gram matrices leave out (`N_g` where
-    /// the loss-Hessian factor drops its null column, else 0).
+    /// How many zero eigenvalues its Gram matrices leave out (`N_g·P` where
+    /// the loss-Hessian factor drops the null column of each of `P`
+    /// positions, else 0).
     pub fn omitted_zeros(&self) -> usize {
-        match self.ext.factors[self.id.0].1.basis {
-            Some(_) => self.samples(),
+        match &self.ext.factors[self.id.0].1.basis {
+            Some(basis) => basis.dims()[..2].iter().product(),
             None => 0,
         }
     }
@@ -66,20 +67,25 @@ impl<'e> Factor<'e> {
         (output.dtype(), output.device().clone())
     }
 
-    /// Gram-space vectors `e` `[K, C_eff·N_g]` in the reference's layout
-    /// `[K, C·N_g]` (index `c·N_g + n`): `ẽ[k, :, n] = U_n ẽ'[k, :, n]` with
-    /// the basis `U_n` `[C, C_eff]` of the kept columns.
+    /// Gram-space vectors `e` `[R, C_eff·N_g]` in the reference's layout
+    /// `[R, C·N_g]` (index `c·N_g + n`), for `P` positions of `K` classes
+    /// (`C = P·K`, `C_eff = P·(K−1)`, index `c = p·K + k`):
+    /// `ẽ[r, p, :, n] = U_{np} ẽ'[r, p, :, n]` with the basis `U_{np}`
+    /// `[K, K−1]` of the kept columns.
     pub fn reference_layout(&self, e: &Tensor) -> Result<Tensor> {
         let Some(basis) = &self.ext.factors[self.id.0].1.basis else {
             return Ok(e.clone());
         };
-        let (n, c, c_eff) = basis.dims3()?;
-        let k = e.dim(0)?;
-        let e = e.reshape((k, c_eff, n))?.permute((2, 1, 0))?.contiguous()?; // [N, C_eff, K]
-        Ok(matmul(basis, &e)? // [N, C, K]
-            .permute((2, 1, 0))?
+        let (n, p, k, kept) = basis.dims4()?;
+        let r = e.dim(0)?;
+        let e = e
+            .reshape((r, p, kept, n))?
+            .permute((3, 1, 2, 0))?
+            .contiguous()?; // [N, P, K−1, R]
+        Ok(matmul(basis, &e)? // [N, P, K, R]
+            .permute((3, 1, 2, 0))?
             .contiguous()?
-            .reshape((k, c * n))?)
+            .reshape((r, p * k * n))?)
     }
 
     fn layer(&self, member: Member) -> &'e LayerFactor {

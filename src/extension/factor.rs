@@ -83,10 +83,10 @@ pub(crate) struct Backpropagated {
     pub columns: usize,
     /// The factor of each layer marked as needed.
     pub layers: Vec<Option<LayerFactor>>,
-    /// `U` `[N_g, C, C_eff]` when the loss factor has fewer columns than the
-    /// reference's (exact cross-entropy): Gram vectors in the reference layout
-    /// are `ẽ[:, n] = U_n ẽ'[:, n]`, and the Gram matrix misses `N_g` zero
-    /// eigenvalues.
+    /// `U` `[N_g, P, K, K−1]` when the loss factor has fewer columns than the
+    /// reference's (exact cross-entropy, `P` positions of `K` classes): Gram
+    /// vectors in the reference layout are `ẽ[:, p, n] = U_{np} ẽ'[:, p, n]`,
+    /// and the Gram matrix misses `N_g·P` zero eigenvalues.
     pub basis: Option<Tensor>,
 }
 
@@ -111,18 +111,23 @@ impl Seeds {
             })
             .transpose()?;
         let rows_out = select_rows(rows.as_ref(), &output.detach())?;
-        let loss = tape.loss.kind;
+        let mask = match &tape.loss.mask {
+            Some(mask) => Some(select_rows(rows.as_ref(), mask)?),
+            None => None,
+        };
+        let (loss, mask) = (tape.loss.kind, mask.as_ref());
         let (factor, basis) = match spec.columns {
-            Columns::Exact => loss.sqrt_hessian(&rows_out)?,
-            Columns::MonteCarlo { samples, seed } => (
-                loss.sampled_sqrt_hessian(&rows_out, samples, &mut StdRng::seed_from_u64(seed))?,
-                None,
-            ),
-            Columns::Gradient => (
-                loss.gradient(&rows_out, &select_rows(rows.as_ref(), &tape.loss.targets)?)?
-                    .unsqueeze(0)?,
-                None,
-            ),
+            Columns::Exact => loss.sqrt_hessian(&rows_out, mask)?,
+            Columns::MonteCarlo { samples, seed } => {
+                let mut rng = StdRng::seed_from_u64(seed);
+                let factor = loss.sampled_sqrt_hessian(&rows_out, mask, samples, &mut rng)?;
+                (factor, None)
+            }
+            Columns::Gradient => {
+                let targets = select_rows(rows.as_ref(), &tape.loss.targets)?;
+                let gradient = loss.gradient(&rows_out, &targets, mask)?;
+                (gradient.unsqueeze(0)?, None)
+            }
         };
         Ok(Seeds {
             rows,

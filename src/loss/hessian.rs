@@ -1,16 +1,32 @@
 //! The square roots of the tracked losses' Hessians.
 //!
-//! The GGN of the mean loss over the samples `S` used for curvature is
-//! `G = (1/|S|) Σ_{n∈S} J_nᵀ H_n J_n = V Vᵀ` with the columns
-//! `v_{c,n} = J_nᵀ s_{n,c} / √|S|` for a factor `H_n = Σ_c s_{n,c} s_{n,c}ᵀ`:
+//! Every tracked loss is `L = (1/Z) Σ_{n,p} w_{np} φ(f_{np}, y_{np})` over
+//! the samples `n` and the positions `p` of an output `[N, …]`, where a
+//! position holds `K` entries `f_{np}` (the `K` classes of a cross-entropy,
+//! one entry for the entrywise losses), `w_{np} ∈ {0, 1}` (0 at ignored
+//! positions) and `Z = Σ w_{np}` (cross-entropy) or the number of entries
+//! (MSE, BCE). With the per-sample losses `ℓ_n = (N/Z) Σ_p w_{np} φ_{np}`,
+//! `L = (1/N) Σ_n ℓ_n` and the GGN is
 //!
-//! - exact cross-entropy (BackPACK's factor, `C` columns):
-//!   `s_{n,c} = √p_n ⊙ (e_c − √p_{n,c} √p_n)`;
-//! - exact MSE (`C` columns): `s_{n,c} = √(2/C) e_c`;
-//! - Monte-Carlo with `M` samples: `s_{n,m} = ∇_f(−log p(ŷ_{n,m} | f_n)) / √M` with
-//!   `ŷ` drawn from the model's own predictive distribution, so `E[Σ_m s sᵀ] = H_n`:
-//!   `p_n − onehot(ŷ)`, `ŷ ~ Cat(p_n)` (cross-entropy) and `√(2/C) z`,
-//!   `z ~ N(0, I)` (MSE, BackPACK's `2(ŷ − f)/√C` with `ŷ ~ N(f, ½ I)`).
+//! ```text
+//! G = (1/N) Σ_n J_nᵀ H_n J_n = V Vᵀ,   v_{j,n} = J_nᵀ s_{n,j},
+//! Σ_j s_{n,j} s_{n,j}ᵀ = H_n / N = Σ_p (w_{np}/Z) ∇²φ_{np}   (block-diagonal in p).
+//! ```
+//!
+//! `s` is the factor of one position's `∇²φ` scaled by `√(w_{np}/Z)`, zero at
+//! the other positions:
+//!
+//! - exact cross-entropy, `∇²φ = diag(p) − p pᵀ`, `K − 1` columns per position
+//!   (its null vector `√p` dropped, see [`LossKind::sqrt_hessian`]);
+//! - exact MSE, `φ = (f − y)²`: `√2`; exact BCE, `φ = softplus(f) − y f`:
+//!   `√(σ(f)(1 − σ(f)))`;
+//! - Monte-Carlo with `M` columns: column `m` draws `ŷ_{np}` at **every**
+//!   position from the model's predictive distribution and is
+//!   `√(w_{np}/(Z M)) ∇_f φ(f_{np}, ŷ_{np})` there: `p − onehot(ŷ)`,
+//!   `ŷ ~ Cat(p)` (cross-entropy); `√2 z`, `z ~ N(0, I)` (MSE, BackPACK's
+//!   `2(ŷ − f)` with `ŷ ~ N(f, ½)`); `σ(f) − ŷ`, `ŷ ~ Bernoulli(σ(f))` (BCE).
+//!   `E[s sᵀ]` is the exact factor's product: the cross terms between
+//!   positions vanish, `E[∇φ_{np}] = 0`, and the draws are independent.
 
 use candle_core::{DType, Device, Tensor, D};
 use rand::distr::weighted::WeightedIndex;
@@ -21,211 +37,199 @@ use rand_distr::{Distribution, StandardNormal};
 use crate::error::{Error, Result};
 use crate::tape::LossKind;
 
+/// An output `[N, …]` as `N` samples of `P` positions of `K` entries.
+#[derive(Debug, Clone, Copy)]
+struct Positions {
+    n: usize,
+    p: usize,
+    k: usize,
+}
+
 impl LossKind {
-    /// Per-sample gradients `∇_f ℓ_n` `[N, C]` of the unreduced losses:
-    /// `p_n − onehot(y_n)` (cross-entropy), `(2/C)(f_n − y_n)` (MSE).
-    pub(crate) fn gradient(self, output: &Tensor, targets: &Tensor) -> Result<Tensor> {
-        let (_, c) = output.dims2()?;
-        Ok(match self {
-            LossKind::CrossEntropy => {
-                let p = candle_nn::ops::softmax(output, D::Minus1)?;
-                let onehot =
-                    Tensor::eye(c, output.dtype(), output.device())?.index_select(targets, 0)?;
-                (p - onehot)?
-            }
-            LossKind::Mse => ((output - targets)? * (2.0 / c as f64))?,
+    fn positions(self, output: &Tensor) -> Result<Positions> {
+        let n = output.dim(0)?;
+        let k = match self {
+            LossKind::CrossEntropy => output.dim(D::Minus1)?,
+            LossKind::Mse | LossKind::BinaryCrossEntropyWithLogits => 1,
+        };
+        Ok(Positions {
+            n,
+            p: output.elem_count() / (n * k).max(1),
+            k,
         })
     }
 
-    /// The exact factor `S` of the loss Hessian of the mean over the `N_g` rows
-    /// of `output` (already subsampled): `Σ_j S[j,n] S[j,n]ᵀ = H_n / N_g`.
+    /// `w_{np}/Z` `[N, P, 1]` for the rows of `output` and their `mask`
+    /// (`[N, T…]`, cross-entropy only).
     ///
-    /// For MSE, `S` `[C, N_g, C]` and no basis. For cross-entropy, whose Hessian
-    /// `diag(p) − p pᵀ` has the null vector `√p`, the factor has only `C − 1`
-    /// columns: with an orthonormal basis `U_n` `[C, C−1]` of `√p_n^⊥` (the first
-    /// columns of the Householder reflection taking `√p_n` to `−e_C`),
-    /// `S[j,n] = U_n[:,j] ⊙ √p_n`, since `diag(√p) U Uᵀ diag(√p) = diag(p) − p pᵀ`.
-    /// BackPACK's `C` columns `s_{n,v} = √p ⊙ (e_v − √p_v √p)` are `U_n` times
-    /// these, so the Gram matrices agree up to the `N_g` zero eigenvalues and the
-    /// basis change, which the returned `U` `[N_g, C, C−1]` undoes.
-    pub(crate) fn sqrt_hessian(self, output: &Tensor) -> Result<(Tensor, Option<Tensor>)> {
-        let (n, c) = output.dims2()?;
-        let scale = 1.0 / (n as f64).sqrt();
+    /// # Errors
+    /// [`Error::AllPositionsIgnored`] if the mask counts no position.
+    fn weights(self, output: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+        let Positions { n, p, .. } = self.positions(output)?;
+        let w = match mask {
+            Some(mask) => mask.reshape((n, p, 1))?,
+            None => Tensor::ones((n, p, 1), output.dtype(), output.device())?,
+        };
+        let z = match self {
+            LossKind::CrossEntropy => w.to_dtype(DType::F64)?.sum_all()?.to_scalar::<f64>()?,
+            LossKind::Mse | LossKind::BinaryCrossEntropyWithLogits => (n * p) as f64,
+        };
+        if z == 0.0 {
+            return Err(Error::AllPositionsIgnored);
+        }
+        Ok((w / z)?)
+    }
+
+    /// Per-sample gradients `∇_f ℓ_n = (N/Z) Σ_p w_{np} ∇_f φ_{np}`, shaped as
+    /// `output`: `p − onehot(y)` (cross-entropy), `2(f − y)` (MSE),
+    /// `σ(f) − y` (BCE) at each position.
+    pub(crate) fn gradient(
+        self,
+        output: &Tensor,
+        targets: &Tensor,
+        mask: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let Positions { n, p, k } = self.positions(output)?;
+        let f = output.reshape((n, p, k))?;
+        let grad = match self {
+            LossKind::CrossEntropy => {
+                let probs = candle_nn::ops::softmax(&f, D::Minus1)?;
+                let onehot = Tensor::eye(k, f.dtype(), f.device())?
+                    .index_select(&targets.flatten_all()?, 0)?
+                    .reshape((n, p, k))?;
+                (probs - onehot)?
+            }
+            LossKind::Mse => ((f - targets.reshape((n, p, k))?)? * 2.0)?,
+            LossKind::BinaryCrossEntropyWithLogits => {
+                (candle_nn::ops::sigmoid(&f)? - targets.reshape((n, p, k))?)?
+            }
+        };
+        let scale = (self.weights(output, mask)? * n as f64)?;
+        Ok(grad.broadcast_mul(&scale)?.reshape(output.shape())?)
+    }
+
+    /// The exact factor `S` `[C_eff, N, …]` of the loss Hessian over the
+    /// rows of `output` (already subsampled) and their `mask`, as a column
+    /// `(q, j)` per position `q` and column `j` of its factor, nonzero at `q`
+    /// only: `Σ_j S[j,n] S[j,n]ᵀ = H_n / N`.
+    ///
+    /// For MSE and BCE one column per entry (`√2` and `√(σ(1−σ))`, scaled),
+    /// no basis. For cross-entropy, whose `diag(p) − p pᵀ` has the null vector
+    /// `√p`, `K − 1` columns per position: with an orthonormal basis `U`
+    /// `[K, K−1]` of `√p^⊥` (the first columns of the Householder reflection
+    /// taking `√p` to `−e_K`), `s_j = U[:,j] ⊙ √p`, since
+    /// `diag(√p) U Uᵀ diag(√p) = diag(p) − p pᵀ`. BackPACK's `K` columns
+    /// `s_v = √p ⊙ (e_v − √p_v √p)` are `U` times these, so the Gram matrices
+    /// agree up to `N·P` zero eigenvalues and the basis change, which the
+    /// returned `U` `[N, P, K, K−1]` undoes.
+    pub(crate) fn sqrt_hessian(
+        self,
+        output: &Tensor,
+        mask: Option<&Tensor>,
+    ) -> Result<(Tensor, Option<Tensor>)> {
+        let Positions { n, p, k } = self.positions(output)?;
+        let root_w = self.weights(output, mask)?.sqrt()?; // [N, P, 1]
+        let (dtype, dev) = (output.dtype(), output.device());
+        let f = output.reshape((n * p, k))?;
+        // at_positions(x [N, P, K, J]) = [(q, j), N, P, K], nonzero at q only
+        let at_positions = |x: Tensor| -> Result<Tensor> {
+            let j = x.dim(3)?;
+            let x = x.permute((1, 3, 0, 2))?.unsqueeze(3)?; // [P, J, N, 1, K]
+            let eye = Tensor::eye(p, dtype, dev)?.reshape((p, 1, 1, p, 1))?;
+            let mut dims = vec![p * j];
+            dims.extend_from_slice(output.dims());
+            Ok(x.broadcast_mul(&eye)?.reshape(dims)?)
+        };
         match self {
             LossKind::CrossEntropy => {
-                let tau = candle_nn::ops::softmax(output, D::Minus1)?.sqrt()?;
-                // v = √p + e_C, U = (I − 2 v vᵀ / ‖v‖²)[:, :C−1]
-                let e_last =
-                    Tensor::eye(c, output.dtype(), output.device())?.narrow(0, c - 1, 1)?;
-                let v = tau.broadcast_add(&e_last)?; // [N, C]
-                let v_sq = v.sqr()?.sum_keepdim(1)?; // [N, 1]
+                let tau = candle_nn::ops::softmax(&f, D::Minus1)?.sqrt()?; // [NP, K]
+                                                                           // v = √p + e_K, U = (I − 2 v vᵀ / ‖v‖²)[:, :K−1]
+                let e_last = Tensor::eye(k, dtype, dev)?.narrow(0, k - 1, 1)?;
+                let v = tau.broadcast_add(&e_last)?;
+                let v_sq = v.sqr()?.sum_keepdim(1)?; // [NP, 1]
                 let outer = v
                     .unsqueeze(2)?
-                    .broadcast_mul(&v.narrow(1, 0, c - 1)?.unsqueeze(1)?)?;
-                let eye = Tensor::eye(c, output.dtype(), output.device())?.narrow(1, 0, c - 1)?;
+                    .broadcast_mul(&v.narrow(1, 0, k - 1)?.unsqueeze(1)?)?;
+                let eye = Tensor::eye(k, dtype, dev)?.narrow(1, 0, k - 1)?;
                 let basis = eye
                     .unsqueeze(0)?
-                    .broadcast_sub(&outer.broadcast_div(&(v_sq / 2.0)?.unsqueeze(2)?)?)?;
-                let factor = basis
-                    .broadcast_mul(&tau.unsqueeze(2)?)?
-                    .permute((2, 0, 1))?;
-                Ok(((factor * scale)?, Some(basis)))
+                    .broadcast_sub(&outer.broadcast_div(&(v_sq / 2.0)?.unsqueeze(2)?)?)?
+                    .reshape((n, p, k, k - 1))?;
+                let s = basis
+                    .broadcast_mul(&tau.reshape((n, p, k, 1))?)?
+                    .broadcast_mul(&root_w.unsqueeze(3)?)?;
+                Ok((at_positions(s)?, Some(basis)))
             }
-            LossKind::Mse => {
-                let eye = Tensor::eye(c, output.dtype(), output.device())?;
-                let factor =
-                    eye.unsqueeze(1)?.broadcast_as((c, n, c))? * ((2.0 / c as f64).sqrt() * scale);
-                Ok((factor?, None))
+            LossKind::Mse => Ok((at_positions((root_w * 2f64.sqrt())?.unsqueeze(3)?)?, None)),
+            LossKind::BinaryCrossEntropyWithLogits => {
+                let sigma = candle_nn::ops::sigmoid(&f)?.reshape((n, p, 1))?;
+                let curvature = (&sigma * (1.0 - &sigma)?)?.sqrt()?;
+                Ok((at_positions((root_w * curvature)?.unsqueeze(3)?)?, None))
             }
         }
     }
 
-    /// A Monte-Carlo factor `S` `[M, N_g, C]` with `E[Σ_m S[m,n] S[m,n]ᵀ] = H_n / N_g`,
-    /// drawn with `rng` from the model's predictive distribution.
+    /// A Monte-Carlo factor `S` `[M, N, …]` with
+    /// `E[Σ_m S[m,n] S[m,n]ᵀ] = H_n / N`, drawn with `rng` from the model's
+    /// predictive distribution at every position (see the module docs).
     pub(crate) fn sampled_sqrt_hessian(
         self,
         output: &Tensor,
+        mask: Option<&Tensor>,
         m: usize,
         rng: &mut StdRng,
     ) -> Result<Tensor> {
-        let (n, c) = output.dims2()?;
-        let scale = 1.0 / ((m * n) as f64).sqrt();
-        let s: Vec<f64> = match self {
+        let Positions { n, p, k } = self.positions(output)?;
+        let f = output.reshape((n * p, k))?;
+        let scale: Vec<f64> = (self.weights(output, mask)? / m as f64)?
+            .sqrt()?
+            .to_dtype(DType::F64)?
+            .flatten_all()?
+            .to_vec1()?;
+        let to_host =
+            |t: Tensor| -> Result<Vec<Vec<f64>>> { Ok(t.to_dtype(DType::F64)?.to_vec2()?) };
+        let rows = n * p;
+        let mut s = vec![0f64; m * rows * k];
+        match self {
             LossKind::CrossEntropy => {
-                let p = candle_nn::ops::softmax(output, D::Minus1)?
-                    .to_dtype(DType::F64)?
-                    .to_vec2::<f64>()?;
-                let mut s = vec![0f64; m * n * c];
-                for (row, chunk) in s.chunks_mut(c).enumerate() {
-                    let p_n = &p[row % n];
-                    let class = WeightedIndex::new(p_n)
+                let probs = to_host(candle_nn::ops::softmax(&f, D::Minus1)?)?;
+                for (row, chunk) in s.chunks_mut(k).enumerate() {
+                    let pr = &probs[row % rows];
+                    let class = WeightedIndex::new(pr)
                         .map_err(|_| Error::NonFinite {
                             what: "softmax probabilities for Monte-Carlo sampling",
-                            value: p_n.iter().sum(),
+                            value: pr.iter().sum(),
                         })?
                         .sample(rng);
-                    for (k, v) in chunk.iter_mut().enumerate() {
-                        let onehot = if k == class { 1.0 } else { 0.0 };
-                        *v = (p_n[k] - onehot) * scale;
+                    for (c, v) in chunk.iter_mut().enumerate() {
+                        let onehot = if c == class { 1.0 } else { 0.0 };
+                        *v = (pr[c] - onehot) * scale[row % rows];
                     }
                 }
-                s
             }
             LossKind::Mse => {
-                let std = (2.0 / c as f64).sqrt() * scale;
-                (0..m * n * c)
-                    .map(|_| std * rng.sample::<f64, _>(StandardNormal))
-                    .collect()
+                for (row, v) in s.iter_mut().enumerate() {
+                    let z: f64 = rng.sample(StandardNormal);
+                    *v = 2f64.sqrt() * z * scale[row % rows];
+                }
             }
-        };
-        Ok(Tensor::from_vec(s, (m, n, c), &Device::Cpu)?
+            LossKind::BinaryCrossEntropyWithLogits => {
+                let sigma = to_host(candle_nn::ops::sigmoid(&f)?)?;
+                for (row, v) in s.iter_mut().enumerate() {
+                    let sg = sigma[row % rows][0];
+                    let drawn = if rng.random::<f64>() < sg { 1.0 } else { 0.0 };
+                    *v = (sg - drawn) * scale[row % rows];
+                }
+            }
+        }
+        let mut dims = vec![m];
+        dims.extend_from_slice(output.dims());
+        Ok(Tensor::from_vec(s, dims, &Device::Cpu)?
             .to_dtype(output.dtype())?
             .to_device(output.device())?)
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use rand::SeedableRng;
-
-    fn hessians(kind: LossKind, f: &Tensor) -> Result<Vec<Vec<Vec<f64>>>> {
-        let p = candle_nn::ops::softmax(f, D::Minus1)?.to_vec2::<f64>()?;
-        let c = p[0].len();
-        Ok(p.iter()
-            .map(|p| {
-                (0..c)
-                    .map(|i| {
-                        (0..c)
-                            .map(|j| match kind {
-                                LossKind::CrossEntropy => {
-                                    (if i == j { p[i] } else { 0.0 }) - p[i] * p[j]
-                                }
-                                LossKind::Mse => {
-                                    if i == j {
-                                        2.0 / c as f64
-                                    } else {
-                                        0.0
-                                    }
-                                }
-                            })
-                            .collect()
-                    })
-                    .collect()
-            })
-            .collect())
-    }
-
-    /// `N · Σ_c S[c,n] S[c,n]ᵀ` per sample, `[N][C][C]`.
-    fn outer_sums(s: &Tensor) -> Result<Vec<Vec<Vec<f64>>>> {
-        let (m, n, c) = s.dims3()?;
-        let s = s.to_vec3::<f64>()?;
-        Ok((0..n)
-            .map(|k| {
-                (0..c)
-                    .map(|i| {
-                        (0..c)
-                            .map(|j| {
-                                (0..m).map(|v| s[v][k][i] * s[v][k][j]).sum::<f64>() * n as f64
-                            })
-                            .collect()
-                    })
-                    .collect()
-            })
-            .collect())
-    }
-
-    #[test]
-    fn exact_factors_square_to_the_hessian() -> Result<()> {
-        let f = Tensor::new(
-            &[
-                [0.3f64, -1.2, 2.0, 0.1],
-                [5.0, -3.0, 0.0, 1.0],
-                [0.0, 0.0, 0.0, 0.0],
-            ],
-            &Device::Cpu,
-        )?;
-        for kind in [LossKind::CrossEntropy, LossKind::Mse] {
-            let got = outer_sums(&kind.sqrt_hessian(&f)?.0)?;
-            let want = hessians(kind, &f)?;
-            for (g, w) in got
-                .iter()
-                .flatten()
-                .flatten()
-                .zip(want.iter().flatten().flatten())
-            {
-                assert!((g - w).abs() < 1e-14, "{kind:?}: {g} vs {w}");
-            }
-        }
-        Ok(())
-    }
-
-    /// `E[Σ_m s sᵀ] = H`: with `M` samples every entry of the average is within
-    /// six standard deviations of the exact Hessian. Entries of `s sᵀ` are in
-    /// `[−1, 1]` for cross-entropy (`s = p − e_y`) and have variance at most
-    /// `2 (2/C)²` for MSE (`s = √(2/C) z`), so the standard deviation of the
-    /// mean is at most `σ/√M`.
-    #[test]
-    fn monte_carlo_factors_average_to_the_hessian() -> Result<()> {
-        let f = Tensor::new(&[[0.3f64, -1.2, 2.0], [1.0, 0.5, -0.5]], &Device::Cpu)?;
-        let m = 40_000;
-        let mut rng = StdRng::seed_from_u64(7);
-        for (kind, sigma) in [
-            (LossKind::CrossEntropy, 1.0),
-            (LossKind::Mse, 2f64.sqrt() * 2.0 / 3.0),
-        ] {
-            let got = outer_sums(&kind.sampled_sqrt_hessian(&f, m, &mut rng)?)?;
-            let want = hessians(kind, &f)?;
-            let tol = 6.0 * sigma / (m as f64).sqrt();
-            for (g, w) in got
-                .iter()
-                .flatten()
-                .flatten()
-                .zip(want.iter().flatten().flatten())
-            {
-                assert!((g - w).abs() < tol, "{kind:?}: {g} vs {w} (tol {tol})");
-            }
-        }
-        Ok(())
-    }
-}
+#[path = "hessian_tests.rs"]
+mod tests;

@@ -214,8 +214,8 @@ impl Arch {
         let mut dense = Vec::new();
         let mut inputs = width;
         let outputs = match loss {
-            Loss::CrossEntropy => outputs.max(2),
-            Loss::Mse => outputs,
+            Loss::CrossEntropy | Loss::CrossEntropyIgnoring(_) => outputs.max(2),
+            Loss::Mse | Loss::Bce => outputs,
         };
         let last = DenseSpec {
             inputs: 0,
@@ -368,10 +368,6 @@ impl fmt::Debug for Arch {
                 if s.residual { " +res" } else { "" }
             )?;
         }
-        let loss = match self.loss {
-            Loss::CrossEntropy => "cross-entropy",
-            Loss::Mse => "mse",
-        };
-        write!(f, " | {loss}, seed {}", self.seed)
+        write!(f, " | {}, seed {}", self.loss.name(), self.seed)
     }
 }

@@ -19,7 +19,7 @@
 //! relative to the largest value compared.
 
 use anyhow::{ensure, Result};
-use candle_core::{DType, Device, Module, Tensor, Var, D};
+use candle_core::{DType, Device, Module, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
 use faer::linalg::solvers::Solve;
 use faer::{Mat, Side};
@@ -37,11 +37,7 @@ pub const KAPPA: f64 = 1e4;
 /// `u·SIZE·KAPPA` ≈ 1.1e-9 (see the module docs).
 pub const RTOL: f64 = f64::EPSILON / 2.0 * SIZE * KAPPA;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Loss {
-    CrossEntropy,
-    Mse,
-}
+pub use super::losses::Loss;
 
 pub type Forward = Box<dyn Fn() -> candle_core::Result<Tensor>>;
 
@@ -107,24 +103,14 @@ pub fn input(shape: &[usize], seed: u64) -> Result<Tensor> {
 }
 
 impl Problem {
-    /// Targets from `seed`: classes `(7n + seed) mod C`, or regression values.
+    /// Targets from `seed` ([`Loss::targets`]).
     pub fn new(
         varmap: VarMap,
         forward: impl Fn() -> candle_core::Result<Tensor> + 'static,
         loss: Loss,
         seed: u64,
     ) -> Result<Self> {
-        let out = forward()?;
-        let (n, c) = out.dims2()?;
-        let targets = match loss {
-            Loss::CrossEntropy => {
-                let t: Vec<u32> = (0..n)
-                    .map(|i| ((i as u64 * 7 + seed) % c as u64) as u32)
-                    .collect();
-                Tensor::new(t.as_slice(), &Device::Cpu)?
-            }
-            Loss::Mse => input(&[n, c], seed + 1000)?,
-        };
+        let targets = loss.targets(&forward()?, seed)?;
         Ok(Self {
             varmap,
             forward: Box::new(forward),
@@ -145,42 +131,64 @@ impl Problem {
 
     pub fn record(&self) -> Result<vivit::Recorded> {
         Ok(vivit::record(|| {
-            let out = (self.forward)()?;
-            match self.loss {
-                Loss::CrossEntropy => vivit::loss::cross_entropy(&out, &self.targets),
-                Loss::Mse => vivit::loss::mse(&out, &self.targets),
-            }
+            self.loss.record(&(self.forward)()?, &self.targets)
         })?)
     }
 
-    /// The explicit GGN block of `params` on the samples `samples`, row-major `D×D`.
+    /// The explicit GGN block of `params` on the samples `samples`, row-major
+    /// `D×D`: `G_S = (1/Z_S) Σ_{n∈S} J_nᵀ (Σ_p w_{np} ∇²φ_{np}) J_n`.
     pub fn ggn(&self, params: &[Var], samples: &[usize]) -> Result<(Vec<f64>, usize)> {
-        let out = match &self.jacobian_forward {
-            Some(forward) => forward()?,
-            None => (self.forward)()?,
-        };
-        let (n, c) = out.dims2()?;
+        let z = self
+            .loss
+            .normalizer(&self.output()?, &self.targets, samples)?;
+        self.weighted_ggn(params, samples, 1.0 / z)
+    }
+
+    /// The per-sample GGN `G_n` of sample `n` among the samples `samples`,
+    /// those whose mean is `G_S`: `G_n = (|S|/Z_S) J_nᵀ (Σ_p w_{np} ∇²φ_{np}) J_n`.
+    pub fn sample_ggn(&self, params: &[Var], n: usize, samples: &[usize]) -> Result<Vec<f64>> {
+        let z = self
+            .loss
+            .normalizer(&self.output()?, &self.targets, samples)?;
+        Ok(self.weighted_ggn(params, &[n], samples.len() as f64 / z)?.0)
+    }
+
+    /// The output, from the forward pass for the Jacobians.
+    fn output(&self) -> candle_core::Result<Tensor> {
+        match &self.jacobian_forward {
+            Some(forward) => forward(),
+            None => (self.forward)(),
+        }
+    }
+
+    /// `scale · Σ_{n∈samples} J_nᵀ (Σ_p w_{np} ∇²φ_{np}) J_n` row-major `D×D`,
+    /// from one backward per output entry of each sample.
+    fn weighted_ggn(
+        &self,
+        params: &[Var],
+        samples: &[usize],
+        scale: f64,
+    ) -> Result<(Vec<f64>, usize)> {
+        let out = self.output()?;
+        let (n, f) = (out.dim(0)?, out.elem_count() / out.dim(0)?);
         let d: usize = params.iter().map(|p| p.elem_count()).sum();
         ensure!(
-            (d * c * n) as f64 <= SIZE * SIZE,
-            "D·C·N = {} exceeds the size the tolerances assume",
-            d * c * n
+            (d * f * n) as f64 <= SIZE * SIZE,
+            "D·F·N = {} exceeds the size the tolerances assume",
+            d * f * n
         );
         let mut g = vec![0f64; d * d];
         for &n in samples {
-            let mut jac = Vec::with_capacity(c); // rows J_n[c, :]
-            for k in 0..c {
-                let grads = out
-                    .narrow(0, n, 1)?
-                    .narrow(1, k, 1)?
-                    .sum_all()?
-                    .backward()?;
+            let f_n = out.narrow(0, n, 1)?;
+            let mut jac = Vec::with_capacity(f); // rows J_n[k, :]
+            for k in 0..f {
+                let grads = f_n.flatten_all()?.narrow(0, k, 1)?.sum_all()?.backward()?;
                 jac.push(flatten_grads(&grads, params)?);
             }
-            let h = self.loss_hessian(&out.narrow(0, n, 1)?)?;
+            let h = self.loss.hessian(&f_n, &self.targets.narrow(0, n, 1)?)?;
             for (a, row_a) in jac.iter().enumerate() {
                 for (b, row_b) in jac.iter().enumerate() {
-                    let w = h[a][b] / samples.len() as f64;
+                    let w = h[a][b] * scale;
                     if w == 0.0 {
                         continue;
                     }
@@ -196,43 +204,18 @@ impl Problem {
         Ok((g, d))
     }
 
-    /// `∇²_f ℓ` of one sample's output `f` `[1, C]`.
-    fn loss_hessian(&self, f: &Tensor) -> Result<Vec<Vec<f64>>> {
-        let c = f.dim(1)?;
-        Ok(match self.loss {
-            Loss::CrossEntropy => {
-                let p = to_f64(&candle_nn::ops::softmax(f, D::Minus1)?)?;
-                (0..c)
-                    .map(|i| {
-                        (0..c)
-                            .map(|j| f64::from(u8::from(i == j)) * p[i] - p[i] * p[j])
-                            .collect()
-                    })
-                    .collect()
-            }
-            Loss::Mse => (0..c)
-                .map(|i| {
-                    (0..c)
-                        .map(|j| if i == j { 2.0 / c as f64 } else { 0.0 })
-                        .collect()
-                })
-                .collect(),
-        })
-    }
-
-    /// Per-sample gradients `∇_θ ℓ_n` of the unreduced losses, flattened over `params`.
+    /// Per-sample gradients `∇_θ ℓ_n` on the samples `S`, flattened over
+    /// `params`: `ℓ_n = (|S|/Z_S) Σ_p w_{np} φ_{np}`, so that their mean is
+    /// the gradient of the mean loss on `S`.
     pub fn sample_gradients(&self, params: &[Var], samples: &[usize]) -> Result<Vec<Vec<f64>>> {
         let out = (self.forward)()?;
-        let (_, c) = out.dims2()?;
+        let z = self.loss.normalizer(&out, &self.targets, samples)?;
         samples
             .iter()
             .map(|&n| {
                 let f = out.narrow(0, n, 1)?;
                 let y = self.targets.narrow(0, n, 1)?;
-                let loss = match self.loss {
-                    Loss::CrossEntropy => candle_nn::loss::cross_entropy(&f, &y)?,
-                    Loss::Mse => ((f - y)?.sqr()?.sum_all()? / c as f64)?,
-                };
+                let loss = (self.loss.weighted_sum(&f, &y)? * (samples.len() as f64 / z))?;
                 flatten_grads(&loss.backward()?, params)
             })
             .collect()
@@ -498,7 +481,7 @@ fn check_newton_with(
             assert_close(&format!("γ {names:?}"), row, &want, RTOL);
         }
         for (row, &n) in lambdas.iter().zip(&ggn_samples) {
-            let (gn, _) = problem.ggn(params, &[n])?;
+            let gn = problem.sample_ggn(params, n, &ggn_samples)?;
             let want: Vec<f64> = e.iter().map(|ek| dot(ek, &mat_vec(&gn, ek))).collect();
             assert_close(&format!("λ {names:?}"), row, &want, RTOL);
         }

@@ -139,6 +139,14 @@ pub enum Fault {
     ClassOutOfRange(u32),
     TargetLength(usize),
     FloatClasses,
+    /// Per-position logits `[BATCH/2, 2, 3]` with targets `[BATCH/2, 3]`.
+    PositionTargetShape,
+    /// A binary cross-entropy target (entry, value) outside `[0, 1]`.
+    BinaryTarget(usize, f64),
+    /// A cross-entropy whose every target is the ignore index.
+    AllIgnored,
+    /// The curvature subsampling keeps one sample, whose target is ignored.
+    IgnoredSamples,
     EmptyBatch,
     InputWidth(usize),
     Nested,
@@ -222,6 +230,14 @@ pub fn misuse() -> impl Strategy<Value = (Fault, Entry)> {
         (3..1000u32).prop_map(|c| (ClassOutOfRange(c), Record)),
         prop_oneof![0..BATCH, BATCH + 1..20].prop_map(|n| (TargetLength(n), Record)),
         Just((FloatClasses, Record)),
+        Just((PositionTargetShape, Record)),
+        (
+            0..BATCH * 3,
+            prop_oneof![-5.0..-1e-9f64, 1.0 + 1e-9..5.0, Just(f64::NAN)]
+        )
+            .prop_map(|(i, v)| (BinaryTarget(i, v), Record)),
+        Just((AllIgnored, Record)),
+        with(IgnoredSamples, &ALL),
         Just((EmptyBatch, Record)),
         prop_oneof![1..4usize, 5..9usize].prop_map(|w| (InputWidth(w), Record)),
         Just((Nested, Record)),
@@ -296,9 +312,17 @@ impl Fault {
                 matches!(err, Error::UnsupportedDType(_)),
                 "unsupported dtype",
             ),
-            ClassOutOfRange(_) | TargetLength(_) | FloatClasses => {
+            ClassOutOfRange(_) | TargetLength(_) | FloatClasses | PositionTargetShape => {
                 (matches!(err, Error::InvalidTargets { .. }), "cross_entropy")
             }
+            BinaryTarget(..) => (
+                matches!(err, Error::InvalidTargets { .. }),
+                "is outside [0, 1]",
+            ),
+            AllIgnored | IgnoredSamples => (
+                matches!(err, Error::AllPositionsIgnored),
+                "every target position is ignored",
+            ),
             Fault::EmptyBatch => (matches!(err, Error::EmptyBatch), "empty"),
             Nested => (matches!(err, Error::NestedRecord), "nest"),
         }

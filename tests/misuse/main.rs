@@ -101,6 +101,27 @@ fn record(fault: &Fault, f: &Fixture) -> Result<vivit::Result<vivit::Recorded>> 
         _ => {}
     }
     Ok(match fault {
+        Fault::PositionTargetShape => {
+            let logits = |x: &Tensor| f.logits(x)?.reshape((BATCH / 2, 2, 3));
+            let targets = Tensor::zeros((BATCH / 2, 3), DType::U32, &dev)?;
+            vivit::record(|| vivit::loss::cross_entropy(&logits(&x)?, &targets))
+        }
+        Fault::BinaryTarget(i, v) => {
+            let y = with_element(&f.tensor(vec![0.5; BATCH * 3], &[BATCH, 3])?, *i, *v)?;
+            vivit::record(|| vivit::loss::binary_cross_entropy_with_logit(&f.logits(&x)?, &y))
+        }
+        Fault::AllIgnored | Fault::IgnoredSamples => {
+            // sample 0 ignored (all samples with AllIgnored)
+            let mut classes: Vec<i64> = classes.iter().map(|&c| i64::from(c)).collect();
+            let ignored = if matches!(fault, Fault::AllIgnored) {
+                BATCH
+            } else {
+                1
+            };
+            classes[..ignored].fill(-100);
+            let targets = Tensor::new(classes.as_slice(), &dev)?;
+            vivit::record(|| vivit::loss::cross_entropy_with_ignore(&f.logits(&x)?, &targets, -100))
+        }
         Fault::Target(i, v) => {
             let y = with_element(&f.tensor(vec![0.1; BATCH * 3], &[BATCH, 3])?, *i, *v)?;
             vivit::record(|| vivit::loss::mse(&f.logits(&x)?, &y))
@@ -189,6 +210,7 @@ fn groups(fault: &Fault, f: &Fixture) -> Result<Vec<ParamGroup>> {
 fn subsampling(fault: &Fault, samples: Samples) -> Option<Vec<usize>> {
     match fault {
         Fault::Subsampling(s, indices) if *s == samples => Some(indices.clone()),
+        Fault::IgnoredSamples if samples == Samples::Curvature => Some(vec![0]),
         _ => None,
     }
 }
