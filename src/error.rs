@@ -39,6 +39,15 @@ pub enum Error {
         reason: String,
     },
 
+    /// An embedding looked up an id outside its `0..vocab` rows.
+    #[error("embedding id {id} is outside 0..{vocab}")]
+    InvalidIds {
+        /// The offending id.
+        id: i64,
+        /// The number of rows of the embedding.
+        vocab: usize,
+    },
+
     /// Every position of a cross-entropy with an ignore index is ignored
     /// (in the batch, or in the samples a computation's subsampling keeps),
     /// so its mean is undefined.

@@ -32,6 +32,8 @@ struct Scope {
     layers: Vec<LayerRecord>,
     losses: Vec<LossRecord>,
     passes: FactorPasses,
+    /// The first misuse a layer met inside the scope, returned by [`record`].
+    refusal: Option<Error>,
 }
 
 /// The factor passes of the recording scope open on this thread, and the
@@ -57,6 +59,15 @@ pub(crate) fn push_layer(record: LayerRecord) {
     SCOPE.with(|s| {
         if let Some(scope) = s.borrow_mut().as_mut() {
             scope.layers.push(record);
+        }
+    })
+}
+
+/// Makes the open recording scope fail with `error` (the first one counts).
+pub(crate) fn refuse(error: Error) {
+    SCOPE.with(|s| {
+        if let Some(scope) = s.borrow_mut().as_mut() {
+            scope.refusal.get_or_insert(error);
         }
     })
 }
@@ -164,7 +175,8 @@ impl Deref for Recorded {
 ///
 /// # Errors
 /// Whatever the closure returns; [`Error::NestedRecord`] inside another
-/// `record`.
+/// `record`; [`Error::UnsupportedLayer`] for a train-mode
+/// [`crate::nn::BatchNorm`] call inside it.
 ///
 /// # Example
 /// ```
@@ -192,6 +204,9 @@ where
     let guard = ScopeGuard::open()?;
     let loss = f().map_err(Into::into);
     let scope = guard.close();
+    if let Some(refusal) = scope.refusal {
+        return Err(refusal);
+    }
     let loss = loss?;
     let no_loss = scope.losses.is_empty();
     let passes = scope.passes;

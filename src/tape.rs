@@ -31,6 +31,11 @@ pub(crate) enum LayerKind {
         dilation: (usize, usize),
         groups: usize,
     },
+    /// `y = x̂ ⊙ w + b` per feature `d`, with `x̂` the normalized input, on the
+    /// last axis (`features_last`: LayerNorm, RMSNorm) or axis 1 (BatchNorm).
+    Scale { features_last: bool },
+    /// `y_{nt} = W[i_{nt}]`, the rows of the ids `i`.
+    Embedding,
 }
 
 /// One call of a tracked layer in the recorded forward pass.
@@ -41,7 +46,9 @@ pub(crate) struct LayerRecord {
     pub weight: Tensor,
     pub bias: Option<Tensor>,
     /// What the weight multiplies, detached: the input `[N, …, I]` of a
-    /// linear layer, the patches `[N, P, I·k_h·k_w]` of a convolution.
+    /// linear layer, the patches `[N, P, I·k_h·k_w]` of a convolution, the
+    /// normalized input `x̂` `[N, D, T]` of a scale, the ids `[N, T…]` of an
+    /// embedding.
     pub inputs: Tensor,
     /// Where the factor passes find the gradient of the call's output.
     pub signal: Signal,

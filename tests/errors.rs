@@ -327,3 +327,46 @@ fn no_result_for_an_unknown_group() -> Result<()> {
     assert!(matches!(eigh.result(&other), Err(Error::NoResult(_))));
     Ok(())
 }
+
+/// A train-mode batch norm inside `record` is refused (samples would not be
+/// independent) and leaves the running statistics as they were; an
+/// embedding id outside the table is named.
+#[test]
+fn train_mode_batch_norm_and_bad_ids() -> Result<()> {
+    use candle_core::ModuleT;
+    let dev = Device::Cpu;
+    let varmap = VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &dev);
+    let bn = vnn::batch_norm(2, 1e-5, vb.pp("bn"))?;
+    let fc = vnn::linear(8, 3, vb.pp("fc"))?;
+    let x = Tensor::randn(0f32, 1., (3, 2, 2, 2), &dev)?;
+    let y = Tensor::new(&[0u32, 1, 2], &dev)?;
+    let mean_before = bn.running_mean().to_vec1::<f32>()?;
+    let err = vivit::record(|| {
+        let h = bn.forward_t(&x, true)?.flatten_from(1)?;
+        vivit::loss::cross_entropy(&fc.forward(&h)?, &y)
+    })
+    .expect_err("train mode refused");
+    assert!(matches!(err, Error::UnsupportedLayer(_)), "{err}");
+    assert!(err.to_string().contains("train mode"), "{err}");
+    assert_eq!(bn.running_mean().to_vec1::<f32>()?, mean_before);
+    // evaluation mode records, and outside record train mode is candle_nn's
+    vivit::record(|| {
+        let h = bn.forward_t(&x, false)?.flatten_from(1)?;
+        vivit::loss::cross_entropy(&fc.forward(&h)?, &y)
+    })?;
+    bn.forward_t(&x, true)?;
+
+    let emb = vnn::embedding(4, 3, vb.pp("emb"))?;
+    let ids = Tensor::new(&[[0u32, 7]], &dev)?;
+    let err = vivit::record(|| {
+        let h = emb.forward(&ids)?.flatten_from(1)?;
+        vivit::loss::mse(&h, &Tensor::zeros((1, 6), DType::F32, &dev)?)
+    })
+    .expect_err("id out of range");
+    assert!(
+        matches!(err, Error::InvalidIds { id: 7, vocab: 4 }),
+        "{err}"
+    );
+    Ok(())
+}

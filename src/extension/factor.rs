@@ -10,7 +10,7 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 use rayon::prelude::*;
 
-use super::layer::LayerFactor;
+use super::layer::{FormedFactor, LayerFactor, OuterFactor};
 use crate::error::{Error, Result};
 use crate::kernels::{Slot, Stacked};
 use crate::tape::{LayerKind, LayerRecord, Signal, Tape};
@@ -244,19 +244,15 @@ impl Seeds {
                 if !needed[l] {
                     return Ok(None);
                 }
-                let mut a_parts = Vec::new();
-                let mut b_parts = Vec::new();
-                for (call, stacked) in layer.calls.iter().zip(layer_stacks) {
-                    let b = stacked.into_tensor()?;
-                    let (a, b) = call_factor(call, &self.select(&call.inputs)?, &b)?;
-                    a_parts.push(a);
-                    b_parts.push(b);
-                }
-                Ok(Some(LayerFactor::new(
-                    Tensor::cat(&a_parts, 2)?,
-                    Tensor::cat(&b_parts, 3)?,
-                    layer.weight().shape().clone(),
-                )))
+                let calls = layer
+                    .calls
+                    .iter()
+                    .zip(layer_stacks)
+                    .map(|(call, stacked)| {
+                        call_factor(call, &self.select(&call.inputs)?, &stacked.into_tensor()?)
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                Ok(Some(CallFactor::join(calls, layer.weight().shape())?))
             })
             .collect::<Result<_>>()?;
         Ok(Backpropagated {
@@ -321,28 +317,86 @@ fn select_rows(rows: Option<&Tensor>, t: &Tensor) -> Result<Tensor> {
     })
 }
 
-/// `(A [N, I, T], B [C, N, O, T])` of one layer call from its (subsampled)
-/// inputs and output signals `b` `[C, N, *out_shape]`.
-fn call_factor(call: &LayerRecord, inputs: &Tensor, b: &Tensor) -> Result<(Tensor, Tensor)> {
+/// The factor of one layer call.
+enum CallFactor {
+    /// `(A [N, I, T], B [C, N, O, T])` (see [`OuterFactor`]).
+    Outer(Tensor, Tensor),
+    Formed(FormedFactor),
+}
+
+impl CallFactor {
+    /// The factor of a layer from those of its calls: the positions of all
+    /// calls side by side, or the formed factors summed.
+    fn join(calls: Vec<CallFactor>, weight_shape: &Shape) -> Result<LayerFactor> {
+        let (mut a_parts, mut b_parts, mut formed) = (Vec::new(), Vec::new(), None);
+        for call in calls {
+            match call {
+                CallFactor::Outer(a, b) => {
+                    a_parts.push(a);
+                    b_parts.push(b);
+                }
+                CallFactor::Formed(f) => {
+                    formed = Some(match formed {
+                        Some(sum) => FormedFactor::plus(&sum, &f)?,
+                        None => f,
+                    })
+                }
+            }
+        }
+        Ok(match formed {
+            Some(formed) => LayerFactor::Formed(formed),
+            None => LayerFactor::Outer(OuterFactor::new(
+                Tensor::cat(&a_parts, 2)?,
+                Tensor::cat(&b_parts, 3)?,
+                weight_shape.clone(),
+            )),
+        })
+    }
+}
+
+/// The factor of one layer call from its (subsampled) inputs and output
+/// signals `b` `[C, N, *out_shape]`.
+fn call_factor(call: &LayerRecord, inputs: &Tensor, b: &Tensor) -> Result<CallFactor> {
     let (c, n) = (b.dim(0)?, b.dim(1)?);
+    let positions = |features: usize| b.elem_count() / (c * n * features).max(1);
     match call.kind {
         LayerKind::Linear => {
             // inputs [N, T…, I], outputs [C, N, T…, O]: move T last
             let i = inputs.dim(candle_core::D::Minus1)?;
             let o = b.dim(candle_core::D::Minus1)?;
-            let t = inputs.elem_count() / (n * i).max(1);
+            let t = positions(o);
             let a = inputs.reshape((n, t, i))?.transpose(1, 2)?.contiguous()?;
-            Ok((a, b.reshape((c, n, t, o))?.transpose(2, 3)?.contiguous()?))
+            let b = b.reshape((c, n, t, o))?.transpose(2, 3)?.contiguous()?;
+            Ok(CallFactor::Outer(a, b))
         }
         LayerKind::Conv { groups: 1, .. } => {
             // patches [N, I·k·k, P], outputs [C, N, O, positions…]
             let p = inputs.dim(2)?;
-            Ok((inputs.clone(), b.reshape((c, n, b.dim(2)?, p))?))
+            let b = b.reshape((c, n, b.dim(2)?, p))?;
+            Ok(CallFactor::Outer(inputs.clone(), b))
         }
         LayerKind::Conv { groups, .. } => Err(Error::UnsupportedLayer(format!(
             "convolution with groups = {groups} (weight {:?}); only groups = 1 is supported",
             call.weight.dims()
         ))),
+        LayerKind::Scale { features_last } => {
+            let d = call.weight.elem_count();
+            let t = positions(d);
+            let b = match features_last {
+                true => b.reshape((c, n, t, d))?.transpose(2, 3)?.contiguous()?,
+                false => b.reshape((c, n, d, t))?,
+            };
+            let factor = FormedFactor::scale(inputs, &b, call.bias.is_some())?;
+            Ok(CallFactor::Formed(factor))
+        }
+        LayerKind::Embedding => {
+            let (vocab, d) = call.weight.dims2()?;
+            let b = b.reshape((c, n, positions(d), d))?;
+            let ids = inputs.reshape((n, ()))?;
+            Ok(CallFactor::Formed(FormedFactor::embedding(
+                &ids, &b, vocab,
+            )?))
+        }
     }
 }
 

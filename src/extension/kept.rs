@@ -2,8 +2,7 @@
 
 use candle_core::Tensor;
 
-use super::layer::add;
-use super::layer::{LayerFactor, Role};
+use super::layer::{add, LayerFactor, Role};
 use crate::error::Result;
 
 /// The factor `V` of one group, taken out of its [`super::Extension`]: each tracked

@@ -26,8 +26,7 @@
 
 use candle_core::{DType, Tensor};
 
-use super::layer::add;
-use super::layer::{LayerFactor, Role};
+use super::layer::{add, LayerFactor, Role};
 use crate::error::Result;
 use crate::kernels::matmul;
 
@@ -123,6 +122,7 @@ impl GramOperator {
 
 #[cfg(test)]
 mod tests {
+    use super::super::layer::OuterFactor;
     use super::*;
     use candle_core::{Device, Shape};
 
@@ -134,11 +134,11 @@ mod tests {
         let dev = Device::Cpu;
         let (c, n) = (3, 4);
         let factor = |i: usize, o: usize, t: usize| -> Result<LayerFactor> {
-            Ok(LayerFactor::new(
+            Ok(LayerFactor::Outer(OuterFactor::new(
                 Tensor::randn(0f64, 1., (n, i, t), &dev)?,
                 Tensor::randn(0f64, 1., (c, n, o, t), &dev)?,
                 Shape::from((o, i)),
-            ))
+            )))
         };
         let (dense, wide, conv) = (factor(5, 6, 1)?, factor(7, 2, 1)?, factor(3, 4, 5)?);
         let both = vec![Role::Weight, Role::Bias];

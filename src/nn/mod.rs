@@ -1,19 +1,32 @@
 //! Tracked layers: candle_nn layers whose parameters the computations can see.
 //!
-//! [`Linear`], [`Conv1d`] and [`Conv2d`] wrap their candle_nn twins and are built
-//! the same way ([`linear()`], [`conv2d`], …, or `From` a candle_nn layer). They
-//! implement [`candle_core::Module`]. Outside [`crate::record()`] their forward is
-//! exactly candle_nn's; inside, each call remembers its input and runs as one
-//! op whose backward hands the factor passes the gradient of its output and
-//! skips the weight gradients there (convolutions as patches · weights, equal
-//! to candle's up to round-off).
+//! Each wraps its candle_nn twin and is built the same way (the same
+//! constructor functions and signatures, or `From` the candle_nn layer):
+//!
+//! - [`Linear`], [`Conv1d`], [`Conv2d`] (`Module`): outside
+//!   [`crate::record()`] their forward is exactly candle_nn's; inside, each
+//!   call remembers its input and runs as one op whose backward hands the
+//!   factor passes the gradient of its output and skips the weight gradients
+//!   there (convolutions as patches · weights, equal to candle's up to
+//!   round-off);
+//! - [`LayerNorm`], [`RmsNorm`] (`Module`), [`BatchNorm`] (`ModuleT`, in
+//!   evaluation mode) and [`Embedding`] (`Module`): candle ops; inside
+//!   `record` a call remembers its normalized input (or its ids) and the
+//!   per-sample factors of its parameters are formed directly, as sums over
+//!   positions (norms) or scattered rows (embeddings), without a Jacobian.
 
+mod batch_norm;
 mod conv;
+mod embedding;
 mod linear;
+mod norm;
 mod pool;
 
+pub use batch_norm::{batch_norm, BatchNorm};
 pub use conv::{conv1d, conv1d_no_bias, conv2d, conv2d_no_bias, Conv1d, Conv2d};
+pub use embedding::{embedding, Embedding};
 pub use linear::{linear, linear_b, linear_no_bias, Linear};
+pub use norm::{layer_norm, layer_norm_no_bias, rms_norm, LayerNorm, RmsNorm};
 pub use pool::{max_pool2d, max_pool2d_padded};
 
 use candle_core::{Result, Tensor, Var};
@@ -83,25 +96,45 @@ fn tracked_forward(
             };
             kernels::recorded_conv(input, weight, bias, geo)?
         }
-        // grouped convolutions are refused by the computations; keep the run going
-        LayerKind::Conv { .. } => (forward(input, weight, bias)?, input.detach(), None),
+        // grouped convolutions are refused by the computations; keep the run
+        // going (the other kinds are recorded by their own modules)
+        _ => (forward(input, weight, bias)?, input.detach(), None),
     };
-    let (output, signal) = match index {
+    match index {
         Some(index) => {
             let shape = output.shape().clone();
-            (output, Signal::Captured { index, shape })
+            let signal = Signal::Captured { index, shape };
+            record::push_layer(LayerRecord {
+                kind,
+                weight: weight.clone(),
+                bias: bias.cloned(),
+                inputs,
+                signal,
+            });
+            Ok(output)
         }
-        None => {
-            let probe = Var::zeros(output.shape(), output.dtype(), output.device())?;
-            (output.add(probe.as_tensor())?, Signal::Probe(probe))
-        }
-    };
+        None => record_call(kind, weight, bias, inputs, output),
+    }
+}
+
+/// Records a call of a tracked layer that runs candle's ops inside
+/// [`crate::record()`]: its `inputs` for the factor algebra, and a zero
+/// variable added to its `output`, whose gradient is the output signal.
+fn record_call(
+    kind: LayerKind,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    inputs: Tensor,
+    output: Tensor,
+) -> Result<Tensor> {
+    let probe = Var::zeros(output.shape(), output.dtype(), output.device())?;
+    let output = output.add(probe.as_tensor())?;
     record::push_layer(LayerRecord {
         kind,
         weight: weight.clone(),
         bias: bias.cloned(),
         inputs,
-        signal,
+        signal: Signal::Probe(probe),
     });
     Ok(output)
 }

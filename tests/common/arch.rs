@@ -144,7 +144,7 @@ impl Arch {
             (1..=2usize, 3..=6usize).prop_map(|(c, s)| InputShape::Image(c, s)),
         ];
         let pool = prop_oneof![Just(Pool::None), Just(Pool::Avg), Just(Pool::Max)];
-        let loss = prop_oneof![Just(Loss::CrossEntropy), Just(Loss::Mse)];
+        let loss = prop_oneof![Just(Loss::CrossEntropy), Just(Loss::Mse), Just(Loss::Bce)];
         (
             1..=4usize,
             image,

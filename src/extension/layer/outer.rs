@@ -1,5 +1,6 @@
-//! Per-layer factor algebra: Gram blocks and `V·x` without materializing `V`
-//! where a structured product exists.
+//! The factor of a layer whose weight multiplies its inputs (linear layers,
+//! convolutions as patches · weights): Gram blocks and `V·x` without
+//! materializing `V` where a structured product exists.
 //!
 //! A tracked layer (all its calls in the forward pass together) is described by
 //! its inputs `A` `[N, I, T]` and its backpropagated output signals `B`
@@ -19,6 +20,7 @@ use std::sync::OnceLock;
 
 use candle_core::{Result, Shape, Tensor};
 
+use super::{add, Role};
 use crate::kernels::{gram, matmul, tiled_product, weight_factor_on_support, RowOrder};
 
 /// Largest weight factor `V_W` (bytes) that is formed whole and kept for
@@ -28,22 +30,15 @@ use crate::kernels::{gram, matmul, tiled_product, weight_factor_on_support, RowO
 const KEPT_FACTOR_BYTES: usize = 32 << 20;
 
 /// Largest weight factor kept for many products `V·ẽ`
-/// ([`LayerFactor::keep_weight_factor`]), where forming it once is cheaper
+/// ([`OuterFactor::keep_weight_factor`]), where forming it once is cheaper
 /// than a pass over the positions for every product.
 const KEPT_FOR_PRODUCTS_BYTES: usize = 256 << 20;
-
-/// Which parameter of a layer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Role {
-    Weight,
-    Bias,
-}
 
 /// A layer's per-sample factor: inputs `a` `[N, I, T]`, output signals `b` `[C, N, O, T]`.
 ///
 /// Cloning shares the tensors (and the formed factors), copying nothing.
 #[derive(Debug, Clone)]
-pub(crate) struct LayerFactor {
+pub(crate) struct OuterFactor {
     a: Tensor,
     b: Tensor,
     /// The weight's shape (`[O, I]` or `[O, I, k…]`).
@@ -56,7 +51,7 @@ pub(crate) struct LayerFactor {
     for_products: bool,
 }
 
-impl LayerFactor {
+impl OuterFactor {
     /// The factor of a layer with inputs `a` `[N, I, T]`, output signals `b`
     /// `[C, N, O, T]` and weight shape `weight_shape`.
     pub fn new(a: Tensor, b: Tensor, weight_shape: Shape) -> Self {
@@ -82,35 +77,19 @@ impl LayerFactor {
         Ok((c, n, t, o, self.a.dim(1)?))
     }
 
-    /// `S + Σ_{p∈roles} V_pᵀ U_p` `[C·N, C'·N']`: the block of some parameters
-    /// of this layer, for this layer's factor `V` and another factor `U` of the
-    /// same layer (`U = V` gives its Gram block), added to the blocks `sum` of
-    /// other layers.
+    /// `S + Σ_{p∈roles} V_pᵀ U_p` `[C·N, C'·N']` for each factor `U` of
+    /// `others` (factors of the same layer; `U = V` gives its Gram block),
+    /// added to its running sum `S` of `sums` over other layers.
     ///
     /// With `T = 1`, weight and bias share `B B'ᵀ`:
     /// `(B B'ᵀ) ⊙ (A A'ᵀ + 1)` tiled over columns (`+ 1` with the bias,
     /// `A A'ᵀ` without), `O(C C' N N' O + N N' I)`; otherwise the weight factors
     /// are formed once, `[N·C, O·I]`, and multiplied (by slices of output
     /// channels `V_W[:, o₀..o₁, :]` where the whole would exceed
-    /// [`KEPT_FACTOR_BYTES`]).
-    pub fn cross_gram(
-        &self,
-        other: &LayerFactor,
-        roles: &[Role],
-        sum: Option<Tensor>,
-    ) -> Result<Tensor> {
-        let mut blocks = self.cross_grams(&[other], roles, vec![sum])?;
-        blocks
-            .pop()
-            .ok_or_else(|| candle_core::Error::Msg("cross_gram of no factor".into()))
-    }
-
-    /// [`Self::cross_gram`] for several factors `others` of this layer at
-    /// once, with their running sums `sums`: the slices of a weight factor too
-    /// large to keep are formed once for all of them.
+    /// [`KEPT_FACTOR_BYTES`]), each slice formed once for all of `others`.
     pub fn cross_grams(
         &self,
-        others: &[&LayerFactor],
+        others: &[&OuterFactor],
         roles: &[Role],
         sums: Vec<Option<Tensor>>,
     ) -> Result<Vec<Tensor>> {
@@ -192,7 +171,7 @@ impl LayerFactor {
     /// `V_W U_Wᵀ` `[C·N, C'·N']` for each factor `U` of `others`, from the
     /// kept factors or, for large ones, summed over slices of output channels
     /// (each slice of `V_W` formed once).
-    fn weight_blocks(&self, others: &[&LayerFactor]) -> Result<Vec<Tensor>> {
+    fn weight_blocks(&self, others: &[&OuterFactor]) -> Result<Vec<Tensor>> {
         if let Some(v) = self.weight_factor()? {
             let kept: Option<Vec<&Tensor>> = others
                 .iter()
@@ -223,7 +202,7 @@ impl LayerFactor {
     /// class-major order at the end.
     fn weight_blocks_in_slices(
         &self,
-        others: &[&LayerFactor],
+        others: &[&OuterFactor],
         slice: usize,
     ) -> Result<Vec<Tensor>> {
         let o = self.b.dim(2)?;
@@ -381,15 +360,6 @@ impl LayerFactor {
     }
 }
 
-/// `sum + block`, or `block` where there is no sum yet: the running sums of
-/// Gram blocks over layers, parameters and slices.
-pub(super) fn add(sum: Option<Tensor>, block: Tensor) -> Result<Tensor> {
-    match sum {
-        Some(sum) => sum + block,
-        None => Ok(block),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -401,8 +371,8 @@ mod tests {
     fn sliced_weight_blocks_equal_the_whole_products() -> Result<()> {
         let dev = Device::Cpu;
         let (n, i, t, o) = (3, 4, 5, 7);
-        let factor = |c: usize| -> Result<LayerFactor> {
-            Ok(LayerFactor::new(
+        let factor = |c: usize| -> Result<OuterFactor> {
+            Ok(OuterFactor::new(
                 Tensor::randn(0f64, 1., (n, i, t), &dev)?,
                 Tensor::randn(0f64, 1., (c, n, o, t), &dev)?,
                 Shape::from((o, i)),
