@@ -3,7 +3,7 @@
 //! Every loss reduces with a **mean**, as PyTorch's `reduction="mean"`, over
 //! the samples `n` and the positions `p` of an output `[N, …]`:
 //!
-//! - [`cross_entropy`] on logits `[N, T…, C]`: `L = (1/(N·T)) Σ_{n,p} −log
+//! - [`cross_entropy()`] on logits `[N, T…, C]`: `L = (1/(N·T)) Σ_{n,p} −log
 //!   softmax(f_{np})[y_{np}]`, and [`cross_entropy_with_ignore`], the mean
 //!   over the positions whose target is not the ignore index;
 //! - [`mse`] on `[N, …]`: `L = (1/E) Σ (f − y)²` over all `E` entries;

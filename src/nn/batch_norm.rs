@@ -83,7 +83,7 @@ impl ModuleT for BatchNorm {
 }
 
 /// A tracked [`BatchNorm`] of `num_features` channels, initialised like
-/// [`candle_nn::batch_norm`].
+/// [`candle_nn::batch_norm`](fn@candle_nn::batch_norm).
 pub fn batch_norm<C: Into<BatchNormConfig>>(
     num_features: usize,
     config: C,

@@ -68,7 +68,7 @@ impl Module for Embedding {
 }
 
 /// A tracked [`Embedding`] of `in_size` ids into `out_size` features,
-/// initialised like [`candle_nn::embedding`] (standard normal).
+/// initialised like [`candle_nn::embedding`](fn@candle_nn::embedding) (standard normal).
 pub fn embedding(in_size: usize, out_size: usize, vb: VarBuilder) -> Result<Embedding> {
     candle_nn::embedding(in_size, out_size, vb).map(Embedding::from)
 }

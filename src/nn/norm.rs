@@ -136,7 +136,7 @@ impl Module for RmsNorm {
 }
 
 /// A tracked [`LayerNorm`] of `size` features, initialised like
-/// [`candle_nn::layer_norm`] (weight 1, bias 0 where `config.affine`).
+/// [`candle_nn::layer_norm`](fn@candle_nn::layer_norm) (weight 1, bias 0 where `config.affine`).
 pub fn layer_norm<C: Into<LayerNormConfig>>(
     size: usize,
     config: C,
@@ -145,12 +145,12 @@ pub fn layer_norm<C: Into<LayerNormConfig>>(
     candle_nn::layer_norm(size, config, vb).map(LayerNorm::from)
 }
 
-/// A tracked [`LayerNorm`] without bias, like [`candle_nn::layer_norm_no_bias`].
+/// A tracked [`LayerNorm`] without bias, like [`candle_nn::layer_norm_no_bias`](fn@candle_nn::layer_norm_no_bias).
 pub fn layer_norm_no_bias(size: usize, eps: f64, vb: VarBuilder) -> Result<LayerNorm> {
     candle_nn::layer_norm_no_bias(size, eps, vb).map(LayerNorm::from)
 }
 
-/// A tracked [`RmsNorm`] of `size` features, like [`candle_nn::rms_norm`].
+/// A tracked [`RmsNorm`] of `size` features, like [`candle_nn::rms_norm`](fn@candle_nn::rms_norm).
 pub fn rms_norm(size: usize, eps: f64, vb: VarBuilder) -> Result<RmsNorm> {
     candle_nn::rms_norm(size, eps, vb).map(RmsNorm::from)
 }
