@@ -31,6 +31,14 @@ pub(crate) enum LayerKind {
         dilation: (usize, usize),
         groups: usize,
     },
+    /// A 1-d or 2-d transposed convolution, weight `[I, O, k…]`, groups = 1
+    /// (1-d as 2-d with a height of one).
+    ConvTranspose {
+        /// `(height, width)` of the padding, stride and dilation.
+        padding: (usize, usize),
+        stride: (usize, usize),
+        dilation: (usize, usize),
+    },
     /// `y = x̂ ⊙ w + b` per feature `d`, with `x̂` the normalized input, on the
     /// last axis (`features_last`: LayerNorm, RMSNorm) or axis 1 (BatchNorm).
     Scale { features_last: bool },
@@ -46,7 +54,8 @@ pub(crate) struct LayerRecord {
     pub weight: Tensor,
     pub bias: Option<Tensor>,
     /// What the weight multiplies, detached: the input `[N, …, I]` of a
-    /// linear layer, the patches `[N, P, I·k_h·k_w]` of a convolution, the
+    /// linear layer, the patches `[N, I·k_h·k_w, P]` of a convolution, the
+    /// input `[N, I, P]` of a transposed convolution, the
     /// normalized input `x̂` `[N, D, T]` of a scale, the ids `[N, T…]` of an
     /// embedding.
     pub inputs: Tensor,

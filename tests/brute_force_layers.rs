@@ -155,3 +155,124 @@ fn transformer_block_with_tracked_norms() -> Result<()> {
     check_newton(&p, &one_group(&p), None, None, 4)?;
     check_newton(&p, &norms_apart, Some(vec![0]), None, 2)
 }
+
+/// A grouped 2-d convolution (4 → 6 channels in 2 groups, stride 2,
+/// padding 1) and a depthwise 1-d one (3 channels, dilation 2), each with a
+/// linear head.
+#[test]
+fn grouped_and_depthwise_convolutions() -> Result<()> {
+    let varmap = VarMap::new();
+    let cfg = candle_nn::Conv2dConfig {
+        groups: 2,
+        stride: 2,
+        padding: 1,
+        ..Default::default()
+    };
+    let conv = vnn::conv2d(4, 6, 3, cfg, vb(&varmap).pp("conv"))?;
+    let fc = vnn::linear(24, 3, vb(&varmap).pp("fc"))?;
+    let x = input(&[3, 4, 4, 4], 3)?;
+    let forward = move || fc.forward(&conv.forward(&x)?.tanh()?.flatten_from(1)?);
+    let p = Problem::new(varmap, forward, Loss::CrossEntropy, 3)?;
+    check_eigen(&p, &one_group(&p), None, 6)?;
+    check_eigen(&p, &per_param(&p), Some(vec![2, 0]), 3)?;
+    check_newton(&p, &one_group(&p), None, None, 3)?;
+
+    let varmap = VarMap::new();
+    let cfg = candle_nn::Conv1dConfig {
+        groups: 3,
+        dilation: 2,
+        ..Default::default()
+    };
+    let depthwise = vnn::conv1d(3, 3, 2, cfg, vb(&varmap).pp("dw"))?;
+    let fc = vnn::linear(9, 2, vb(&varmap).pp("fc"))?;
+    let x = input(&[4, 3, 5], 4)?;
+    let forward = move || fc.forward(&depthwise.forward(&x)?.tanh()?.flatten_from(1)?);
+    let p = Problem::new(varmap, forward, Loss::Mse, 4)?;
+    check_eigen(&p, &one_group(&p), None, 6)?;
+    check_newton(&p, &per_param(&p), Some(vec![1, 3]), None, 2)
+}
+
+/// A 2-d transposed convolution (2 → 2 channels, kernel 3, stride 2,
+/// padding 1, output padding 1) after a linear layer, with MSE on its
+/// image; and a 1-d one (padding 1, dilation 2, output padding 1).
+#[test]
+fn transposed_convolutions() -> Result<()> {
+    let varmap = VarMap::new();
+    let fc = vnn::linear(3, 8, vb(&varmap).pp("fc"))?;
+    let cfg = candle_nn::ConvTranspose2dConfig {
+        padding: 1,
+        output_padding: 1,
+        stride: 2,
+        dilation: 1,
+    };
+    let up = vnn::conv_transpose2d(2, 2, 3, cfg, vb(&varmap).pp("up"))?;
+    let x = input(&[3, 3], 8)?;
+    let forward = move || up.forward(&fc.forward(&x)?.tanh()?.reshape((3, 2, 2, 2))?);
+    let p = Problem::new(varmap, forward, Loss::Mse, 8)?;
+    assert_eq!((p.forward)()?.dims(), &[3, 2, 4, 4]);
+    check_eigen(&p, &one_group(&p), None, 6)?;
+    check_eigen(&p, &per_param(&p), Some(vec![1, 2]), 3)?;
+    check_newton(&p, &one_group(&p), None, None, 3)?;
+
+    let varmap = VarMap::new();
+    let cfg = candle_nn::ConvTranspose1dConfig {
+        padding: 1,
+        output_padding: 1,
+        stride: 2,
+        dilation: 2,
+        groups: 1,
+    };
+    let up = vnn::conv_transpose1d(2, 3, 2, cfg, vb(&varmap).pp("up"))?;
+    let fc = vnn::linear(18, 3, vb(&varmap).pp("fc"))?;
+    let x = input(&[3, 2, 3], 9)?;
+    let forward = move || fc.forward(&up.forward(&x)?.tanh()?.flatten_from(1)?);
+    let p = Problem::new(varmap, forward, Loss::CrossEntropy, 9)?;
+    check_eigen(&p, &one_group(&p), None, 6)?;
+    check_newton(&p, &per_param(&p), None, Some(vec![0, 2]), 2)
+}
+
+/// The 1-d transposed convolution against its definition,
+/// `y[o, q·s + a·d − p] += x[i, q] W[i, o, a]` (`p_out` more zeros at the end).
+#[test]
+fn transposed_1d_forward_is_the_definition() -> Result<()> {
+    let varmap = VarMap::new();
+    for (padding, output_padding, stride, dilation) in [(0, 0, 1, 1), (1, 1, 2, 2), (2, 0, 3, 1)] {
+        let cfg = candle_nn::ConvTranspose1dConfig {
+            padding,
+            output_padding,
+            stride,
+            dilation,
+            groups: 1,
+        };
+        let name = format!("t{padding}");
+        let ours = vnn::conv_transpose1d_no_bias(2, 3, 3, cfg, vb(&varmap).pp(name))?;
+        let x = input(&[2, 2, 4], 3)?;
+        let got = ours.forward(&x)?;
+        let (xs, w) = (x.to_vec3::<f64>()?, ours.weight().to_vec3::<f64>()?);
+        let len = 3 * stride + 2 * dilation + output_padding + 1 - 2 * padding;
+        let mut want = vec![vec![vec![0f64; len]; 3]; 2];
+        for (n, sample) in xs.iter().enumerate() {
+            for (i, row) in sample.iter().enumerate() {
+                for (q, &v) in row.iter().enumerate() {
+                    for (o, kernel) in w[i].iter().enumerate() {
+                        for (a, &weight) in kernel.iter().enumerate() {
+                            let at = (q * stride + a * dilation) as i64 - padding as i64;
+                            if (0..len as i64).contains(&at) {
+                                want[n][o][at as usize] += v * weight;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let want = Tensor::new(want, &Device::Cpu)?;
+        assert_eq!(got.dims(), want.dims(), "{cfg:?}");
+        let diff = (got - want)?
+            .abs()?
+            .flatten_all()?
+            .max(0)?
+            .to_scalar::<f64>()?;
+        assert!(diff < 1e-14, "{cfg:?}: {diff}");
+    }
+    Ok(())
+}

@@ -98,9 +98,14 @@ fn same_seed_same_result_other_seed_other_result() -> Result<()> {
     };
     let (a, va) = run(3)?;
     let (b, vb) = run(3)?;
-    let (c, _) = run(4)?;
     assert_eq!(a, b, "same seed, same eigenvalues");
     assert_eq!(va, vb, "same seed, same eigenvectors");
-    assert_ne!(a, c, "another seed draws other samples");
+    // two seeds may draw the same 2·3 labels (about p² per label); six
+    // other seeds all drawing seed 3's are out of reach
+    let mut others = Vec::new();
+    for seed in 4..10 {
+        others.push(run(seed)?.0);
+    }
+    assert!(others.iter().any(|c| *c != a), "other seeds draw other samples");
     Ok(())
 }

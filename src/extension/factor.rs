@@ -12,7 +12,7 @@ use rayon::prelude::*;
 
 use super::layer::{FormedFactor, LayerFactor, OuterFactor};
 use crate::error::{Error, Result};
-use crate::kernels::{Slot, Stacked};
+use crate::kernels::{ConvGeometry, Patches, Slot, Stacked};
 use crate::tape::{LayerKind, LayerRecord, Signal, Tape};
 
 /// The columns backpropagated from the model output.
@@ -375,10 +375,42 @@ fn call_factor(call: &LayerRecord, inputs: &Tensor, b: &Tensor) -> Result<CallFa
             let b = b.reshape((c, n, b.dim(2)?, p))?;
             Ok(CallFactor::Outer(inputs.clone(), b))
         }
-        LayerKind::Conv { groups, .. } => Err(Error::UnsupportedLayer(format!(
-            "convolution with groups = {groups} (weight {:?}); only groups = 1 is supported",
-            call.weight.dims()
-        ))),
+        LayerKind::Conv { groups, .. } => {
+            let b = b.reshape((c, n, b.dim(2)?, inputs.dim(2)?))?;
+            let (bias, shape) = (call.bias.is_some(), call.weight.shape());
+            let factor = FormedFactor::grouped(inputs, &b, groups, bias, shape)?;
+            Ok(CallFactor::Formed(factor))
+        }
+        LayerKind::ConvTranspose {
+            padding,
+            stride,
+            dilation,
+        } => {
+            // weight [I, O, k…], signals [C, N, O, out…] as [C·N, O, H, W]
+            let dims = call.weight.dims();
+            let (o, kernel) = match *dims {
+                [_, o, k] => (o, (1, k)),
+                [_, o, kh, kw] => (o, (kh, kw)),
+                _ => return Err(Error::UnsupportedLayer(format!("weight {dims:?}"))),
+            };
+            let (h, w) = match b.dims()[3..] {
+                [w] => (1, w),
+                [h, w] => (h, w),
+                _ => return Err(Error::UnsupportedLayer(format!("output {:?}", b.dims()))),
+            };
+            let b = b.reshape((c * n, o, h, w))?;
+            let geo = ConvGeometry {
+                padding,
+                stride,
+                dilation,
+            };
+            let bp = Patches::new((h, w), kernel, geo, &b)?.gather(&b)?;
+            let bp = bp.reshape((c, n, bp.dim(1)?, bp.dim(2)?))?;
+            let b = b.reshape((c, n, o, h * w))?;
+            let bias = call.bias.as_ref().map(|_| &b);
+            let factor = FormedFactor::transposed(inputs, &bp, bias, call.weight.shape())?;
+            Ok(CallFactor::Formed(factor))
+        }
         LayerKind::Scale { features_last } => {
             let d = call.weight.elem_count();
             let t = positions(d);

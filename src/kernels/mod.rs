@@ -9,7 +9,7 @@
 //!
 //! A caller asks for the operation ([`matmul`], [`gram`], [`tiled_product`],
 //! [`weight_factor_on_support`], [`max_pool2d`], [`recorded_linear`],
-//! [`recorded_conv`], [`Patches::gather`], [`Stacked::new`]); it never tests
+//! [`recorded_conv`], [`conv_patches`], [`Patches::gather`], [`Stacked::new`]); it never tests
 //! a device or a dtype. The environment variable `VIVIT_KERNELS=generic`
 //! (read once, at first use) sends the CPU down the generic path too, so the
 //! path other devices take is tested on every CI run; any other value, or
@@ -190,6 +190,13 @@ pub(crate) fn recorded_conv(
             Ok((y, a.detach(), None))
         }
     }
+}
+
+/// The patches `[N, I·k_h·k_w, P]` (values) of `x` `[N, I, H, W]` or
+/// `[N, I, L]` for a convolution with `weight` `[O, I/G, k…]` (any groups).
+pub(crate) fn conv_patches(x: &Tensor, weight: &Tensor, geo: ConvGeometry) -> Result<Tensor> {
+    let conv = PatchConv::new(x, weight, geo)?;
+    conv.patches.gather(&conv.as_2d(&x.detach())?)
 }
 
 #[cfg(test)]

@@ -10,8 +10,9 @@ use crate::tape::LayerKind;
 /// Weight `[out, in, k_h, k_w]`, input `[N, in, H, W]`. The per-sample weight
 /// gradient is `∂ℓ_n/∂W = Σ_p g_{n,:,p} ⊗ x̂_{n,:,p}` over output positions `p`,
 /// where `x̂_{n,:,p}` is the input patch (im2col column) that position `p` sees.
-/// Grouped convolutions (`groups > 1`) run, but the computations refuse them
-/// with [`crate::Error::UnsupportedLayer`].
+/// Grouped and depthwise convolutions (`groups = G > 1`, weight
+/// `[out, in/G, k_h, k_w]`) sum over the patches of each group's input
+/// channels: `∂ℓ_n/∂W_γ = Σ_p g_{n,γ,p} ⊗ x̂_{n,γ,p}`.
 #[derive(Debug, Clone)]
 pub struct Conv2d {
     inner: candle_nn::Conv2d,

@@ -3,12 +3,16 @@
 //! Each wraps its candle_nn twin and is built the same way (the same
 //! constructor functions and signatures, or `From` the candle_nn layer):
 //!
-//! - [`Linear`], [`Conv1d`], [`Conv2d`] (`Module`): outside
+//! - [`Linear`], [`Conv1d`], [`Conv2d`] (`Module`, groups = 1): outside
 //!   [`crate::record()`] their forward is exactly candle_nn's; inside, each
 //!   call remembers its input and runs as one op whose backward hands the
 //!   factor passes the gradient of its output and skips the weight gradients
 //!   there (convolutions as patches · weights, equal to candle's up to
 //!   round-off);
+//! - grouped and depthwise [`Conv1d`], [`Conv2d`], and [`ConvTranspose1d`],
+//!   [`ConvTranspose2d`] (`Module`): candle ops; inside `record` a call
+//!   remembers its patches (or inputs) and the per-sample weight factors are
+//!   formed per group (from the patches of the output signals, transposed);
 //! - [`LayerNorm`], [`RmsNorm`] (`Module`), [`BatchNorm`] (`ModuleT`, in
 //!   evaluation mode) and [`Embedding`] (`Module`): candle ops; inside
 //!   `record` a call remembers its normalized input (or its ids) and the
@@ -17,6 +21,7 @@
 
 mod batch_norm;
 mod conv;
+mod conv_transpose;
 mod embedding;
 mod linear;
 mod norm;
@@ -24,6 +29,10 @@ mod pool;
 
 pub use batch_norm::{batch_norm, BatchNorm};
 pub use conv::{conv1d, conv1d_no_bias, conv2d, conv2d_no_bias, Conv1d, Conv2d};
+pub use conv_transpose::{
+    conv_transpose1d, conv_transpose1d_no_bias, conv_transpose2d, conv_transpose2d_no_bias,
+    ConvTranspose1d, ConvTranspose2d,
+};
 pub use embedding::{embedding, Embedding};
 pub use linear::{linear, linear_b, linear_no_bias, Linear};
 pub use norm::{layer_norm, layer_norm_no_bias, rms_norm, LayerNorm, RmsNorm};
@@ -96,8 +105,22 @@ fn tracked_forward(
             };
             kernels::recorded_conv(input, weight, bias, geo)?
         }
-        // grouped convolutions are refused by the computations; keep the run
-        // going (the other kinds are recorded by their own modules)
+        LayerKind::Conv {
+            padding,
+            stride,
+            dilation,
+            ..
+        } => {
+            // grouped: candle's op, and the patches for the factor algebra
+            let geo = ConvGeometry {
+                padding,
+                stride,
+                dilation,
+            };
+            let patches = kernels::conv_patches(input, weight, geo)?;
+            (forward(input, weight, bias)?, patches, None)
+        }
+        // the other kinds are recorded by their own modules
         _ => (forward(input, weight, bias)?, input.detach(), None),
     };
     match index {

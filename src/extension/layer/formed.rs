@@ -9,6 +9,8 @@
 //!   ```text
 //!   V_w[c,n,d] = Σ_t B[c,n,d,t] x̂[n,d,t],   V_b[c,n,d] = Σ_t B[c,n,d,t];
 //!   ```
+//! - grouped convolutions and transposed convolutions (see [`FormedFactor::grouped`],
+//!   [`FormedFactor::transposed`]), whose weights are small;
 //! - an embedding `y_{nt} = W[i_{nt}]` of `V` rows, with the ids `i` `[N, T]`
 //!   and the signals `B` `[C, N, T, D]`: the signals scattered into the rows
 //!   of the ids a sample looked up, summed over repeated ids (no one-hot),
@@ -68,6 +70,59 @@ impl FormedFactor {
             weight,
             bias: None,
             weight_shape: Shape::from((vocab, d)),
+        })
+    }
+
+    /// The factor of a grouped convolution (weight `[O, I/G, k…]` of shape
+    /// `weight_shape`) from its patches `a` `[N, I·K, P]` and signals `b`
+    /// `[C, N, O, P]`: group `γ`'s output channels see its input channels,
+    /// `V_W[c,n][γ] = B_γ[c,n] A_γ[n]ᵀ`, `V_b[c,n] = Σ_p B[c,n,:,p]`.
+    pub fn grouped(
+        a: &Tensor,
+        b: &Tensor,
+        groups: usize,
+        bias: bool,
+        weight_shape: &Shape,
+    ) -> Result<Self> {
+        let (c, n, o, _) = b.dims4()?;
+        let (rows, per_group) = (a.dim(1)? / groups, o / groups);
+        let parts = (0..groups)
+            .map(|g| {
+                let a_g = a.narrow(1, g * rows, rows)?.transpose(1, 2)?.unsqueeze(0)?;
+                matmul(&b.narrow(2, g * per_group, per_group)?, &a_g) // [C, N, O/G, I/G·K]
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let weight = Tensor::cat(&parts, 2)?.reshape((c * n, o * rows))?;
+        Ok(Self {
+            weight,
+            bias: bias.then(|| b.sum(3)?.reshape((c * n, o))).transpose()?,
+            weight_shape: weight_shape.clone(),
+        })
+    }
+
+    /// The factor of a transposed convolution (weight `[I, O, k…]` of shape
+    /// `weight_shape`) from its inputs `x` `[N, I, P]` and the patches `bp`
+    /// `[C, N, O·K, P]` of its output signals with the forward's geometry
+    /// (patch `p` holds the outputs input position `p` reaches):
+    /// `V_W[c,n] = x[n] bp[c,n]ᵀ`; `V_b[c,n] = Σ_q b[c,n,:,q]` from the
+    /// signals `b` `[C, N, O, Q]`.
+    pub fn transposed(
+        x: &Tensor,
+        bp: &Tensor,
+        b: Option<&Tensor>,
+        weight_shape: &Shape,
+    ) -> Result<Self> {
+        let (c, n, ok, _) = bp.dims4()?;
+        let i = x.dim(1)?;
+        let weight = matmul(&x.unsqueeze(0)?, &bp.transpose(2, 3)?)?.reshape((c * n, i * ok))?;
+        let bias = match b {
+            Some(b) => Some(b.sum(3)?.reshape((c * n, b.dim(2)?))?),
+            None => None,
+        };
+        Ok(Self {
+            weight,
+            bias,
+            weight_shape: weight_shape.clone(),
         })
     }
 
