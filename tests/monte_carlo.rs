@@ -106,6 +106,9 @@ fn same_seed_same_result_other_seed_other_result() -> Result<()> {
     for seed in 4..10 {
         others.push(run(seed)?.0);
     }
-    assert!(others.iter().any(|c| *c != a), "other seeds draw other samples");
+    assert!(
+        others.iter().any(|c| *c != a),
+        "other seeds draw other samples"
+    );
     Ok(())
 }
