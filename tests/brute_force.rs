@@ -8,18 +8,10 @@ use anyhow::Result;
 use candle_core::{Module, Tensor};
 use candle_nn::{Conv1dConfig, Conv2dConfig, VarMap};
 use common::brute_force::{
-    check_eigen, check_newton, input, strided_conv, tanh_mlp, vb, Loss, Problem,
+    check_eigen, check_newton, input, one_group, per_param, strided_conv, tanh_mlp, vb, Loss,
+    Problem,
 };
 use vivit::nn as vnn;
-
-/// `[[0, 1, …]]`, one group of every parameter.
-fn one_group(problem: &Problem) -> Vec<Vec<usize>> {
-    vec![(0..problem.params().len()).collect()]
-}
-
-fn per_param(problem: &Problem) -> Vec<Vec<usize>> {
-    (0..problem.params().len()).map(|i| vec![i]).collect()
-}
 
 fn mlp(loss: Loss) -> Result<Problem> {
     tanh_mlp(loss, 4, 1)

@@ -6,16 +6,10 @@ mod common;
 use anyhow::Result;
 use candle_core::{Device, Module, ModuleT, Tensor, D};
 use candle_nn::{Init, VarMap};
-use common::brute_force::{check_eigen, check_newton, input, vb, Loss, Problem};
+use common::brute_force::{
+    check_eigen, check_newton, input, one_group, per_param, vb, Loss, Problem,
+};
 use vivit::nn as vnn;
-
-fn one_group(problem: &Problem) -> Vec<Vec<usize>> {
-    vec![(0..problem.params().len()).collect()]
-}
-
-fn per_param(problem: &Problem) -> Vec<Vec<usize>> {
-    (0..problem.params().len()).map(|i| vec![i]).collect()
-}
 
 /// `fc2(tanh(norm(fc1 x)))` on inputs `[5, 3]`, the norm's weight and bias
 /// drawn (not the initial 1 and 0).

@@ -6,16 +6,10 @@ mod common;
 use anyhow::Result;
 use candle_core::{Module, Tensor, D};
 use candle_nn::VarMap;
-use common::brute_force::{check_eigen, check_newton, input, vb, Loss, Problem};
+use common::brute_force::{
+    check_eigen, check_newton, input, one_group, per_param, vb, Loss, Problem,
+};
 use vivit::nn as vnn;
-
-fn one_group(problem: &Problem) -> Vec<Vec<usize>> {
-    vec![(0..problem.params().len()).collect()]
-}
-
-fn per_param(problem: &Problem) -> Vec<Vec<usize>> {
-    (0..problem.params().len()).map(|i| vec![i]).collect()
-}
 
 /// Logits `[3, 3, C]` of a sequence model whose positions interact within a
 /// sample: `h = tanh(fc1 x)`, `m = softmax(h hᵀ/2) h` (attention without

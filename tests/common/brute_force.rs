@@ -93,6 +93,16 @@ pub fn strided_conv() -> Result<Problem> {
     )
 }
 
+/// `[[0, 1, …]]`, one group of every parameter of `problem`.
+pub fn one_group(problem: &Problem) -> Vec<Vec<usize>> {
+    vec![(0..problem.params().len()).collect()]
+}
+
+/// A group per parameter of `problem`.
+pub fn per_param(problem: &Problem) -> Vec<Vec<usize>> {
+    (0..problem.params().len()).map(|i| vec![i]).collect()
+}
+
 /// Deterministic inputs `sin((i + 1)(seed + 0.37))` of `shape`.
 pub fn input(shape: &[usize], seed: u64) -> Result<Tensor> {
     let count: usize = shape.iter().product();
