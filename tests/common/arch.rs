@@ -1,6 +1,7 @@
 //! Small random f64 architectures for property tests: optional 2-d
-//! convolutions (with pooling) then linear layers, random activations and
-//! residual additions, cross-entropy or MSE, with deterministic weights and
+//! convolutions (with pooling) then linear layers (optionally with a tracked
+//! LayerNorm or RMSNorm), random activations and residual additions,
+//! cross-entropy, MSE or binary cross-entropy, with deterministic weights and
 //! data from a seed. `Debug` prints the net compactly, e.g.
 //! `N=3 [2×6×6] Conv2d(2→2 k3 s1 p1 d1) tanh +res | maxpool2 | Linear(18→3) | cross-entropy, seed 5`.
 //!
@@ -79,6 +80,16 @@ pub struct DenseSpec {
     pub act: Act,
     /// `h + act(linear(h))`, same width.
     pub residual: bool,
+    /// A tracked norm between the linear layer and the activation (hidden
+    /// layers of width ≥ 2 only: a norm of one feature is constant).
+    pub norm: Norm,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Norm {
+    None,
+    Layer,
+    Rms,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,7 +131,7 @@ fn act() -> impl Strategy<Value = Act> {
 }
 
 type RawConv = (usize, usize, usize, usize, usize, bool, Act, bool);
-type RawDense = (usize, bool, Act, bool);
+type RawDense = (usize, bool, Act, bool, Norm);
 
 impl Arch {
     /// Batch 1–4, an input vector of width 1–4 or an image of 1–2 channels
@@ -138,7 +149,8 @@ impl Arch {
             act(),
             any::<bool>(),
         );
-        let dense = (1..=MAX_WIDTH, any::<bool>(), act(), any::<bool>());
+        let norm = prop_oneof![Just(Norm::None), Just(Norm::Layer), Just(Norm::Rms)];
+        let dense = (1..=MAX_WIDTH, any::<bool>(), act(), any::<bool>(), norm);
         let image = prop_oneof![
             (1..=4usize).prop_map(InputShape::Vector),
             (1..=2usize, 3..=6usize).prop_map(|(c, s)| InputShape::Image(c, s)),
@@ -223,15 +235,17 @@ impl Arch {
             bias: true,
             act: Act::Identity,
             residual: false,
+            norm: Norm::None,
         };
         let hidden = raw_dense
             .iter()
-            .map(|&(out, bias, act, residual)| DenseSpec {
+            .map(|&(out, bias, act, residual, norm)| DenseSpec {
                 inputs: 0,
                 out,
                 bias,
                 act,
                 residual,
+                norm,
             });
         for mut spec in hidden.chain([last]) {
             spec.inputs = inputs;
@@ -239,6 +253,9 @@ impl Arch {
             spec.residual &= inputs <= MAX_WIDTH;
             if spec.residual {
                 spec.out = inputs;
+            }
+            if spec.out < 2 {
+                spec.norm = Norm::None;
             }
             inputs = spec.out;
             dense.push(spec);
@@ -279,7 +296,24 @@ impl Arch {
         let mut dense = Vec::new();
         for (i, s) in self.dense.iter().enumerate() {
             let name = format!("l{:02}", self.convs.len() + i);
-            dense.push((vnn::linear_b(s.inputs, s.out, s.bias, vb.pp(name))?, *s));
+            let norm: Option<Box<dyn Module>> = match s.norm {
+                Norm::None => None,
+                Norm::Layer => Some(Box::new(vnn::layer_norm(
+                    s.out,
+                    1e-5,
+                    vb.pp(format!("{name}n")),
+                )?)),
+                Norm::Rms => Some(Box::new(vnn::rms_norm(
+                    s.out,
+                    1e-5,
+                    vb.pp(format!("{name}n")),
+                )?)),
+            };
+            dense.push((
+                vnn::linear_b(s.inputs, s.out, s.bias, vb.pp(name))?,
+                norm,
+                *s,
+            ));
         }
         self.set_weights(&varmap)?;
         let x = match self.input {
@@ -298,8 +332,12 @@ impl Arch {
                 Pool::Max => vivit::nn::max_pool2d(&h, 2, 2)?,
             };
             h = h.flatten_from(1)?;
-            for (linear, s) in &dense {
-                h = residual(&h, s.act.apply(&linear.forward(&h)?)?, s.residual)?;
+            for (linear, norm, s) in &dense {
+                let mut z = linear.forward(&h)?;
+                if let Some(norm) = norm {
+                    z = norm.forward(&z)?;
+                }
+                h = residual(&h, s.act.apply(&z)?, s.residual)?;
             }
             Ok(h)
         };
@@ -360,10 +398,15 @@ impl fmt::Debug for Arch {
         for s in &self.dense {
             write!(
                 f,
-                " | Linear({}→{}{}){}{}",
+                " | Linear({}→{}{}){}{}{}",
                 s.inputs,
                 s.out,
                 if s.bias { "" } else { ", no bias" },
+                match s.norm {
+                    Norm::None => "",
+                    Norm::Layer => " layernorm",
+                    Norm::Rms => " rmsnorm",
+                },
                 s.act.name(),
                 if s.residual { " +res" } else { "" }
             )?;
