@@ -71,15 +71,14 @@ pub struct StepReport {
 /// ```
 ///
 /// `step(&grads)` finds the [`Recorded`] loss the gradients came from (keep
-/// it alive until the step). The Woodbury step takes its `ḡ` from `grads`
-/// (so `backward_step` runs one backward pass and the loss-Hessian factor
-/// passes, and a term added to the loss outside [`crate::record()`] moves
-/// the gradient, not the curvature); the directional step and a
-/// `subsampling_grad` need per-sample gradients and backpropagate them
-/// again. Errors from the trait methods are
+/// it alive until the step). The Woodbury step takes its `ḡ` from `grads` (so
+/// `backward_step` runs one backward pass and the loss-Hessian factor passes,
+/// and a term added to the loss outside [`crate::record()`] moves the
+/// gradient, not the curvature); the directional step and a `subsampling_grad`
+/// backpropagate per-sample gradients again. Trait methods' errors are
 /// [`candle_core::Error::Wrapped`] around a [`crate::Error`]. A step that would
-/// not be finite, or would leave a parameter non-finite (one that already is
-/// NaN or ±∞), is refused and leaves the parameters as they were.
+/// not be finite, or leave a parameter non-finite, is refused and leaves the
+/// parameters as they were.
 ///
 /// `DampedNewton` is `Send` and `Sync`: two optimizers on two threads train
 /// independently (and bit-identically to running one after the other); the
