@@ -80,9 +80,8 @@ pub struct StepReport {
 /// not be finite, or leave a parameter non-finite, is refused and leaves the
 /// parameters as they were.
 ///
-/// `DampedNewton` is `Send` and `Sync`: two optimizers on two threads train
-/// independently (and bit-identically to running one after the other); the
-/// recording scope of [`crate::record()`] is per thread.
+/// `Send` and `Sync`: two optimizers on two threads train independently, as
+/// if one ran after the other (the scope of [`crate::record()`] is per thread).
 #[derive(Debug, Clone)]
 pub struct DampedNewton {
     vars: Vec<Var>,
