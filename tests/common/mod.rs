@@ -11,7 +11,7 @@ pub mod proptest_config;
 pub mod tiny;
 
 use anyhow::{bail, Context, Result};
-use candle_core::{DType, Device, Module, Tensor, Var, D};
+use candle_core::{DType, Device, Module, ModuleT, Tensor, Var, D};
 use serde_json::Value;
 use vivit::nn as vnn;
 
@@ -20,6 +20,9 @@ pub enum Layer {
     Linear(vnn::Linear),
     Conv2d(vnn::Conv2d),
     Conv1d(vnn::Conv1d),
+    ConvTranspose2d(vnn::ConvTranspose2d),
+    /// In evaluation mode.
+    BatchNorm(vnn::BatchNorm),
     Relu,
     Sigmoid,
     Tanh,
@@ -126,6 +129,29 @@ fn build(specs: &[Value], pending: &mut Vec<Var>) -> Result<Vec<Layer>> {
                     Layer::Conv1d(vnn::Conv1d::new(w, b, cfg))
                 }
             }
+            "conv_transpose2d" => {
+                let (w, b) = take(pending, bias)?;
+                let cfg = candle_nn::ConvTranspose2dConfig {
+                    padding: usize_of(spec, "padding")?,
+                    output_padding: usize_of(spec, "output_padding")?,
+                    stride: usize_of(spec, "stride")?,
+                    dilation: 1,
+                };
+                Layer::ConvTranspose2d(vnn::ConvTranspose2d::new(w, b, cfg))
+            }
+            "batchnorm2d" => {
+                let (w, b) = take(pending, true)?;
+                let stats = |key: &str| -> Result<Tensor> {
+                    let values: Vec<f64> = serde_json::from_value(spec[key].clone())?;
+                    Ok(Tensor::new(values, &Device::Cpu)?.to_dtype(w.dtype())?)
+                };
+                let eps = spec["eps"].as_f64().context("eps")?;
+                let features = usize_of(spec, "features")?;
+                let (mean, var) = (stats("running_mean")?, stats("running_var")?);
+                let b = b.context("batch norm bias")?;
+                let bn = candle_nn::BatchNorm::new(features, mean, var, w, b, eps)?;
+                Layer::BatchNorm(vnn::BatchNorm::from(bn))
+            }
             "relu" => Layer::Relu,
             "sigmoid" => Layer::Sigmoid,
             "tanh" => Layer::Tanh,
@@ -159,6 +185,8 @@ fn run(layers: &[Layer], x: &Tensor) -> candle_core::Result<Tensor> {
             Layer::Linear(l) => l.forward(&h)?,
             Layer::Conv2d(l) => l.forward(&h)?,
             Layer::Conv1d(l) => l.forward(&h)?,
+            Layer::ConvTranspose2d(l) => l.forward(&h)?,
+            Layer::BatchNorm(l) => l.forward_t(&h, false)?,
             Layer::Relu => h.relu()?,
             Layer::Sigmoid => candle_nn::ops::sigmoid(&h)?,
             Layer::Tanh => h.tanh()?,

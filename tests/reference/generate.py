@@ -193,6 +193,37 @@ CASES = {
         "mse",
         (3, 16),
     ),
+    "batchnorm_ce": (
+        # 4×4: candle 0.10.2's avg_pool2d backward is wrong where the kernel
+        # does not divide the size (it upsamples the gradient to the input)
+        (4, 2, 4, 4),
+        [
+            conv(2, 2, 3, 3, s=1, p=1),
+            layer("batchnorm2d", features=3, eps=1e-5),
+            layer("relu"),
+            layer("avgpool2d", kernel=2, stride=2),
+            layer("flatten"),
+            linear(12, 4),
+        ],
+        "cross_entropy",
+        4,
+    ),
+    "convtranspose_mse": (
+        (3, 2, 3, 3),
+        [
+            layer(
+                "conv_transpose2d",
+                **{"in": 2, "out": 2, "kernel": 3, "stride": 2, "padding": 1},
+                output_padding=0,  # BackPACK 1.7.1's unfold takes none
+                bias=True,
+            ),
+            layer("sigmoid"),
+            layer("flatten"),
+            linear(50, 3),
+        ],
+        "mse",
+        (3, 3),
+    ),
     "branching_ce": (
         (3, 7),
         [
@@ -245,6 +276,18 @@ def build_layer(spec: Dict) -> nn.Module:
             stride=spec["stride"],
             padding=spec["padding"],
             dilation=spec["dilation"],
+            bias=spec["bias"],
+        )
+    if kind == "batchnorm2d":
+        return nn.BatchNorm2d(spec["features"], eps=spec["eps"])
+    if kind == "conv_transpose2d":
+        return nn.ConvTranspose2d(
+            spec["in"],
+            spec["out"],
+            spec["kernel"],
+            stride=spec["stride"],
+            padding=spec["padding"],
+            output_padding=spec["output_padding"],
             bias=spec["bias"],
         )
     if kind in ("maxpool2d", "avgpool2d"):
@@ -310,12 +353,29 @@ def random_problem(name: str, dtype: torch.dtype) -> Problem:
     input_shape, specs, loss, target = CASES[name]
     torch.manual_seed(0)
     model = build_model(specs)
+    with_batch_norm(model, specs)
     x = torch.rand(*input_shape)
     if loss == "cross_entropy":
         y = torch.randint(0, target, (input_shape[0],))
     else:
         y = torch.rand(*target).to(dtype)
     return Problem(name, dtype, specs, loss, model.to(dtype), x.to(dtype), y)
+
+
+def with_batch_norm(model: nn.Sequential, specs: List[Dict]) -> None:
+    """Batch norms in evaluation mode with drawn running statistics, weights
+    and biases (the statistics written into their specs for the fixture)."""
+    for module, spec in zip(model, specs):
+        if isinstance(module, nn.BatchNorm2d):
+            c = module.num_features
+            with torch.no_grad():
+                module.running_mean.copy_(0.3 * torch.randn(c))
+                module.running_var.copy_(0.5 + torch.rand(c))
+                module.weight.copy_(1.0 + 0.3 * torch.randn(c))
+                module.bias.copy_(0.3 * torch.randn(c))
+            spec["running_mean"] = module.running_mean.tolist()
+            spec["running_var"] = module.running_var.tolist()
+            module.eval()
 
 
 def golden_problem(loss: str) -> Problem:
