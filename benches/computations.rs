@@ -24,7 +24,9 @@
 //!   maxpool 3×3/2, conv(96→128, 3×3, padding 1) ReLU maxpool 3×3/2,
 //!   linear(1152→512) ReLU, linear(512→256) ReLU, linear(256→10); the pools'
 //!   "same" padding is one row and column at the end (`max_pool2d_padded`; the
-//!   reference pads with zeros, which after a ReLU pad like −∞).
+//!   reference pads with zeros, which after a ReLU pad like −∞);
+//! - `fmnist_2c2d_bn`: `fmnist_2c2d` with a BatchNorm in evaluation mode
+//!   (running statistics 0 and 1) after each convolution.
 //!
 //! Group `eigh_partial` compares the eigensolvers where the partial one is
 //! meant to pay: `mnist_mlp_c100` (`mnist_mlp` with C = 100 outputs, N = 64,
@@ -60,7 +62,7 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use candle_core::{DType, Device, Module, Tensor};
+use candle_core::{DType, Device, Module, ModuleT, Tensor};
 use candle_nn::{Conv2dConfig, Optimizer, VarBuilder, VarMap, SGD};
 use criterion::{BenchmarkId, Criterion, SamplingMode};
 use rand::rngs::StdRng;
@@ -83,7 +85,13 @@ const SEED: u64 = 0;
 /// Iterations of the `VIVIT_BENCH_ONCE` mode: a warm-up and five calls.
 const ONCE_CALLS: usize = 6;
 /// The problems, in the order benchmarked.
-const PROBLEMS: [&str; 4] = ["digits_mlp", "mnist_mlp", "fmnist_2c2d", "cifar10_3c3d"];
+const PROBLEMS: [&str; 5] = [
+    "digits_mlp",
+    "mnist_mlp",
+    "fmnist_2c2d",
+    "cifar10_3c3d",
+    "fmnist_2c2d_bn",
+];
 /// The problem of the `eigh_partial` group: `mnist_mlp` with this many classes.
 const PARTIAL_PROBLEM: &str = "mnist_mlp_c100";
 /// Number of classes of [`PARTIAL_PROBLEM`].
@@ -144,6 +152,35 @@ impl Problem {
                         .add_fn(pool)
                         .add(vnn::conv2d(32, 64, 5, same, vb.pp("conv2"))?)
                         .add_fn(move |x| pool(x)?.flatten_from(1))
+                        .add(vnn::linear(7 * 7 * 64, 1024, vb.pp("fc1"))?)
+                        .add_fn(relu)
+                        .add(vnn::linear(1024, CLASSES, vb.pp("fc2"))?),
+                    vec![32, 1, 28, 28],
+                    CLASSES,
+                )
+            }
+            "fmnist_2c2d_bn" => {
+                let same = Conv2dConfig {
+                    padding: 2,
+                    ..Default::default()
+                };
+                // running statistics 0 and 1, as torch's fresh BatchNorm2d
+                let bn = |c: usize, vb: VarBuilder| -> vivit::Result<vnn::BatchNorm> {
+                    let (mean, var) = (
+                        Tensor::zeros(c, DType::F32, &Device::Cpu)?,
+                        Tensor::ones(c, DType::F32, &Device::Cpu)?,
+                    );
+                    let (w, b) = (vb.get(c, "weight")?, vb.get(c, "bias")?);
+                    Ok(candle_nn::BatchNorm::new(c, mean, var, w, b, 1e-5)?.into())
+                };
+                let (bn1, bn2) = (bn(32, vb.pp("bn1"))?, bn(64, vb.pp("bn2"))?);
+                let pool = |x: &Tensor| vnn::max_pool2d(&x.relu()?, 2, 2);
+                (
+                    candle_nn::seq()
+                        .add(vnn::conv2d(1, 32, 5, same, vb.pp("conv1"))?)
+                        .add_fn(move |x| pool(&bn1.forward_t(x, false)?))
+                        .add(vnn::conv2d(32, 64, 5, same, vb.pp("conv2"))?)
+                        .add_fn(move |x| pool(&bn2.forward_t(x, false)?)?.flatten_from(1))
                         .add(vnn::linear(7 * 7 * 64, 1024, vb.pp("fc1"))?)
                         .add_fn(relu)
                         .add(vnn::linear(1024, CLASSES, vb.pp("fc2"))?),

@@ -110,6 +110,16 @@ def fmnist_2c2d() -> nn.Module:
     )  # fmt: skip
 
 
+def fmnist_2c2d_bn() -> nn.Module:
+    """fmnist_2c2d with a BatchNorm2d (evaluation mode) after each convolution."""
+    return nn.Sequential(
+        nn.Conv2d(1, 32, 5, padding=2), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 5, padding=2), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(7 * 7 * 64, 1024), nn.ReLU(), nn.Linear(1024, 10),
+    ).eval()  # fmt: skip
+
+
 def cifar10_3c3d() -> nn.Module:
     """DeepOBS cifar10_3c3d; its pools' 'same' padding is one zero row and column at
     the end (after a ReLU, zeros pad like -inf)."""
@@ -131,6 +141,7 @@ PROBLEMS = {
     "mnist_mlp": (mnist_mlp, (64, 784)),
     "fmnist_2c2d": (fmnist_2c2d, (32, 1, 28, 28)),
     "cifar10_3c3d": (cifar10_3c3d, (32, 3, 32, 32)),
+    "fmnist_2c2d_bn": (fmnist_2c2d_bn, (32, 1, 28, 28)),
 }
 
 
