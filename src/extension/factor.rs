@@ -10,10 +10,11 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 use rayon::prelude::*;
 
-use super::layer::{FormedFactor, LayerFactor, OuterFactor};
+use super::calls::{call_factor, CallFactor};
+use super::layer::LayerFactor;
 use crate::error::{Error, Result};
-use crate::kernels::{ConvGeometry, Patches, Slot, Stacked};
-use crate::tape::{LayerKind, LayerRecord, Signal, Tape};
+use crate::kernels::{Slot, Stacked};
+use crate::tape::{LayerRecord, Signal, Tape};
 
 /// The columns backpropagated from the model output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -315,121 +316,6 @@ fn select_rows(rows: Option<&Tensor>, t: &Tensor) -> Result<Tensor> {
         Some(rows) => t.index_select(rows, 0)?,
         None => t.clone(),
     })
-}
-
-/// The factor of one layer call.
-enum CallFactor {
-    /// `(A [N, I, T], B [C, N, O, T])` (see [`OuterFactor`]).
-    Outer(Tensor, Tensor),
-    Formed(FormedFactor),
-}
-
-impl CallFactor {
-    /// The factor of a layer from those of its calls: the positions of all
-    /// calls side by side, or the formed factors summed.
-    fn join(calls: Vec<CallFactor>, weight_shape: &Shape) -> Result<LayerFactor> {
-        let (mut a_parts, mut b_parts, mut formed) = (Vec::new(), Vec::new(), None);
-        for call in calls {
-            match call {
-                CallFactor::Outer(a, b) => {
-                    a_parts.push(a);
-                    b_parts.push(b);
-                }
-                CallFactor::Formed(f) => {
-                    formed = Some(match formed {
-                        Some(sum) => FormedFactor::plus(&sum, &f)?,
-                        None => f,
-                    })
-                }
-            }
-        }
-        Ok(match formed {
-            Some(formed) => LayerFactor::Formed(formed),
-            None => LayerFactor::Outer(OuterFactor::new(
-                Tensor::cat(&a_parts, 2)?,
-                Tensor::cat(&b_parts, 3)?,
-                weight_shape.clone(),
-            )),
-        })
-    }
-}
-
-/// The factor of one layer call from its (subsampled) inputs and output
-/// signals `b` `[C, N, *out_shape]`.
-fn call_factor(call: &LayerRecord, inputs: &Tensor, b: &Tensor) -> Result<CallFactor> {
-    let (c, n) = (b.dim(0)?, b.dim(1)?);
-    let positions = |features: usize| b.elem_count() / (c * n * features).max(1);
-    match call.kind {
-        LayerKind::Linear => {
-            // inputs [N, T…, I], outputs [C, N, T…, O]: move T last
-            let i = inputs.dim(candle_core::D::Minus1)?;
-            let o = b.dim(candle_core::D::Minus1)?;
-            let t = positions(o);
-            let a = inputs.reshape((n, t, i))?.transpose(1, 2)?.contiguous()?;
-            let b = b.reshape((c, n, t, o))?.transpose(2, 3)?.contiguous()?;
-            Ok(CallFactor::Outer(a, b))
-        }
-        LayerKind::Conv { groups: 1, .. } => {
-            // patches [N, I·k·k, P], outputs [C, N, O, positions…]
-            let p = inputs.dim(2)?;
-            let b = b.reshape((c, n, b.dim(2)?, p))?;
-            Ok(CallFactor::Outer(inputs.clone(), b))
-        }
-        LayerKind::Conv { groups, .. } => {
-            let b = b.reshape((c, n, b.dim(2)?, inputs.dim(2)?))?;
-            let (bias, shape) = (call.bias.is_some(), call.weight.shape());
-            let factor = FormedFactor::grouped(inputs, &b, groups, bias, shape)?;
-            Ok(CallFactor::Formed(factor))
-        }
-        LayerKind::ConvTranspose {
-            padding,
-            stride,
-            dilation,
-        } => {
-            // weight [I, O, k…], signals [C, N, O, out…] as [C·N, O, H, W]
-            let dims = call.weight.dims();
-            let (o, kernel) = match *dims {
-                [_, o, k] => (o, (1, k)),
-                [_, o, kh, kw] => (o, (kh, kw)),
-                _ => return Err(Error::UnsupportedLayer(format!("weight {dims:?}"))),
-            };
-            let (h, w) = match b.dims()[3..] {
-                [w] => (1, w),
-                [h, w] => (h, w),
-                _ => return Err(Error::UnsupportedLayer(format!("output {:?}", b.dims()))),
-            };
-            let b = b.reshape((c * n, o, h, w))?;
-            let geo = ConvGeometry {
-                padding,
-                stride,
-                dilation,
-            };
-            let bp = Patches::new((h, w), kernel, geo, &b)?.gather(&b)?;
-            let bp = bp.reshape((c, n, bp.dim(1)?, bp.dim(2)?))?;
-            let b = b.reshape((c, n, o, h * w))?;
-            let bias = call.bias.as_ref().map(|_| &b);
-            let factor = FormedFactor::transposed(inputs, &bp, bias, call.weight.shape())?;
-            Ok(CallFactor::Formed(factor))
-        }
-        LayerKind::Scale { features_last } => {
-            let d = call.weight.elem_count();
-            let t = positions(d);
-            let b = match features_last {
-                true => b.reshape((c, n, t, d))?.transpose(2, 3)?.contiguous()?,
-                false => b.reshape((c, n, d, t))?,
-            };
-            let factor = FormedFactor::scale(inputs, &b, call.bias.is_some())?;
-            Ok(CallFactor::Formed(factor))
-        }
-        LayerKind::Embedding => {
-            let (vocab, d) = call.weight.dims2()?;
-            let b = b.reshape((c, n, positions(d), d))?;
-            let ids = inputs.reshape((n, ()))?;
-            Ok(CallFactor::Formed(FormedFactor::embedding(
-                &ids, &b, vocab,
-            )?))
-        }
-    }
 }
 
 /// Checks that the model computes in a float dtype the eigensolver supports.

@@ -7,6 +7,7 @@
 //! computations with the same factor settings backpropagate once.
 
 mod block;
+mod calls;
 mod factor;
 mod kept;
 mod layer;
