@@ -63,13 +63,16 @@ pub(crate) fn push_layer(record: LayerRecord) {
     })
 }
 
-/// Makes the open recording scope fail with `error` (the first one counts).
-pub(crate) fn refuse(error: Error) {
+/// Makes the open recording scope fail with `error` (the first one counts);
+/// returns the candle error the refusing layer's forward returns meanwhile.
+pub(crate) fn refuse(error: Error) -> candle_core::Error {
+    let message = candle_core::Error::Msg(error.to_string());
     SCOPE.with(|s| {
         if let Some(scope) = s.borrow_mut().as_mut() {
             scope.refusal.get_or_insert(error);
         }
-    })
+    });
+    message
 }
 
 pub(crate) fn push_loss(record: LossRecord) {

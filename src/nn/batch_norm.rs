@@ -58,9 +58,7 @@ impl ModuleT for BatchNorm {
                  samples; call forward_t(x, false)"
                     .into(),
             );
-            let message = error.to_string();
-            record::refuse(error);
-            candle_core::bail!("{message}");
+            return Err(record::refuse(error));
         }
         let output = self.inner.forward_t(x, false)?;
         let Some((weight, bias)) = self.inner.weight_and_bias() else {

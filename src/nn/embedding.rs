@@ -57,9 +57,7 @@ impl Module for Embedding {
             .to_vec1::<i64>()?;
         if let Some(bad) = values.iter().find(|&&i| i < 0 || i as usize >= vocab) {
             let error = crate::Error::InvalidIds { id: *bad, vocab };
-            let message = error.to_string();
-            record::refuse(error);
-            candle_core::bail!("{message}");
+            return Err(record::refuse(error));
         }
         let output = self.inner.forward(ids)?;
         let weight = self.embeddings();
