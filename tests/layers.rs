@@ -1,7 +1,7 @@
 //! Tracked layers behave exactly like their candle_nn twins, inside and outside `record`.
 
 use anyhow::Result;
-use candle_core::{DType, Device, Module, Tensor};
+use candle_core::{DType, Device, Module, ModuleT, Tensor};
 use candle_nn::{Conv1dConfig, Conv2dConfig, VarBuilder, VarMap};
 use vivit::nn as vnn;
 
@@ -57,6 +57,31 @@ fn same_outputs_as_candle_nn() -> Result<()> {
             Tensor::randn(0f32, 1., (2, 2, 7), &dev)?,
         ),
     ];
+    let mut pairs = pairs;
+    // batch norms in evaluation with drawn statistics and parameters, a layer norm
+    let (plain, tracked) = (
+        candle_nn::batch_norm(2, 1e-3, vb.pp("e"))?,
+        vnn::batch_norm(2, 1e-3, vb.pp("e"))?,
+    );
+    for (name, var) in vnn::vars_by_name(&varmap) {
+        if name.starts_with("e.") {
+            var.set(&(Tensor::randn(0f32, 1., var.shape(), &dev)?.abs()? + 0.5)?)?;
+        }
+    }
+    for x in [(3, 2, 4, 5), (3, 2, 1, 7)] {
+        let (plain, tracked) = (plain.clone(), tracked.clone());
+        pairs.push((
+            Box::new(candle_nn::func(move |x| plain.forward_t(x, false))),
+            Box::new(candle_nn::func(move |x| tracked.forward_t(x, false))),
+            Tensor::randn(0f32, 1., x, &dev)?,
+        ));
+    }
+    pairs.push((
+        Box::new(candle_nn::layer_norm(6, 1e-5, vb.pp("f"))?),
+        Box::new(vnn::layer_norm(6, 1e-5, vb.pp("f"))?),
+        // strided: candle_nn takes its formula, not the fused kernel
+        Tensor::randn(0f32, 1., (4, 6, 3), &dev)?.transpose(1, 2)?,
+    ));
     for (plain, tracked, x) in &pairs {
         let want = plain.forward(x)?;
         same(&tracked.forward(x)?, &want)?;
@@ -100,25 +125,56 @@ fn gradients_inside_record_are_right() -> Result<()> {
         ..Default::default()
     };
     type Build = fn(VarBuilder, Conv2dConfig, Conv1dConfig) -> candle_core::Result<Box<dyn Module>>;
-    let layers: [(Build, &[usize]); 4] = [
-        (|vb, _, _| Ok(Box::new(vnn::linear(6, 3, vb)?)), &[4, 6]),
+    let batch_norm: Build = |vb, _, _| {
+        let bn = vnn::batch_norm(3, 1e-3, vb)?;
+        Ok(Box::new(candle_nn::func(move |x| bn.forward_t(x, false))))
+    };
+    let layer_norm: Build = |vb, _, _| Ok(Box::new(vnn::layer_norm(6, 1e-5, vb)?));
+    let layers: [(Build, &[usize], bool); 7] = [
+        (
+            |vb, _, _| Ok(Box::new(vnn::linear(6, 3, vb)?)),
+            &[4, 6],
+            true,
+        ),
         (
             |vb, _, _| Ok(Box::new(vnn::linear_no_bias(6, 3, vb)?)),
             &[4, 5, 6],
+            true,
         ),
         (
             |vb, c, _| Ok(Box::new(vnn::conv2d(2, 3, 3, c, vb)?)),
             &[2, 2, 7, 6],
+            true,
         ),
         (
             |vb, _, c| Ok(Box::new(vnn::conv1d(2, 3, 3, c, vb)?)),
             &[2, 2, 9],
+            true,
         ),
+        // batch norms in evaluation (the loss is quadratic in x, w and b),
+        // on [N, C, H, W] and [N, C]
+        (batch_norm, &[2, 3, 4, 5], true),
+        (batch_norm, &[4, 3], true),
+        // a layer norm on [N, T, D] (quadratic in w and b, not in x: see below)
+        (layer_norm, &[2, 3, 6], false),
     ];
-    for (build, input) in layers {
+    for (build, input, input_quadratic) in layers {
         let varmap = VarMap::new();
         let vb = VarBuilder::from_varmap(&varmap, DType::F64, &dev);
         let layer = build(vb, conv2_cfg, conv1_cfg)?;
+        let mut vars = Vec::new();
+        for (name, var) in vnn::vars_by_name(&varmap) {
+            // drawn running statistics (detached: no gradient), drawn norm parameters
+            let drawn = Tensor::randn(0f64, 1., var.shape(), &dev)?;
+            match name.rsplit('.').next() {
+                Some("running_mean") => var.set(&drawn)?,
+                Some("running_var") => var.set(&(drawn.abs()? + 0.5)?)?,
+                _ => {
+                    var.set(&drawn)?;
+                    vars.push(var);
+                }
+            }
+        }
         let x = candle_core::Var::randn(0f64, 1., input, &dev)?;
         let out_dims = layer.forward(&x)?.flatten_from(1)?.dims().to_vec();
         let y = Tensor::randn(0f64, 1., out_dims, &dev)?;
@@ -127,8 +183,11 @@ fn gradients_inside_record_are_right() -> Result<()> {
         };
         let loss = vivit::record(|| vivit::loss::mse(&layer.forward(&x)?.flatten_from(1)?, &y))?;
         let grads = loss.backward()?;
-        let mut vars = varmap.all_vars();
-        vars.push(x.clone());
+        // the input's gradient through a layer norm is candle's backward of
+        // x̂ after the op's g ⊙ w, which the brute-force tests check
+        if input_quadratic {
+            vars.push(x.clone());
+        }
         for var in &vars {
             let grad = grads.get(var).expect("every variable gets a gradient");
             let v = Tensor::randn(0f64, 1., var.shape(), &dev)?;

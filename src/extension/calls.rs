@@ -109,14 +109,9 @@ pub(super) fn call_factor(call: &LayerRecord, inputs: &Tensor, b: &Tensor) -> Re
             let factor = FormedFactor::transposed(inputs, &bp, bias, call.weight.shape())?;
             Ok(CallFactor::Formed(factor))
         }
-        LayerKind::Scale { features_last } => {
-            let d = call.weight.elem_count();
-            let t = positions(d);
-            let b = match features_last {
-                true => b.reshape((c, n, t, d))?.transpose(2, 3)?.contiguous()?,
-                false => b.reshape((c, n, d, t))?,
-            };
-            let factor = FormedFactor::scale(inputs, &b, call.bias.is_some())?;
+        LayerKind::Scale { .. } => {
+            // the passes kept the sums over positions (see [`kept_signal`])
+            let factor = FormedFactor::scale(b, call.bias.is_some())?;
             Ok(CallFactor::Formed(factor))
         }
         LayerKind::Embedding => {
@@ -127,5 +122,41 @@ pub(super) fn call_factor(call: &LayerRecord, inputs: &Tensor, b: &Tensor) -> Re
                 &ids, &b, vocab,
             )?))
         }
+    }
+}
+
+/// What a factor pass keeps of a call's output signal `g` `[N, …]`, given the
+/// call's `inputs()` (both of the subsampled rows): `g` itself, or for a scale
+/// layer (inputs `x̂` `[N, D, T]`) only its sums over the positions `t`,
+///
+/// ```text
+/// kept[n, 0, d] = Σ_t g[n, d, t] x̂[n, d, t],   kept[n, 1, d] = Σ_t g[n, d, t]
+/// ```
+///
+/// `[N, 2, D]`, formed on the pass's thread while `g` is at hand, so that
+/// the passes store `2·D` values per sample instead of the whole signal.
+pub(super) fn kept_signal(
+    call: &LayerRecord,
+    inputs: impl FnOnce() -> Result<Tensor>,
+    g: &Tensor,
+) -> Result<Tensor> {
+    let LayerKind::Scale { features_last } = call.kind else {
+        return Ok(g.clone());
+    };
+    let (n, d) = (g.dim(0)?, call.weight.elem_count());
+    let g = match features_last {
+        true => g.reshape((n, (), d))?.transpose(1, 2)?,
+        false => g.reshape((n, d, ()))?,
+    };
+    let weight = (&g * inputs()?)?.sum(2)?;
+    Ok(Tensor::stack(&[weight, g.sum(2)?], 1)?)
+}
+
+/// The dimensions of what a factor pass keeps (see [`kept_signal`]) of a
+/// call's signal `[N, …]` of `dims`.
+pub(super) fn kept_dims(call: &LayerRecord, dims: &[usize]) -> Vec<usize> {
+    match (call.kind, dims.first()) {
+        (LayerKind::Scale { .. }, Some(&n)) => vec![n, 2, call.weight.elem_count()],
+        _ => dims.to_vec(),
     }
 }

@@ -10,7 +10,7 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 use rayon::prelude::*;
 
-use super::calls::{call_factor, CallFactor};
+use super::calls::{call_factor, kept_dims, kept_signal, CallFactor};
 use super::layer::LayerFactor;
 use crate::error::{Error, Result};
 use crate::kernels::{Slot, Stacked};
@@ -171,10 +171,11 @@ impl Seeds {
                     .calls
                     .iter()
                     .map(|call| {
-                        let mut dims = match &call.signal {
-                            Signal::Captured { shape, .. } => shape.dims().to_vec(),
-                            Signal::Probe(probe) => probe.dims().to_vec(),
+                        let dims = match &call.signal {
+                            Signal::Captured { shape, .. } => shape.dims(),
+                            Signal::Probe(probe) => probe.dims(),
                         };
+                        let mut dims = kept_dims(call, dims);
                         if let Some(batch) = dims.first_mut() {
                             *batch = kept;
                         }
@@ -223,7 +224,8 @@ impl Seeds {
                 Signal::Probe(probe) => grads.get(probe.as_tensor()),
             };
             if let Some(signal) = signal {
-                slot.fill(&self.select(signal)?)?;
+                let inputs = || self.select(&call.inputs);
+                slot.fill(&kept_signal(call, inputs, &self.select(signal)?)?)?;
             }
         }
         Ok(())

@@ -9,7 +9,7 @@
 //!
 //! A caller asks for the operation ([`matmul`], [`gram`], [`tiled_product`],
 //! [`weight_factor_on_support`], [`max_pool2d`], [`recorded_linear`],
-//! [`recorded_conv`], [`conv_patches`], [`Patches::gather`], [`Stacked::new`]); it never tests
+//! [`recorded_conv`], [`recorded_scale`], [`conv_patches`], [`Patches::gather`], [`Stacked::new`]); it never tests
 //! a device or a dtype. The environment variable `VIVIT_KERNELS=generic`
 //! (read once, at first use) sends the CPU down the generic path too, so the
 //! path other devices take is tested on every CI run; any other value, or
@@ -165,6 +165,37 @@ pub(crate) fn recorded_linear(
             Ok((y, Some(index)))
         }
         None => Ok((forward(x, weight, bias)?, None)),
+    }
+}
+
+/// A call of a scale layer `y = x̂ ⊙ w + b` (per channel: axis 1, or the
+/// last axis with `features_last`) whose input `u` enters as `x̂ = u ⊙ m / w`
+/// up to a shift: batch norms in evaluation (`u = x`, `m = w/σ`), layer and
+/// RMS norms (`u = x̂` with its graph, `m = w`).
+pub(crate) struct ScaleCall<'a> {
+    /// `u`.
+    pub input: &'a Tensor,
+    /// `x̂` in the output's shape.
+    pub x_hat: &'a Tensor,
+    /// `m`, broadcasting to the output.
+    pub multiplier: &'a Tensor,
+    /// `w` `[C]`.
+    pub weight: &'a Tensor,
+    /// `b` `[C]`.
+    pub bias: Option<&'a Tensor>,
+    /// `y` computed by candle's ops, with their graph.
+    pub output: &'a Tensor,
+    pub features_last: bool,
+}
+
+/// The recorded forward of the scale layer `call` inside `record`, as for
+/// [`recorded_linear`]: on the CPU kernels the output values with the backward
+/// `g ↦ (g ⊙ m, Σ g ⊙ x̂, Σ g)`, whose factor passes skip the parameter parts;
+/// elsewhere `call.output` itself (candle's backward) and `None`.
+pub(crate) fn recorded_scale(call: ScaleCall) -> Result<(Tensor, Option<usize>)> {
+    match recorded_op(call.input) {
+        Some((passes, index)) => Ok((cpu::recorded_scale(call, passes, index)?, Some(index))),
+        None => Ok((call.output.clone(), None)),
     }
 }
 

@@ -3,8 +3,8 @@
 use candle_core::{ModuleT, Result, Tensor};
 use candle_nn::{BatchNormConfig, VarBuilder};
 
+use crate::kernels::ScaleCall;
 use crate::record;
-use crate::tape::LayerKind;
 
 /// Batch normalization of inputs `[N, C, …]` with running statistics,
 /// `y = x̂ ⊙ w + b` per channel `c` with `x̂ = (x − μ_c)/√(σ²_c + ε)`, whose
@@ -60,23 +60,33 @@ impl ModuleT for BatchNorm {
             );
             return Err(record::refuse(error));
         }
-        let output = self.inner.forward_t(x, false)?;
         let Some((weight, bias)) = self.inner.weight_and_bias() else {
-            return Ok(output);
+            return self.inner.forward_t(x, false);
         };
-        // x̂ [N, C, T] from the running statistics
+        // candle_nn's forward, op for op, keeping x̂ = (x − μ)/σ: y = x̂ ⊙ w + b
+        // with the statistics and parameters broadcast along the channels
         let (n, c) = (x.dim(0)?, x.dim(1)?);
-        let stat = |t: &Tensor| t.reshape((1, c, 1));
+        let mut channels = vec![1; x.rank()];
+        channels[1] = c;
+        let stat = |t: &Tensor| t.reshape(channels.as_slice());
         let std = (stat(self.running_var())? + self.inner.eps())?.sqrt()?;
         let x_hat = x
-            .detach()
-            .reshape((n, c, ()))?
             .broadcast_sub(&stat(self.running_mean())?)?
             .broadcast_div(&std)?;
-        let kind = LayerKind::Scale {
+        let output = x_hat
+            .broadcast_mul(&stat(weight)?)?
+            .broadcast_add(&stat(bias)?)?;
+        let x_hat = x_hat.detach();
+        let call = ScaleCall {
+            input: x,
+            x_hat: &x_hat,
+            multiplier: &stat(weight)?.broadcast_div(&std)?,
+            weight,
+            bias: Some(bias),
+            output: &output,
             features_last: false,
         };
-        super::record_call(kind, weight, Some(bias), x_hat, output)
+        super::record_scale(call, x_hat.reshape((n, c, ()))?)
     }
 }
 

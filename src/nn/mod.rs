@@ -41,7 +41,7 @@ pub use pool::{max_pool2d, max_pool2d_padded};
 use candle_core::{Result, Tensor, Var};
 use candle_nn::VarMap;
 
-use crate::kernels::{self, ConvGeometry};
+use crate::kernels::{self, ConvGeometry, ScaleCall};
 use crate::record;
 use crate::tape::{LayerKind, LayerRecord, Signal};
 
@@ -123,21 +123,44 @@ fn tracked_forward(
         // the other kinds are recorded by their own modules
         _ => (forward(input, weight, bias)?, input.detach(), None),
     };
-    match index {
-        Some(index) => {
-            let shape = output.shape().clone();
-            let signal = Signal::Captured { index, shape };
-            record::push_layer(LayerRecord {
-                kind,
-                weight: weight.clone(),
-                bias: bias.cloned(),
-                inputs,
-                signal,
-            });
-            Ok(output)
-        }
-        None => record_call(kind, weight, bias, inputs, output),
-    }
+    record_output(kind, weight, bias, inputs, output, index)
+}
+
+/// Records a call of a scale layer (the norms) inside [`crate::record()`]:
+/// the recorded op where the CPU kernels run, candle's ops and a probe
+/// elsewhere; `inputs` `[N, C, T]` are `x̂` for the factor algebra.
+fn record_scale(call: ScaleCall, inputs: Tensor) -> Result<Tensor> {
+    let kind = LayerKind::Scale {
+        features_last: call.features_last,
+    };
+    let (weight, bias) = (call.weight, call.bias);
+    let (output, index) = kernels::recorded_scale(call)?;
+    record_output(kind, weight, bias, inputs, output, index)
+}
+
+/// Records a call whose `output` came from a recorded op (the call `index`
+/// in the tape, which captures the signal) or from candle's ops (`None`:
+/// see [`record_call`]).
+fn record_output(
+    kind: LayerKind,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    inputs: Tensor,
+    output: Tensor,
+    index: Option<usize>,
+) -> Result<Tensor> {
+    let Some(index) = index else {
+        return record_call(kind, weight, bias, inputs, output);
+    };
+    let shape = output.shape().clone();
+    record::push_layer(LayerRecord {
+        kind,
+        weight: weight.clone(),
+        bias: bias.cloned(),
+        inputs,
+        signal: Signal::Captured { index, shape },
+    });
+    Ok(output)
 }
 
 /// Records a call of a tracked layer that runs candle's ops inside

@@ -3,8 +3,8 @@
 use candle_core::{DType, Module, Result, Tensor, D};
 use candle_nn::{LayerNormConfig, VarBuilder};
 
+use crate::kernels::ScaleCall;
 use crate::record;
-use crate::tape::LayerKind;
 
 /// Layer normalization over the last axis, `y = x̂ ⊙ w + b` with
 ///
@@ -75,10 +75,16 @@ impl Module for LayerNorm {
             .reshape((rows, (), d))?
             .transpose(1, 2)?
             .contiguous()?;
-        let kind = LayerKind::Scale {
+        let call = ScaleCall {
+            input: &x_hat,
+            x_hat: &x_hat,
+            multiplier: n.weight(),
+            weight: n.weight(),
+            bias: n.bias(),
+            output: &y,
             features_last: true,
         };
-        super::record_call(kind, n.weight(), n.bias(), inputs, y)
+        super::record_scale(call, inputs)
     }
 }
 

@@ -33,21 +33,15 @@ pub(crate) struct FormedFactor {
 }
 
 impl FormedFactor {
-    /// The factor of a scale `w` (and a shift `b` with `bias`) from the
-    /// normalized inputs `x_hat` `[N, D, T]` and signals `b` `[C, N, D, T]`.
-    pub fn scale(x_hat: &Tensor, b: &Tensor, bias: bool) -> Result<Self> {
-        let (c, n, d, _) = b.dims4()?;
-        let weight = b
-            .broadcast_mul(&x_hat.unsqueeze(0)?)?
-            .sum(3)?
-            .reshape((c * n, d))?;
-        let bias = match bias {
-            true => Some(b.sum(3)?.reshape((c * n, d))?),
-            false => None,
-        };
+    /// The factor of a scale `w` (and a shift `b` with `bias`) from the sums
+    /// over positions `s` `[C, N, 2, D]` of the signals (`s[c,n,0] = V_w[c,n]`,
+    /// `s[c,n,1] = V_b[c,n]`, see the module docs).
+    pub fn scale(s: &Tensor, bias: bool) -> Result<Self> {
+        let (c, n, _, d) = s.dims4()?;
+        let part = |i: usize| s.narrow(2, i, 1)?.reshape((c * n, d));
         Ok(Self {
-            weight,
-            bias,
+            weight: part(0)?,
+            bias: bias.then(|| part(1)).transpose()?,
             weight_shape: Shape::from(d),
         })
     }

@@ -17,7 +17,7 @@ pub(super) use gemm::{matmul, multiplies};
 pub(super) use gram::gram;
 pub(super) use patches::im2col;
 pub(super) use pool::max_pool2d;
-pub(super) use recorded::{recorded_conv, recorded_linear};
+pub(super) use recorded::{recorded_conv, recorded_linear, recorded_scale};
 pub(super) use support::weight_factor;
 pub(crate) use support::RowOrder;
 pub(super) use tiled::{tiled_product, tiles};

@@ -9,7 +9,12 @@
 //! ```text
 //! linear:       g ↦ (g W,               Σ_rows gᵀ x,               Σ_rows g)
 //! convolution:  g ↦ (col2im(W_flatᵀ g),  Σ_n g_n patches_nᵀ,  Σ_{n,p} g_{n,:,p})
+//! scale:        g ↦ (g ⊙ m,              Σ_{n,t} g ⊙ x̂,             Σ_{n,t} g)
 //! ```
+//!
+//! (a scale layer `y = x̂ ⊙ w + b` per channel, whose input `u` enters as
+//! `x̂ = u ⊙ m / w`: `m = w/σ` for a batch norm on `u = x`, `m = w` for a
+//! layer norm on `u = x̂`).
 //!
 //! During the factor passes of the recorded graph ([`FactorPasses`]), the
 //! backward passes of the loss-Hessian factor (once per column), the op hands
@@ -26,20 +31,30 @@ use candle_core::{
 
 use super::gemm::matmul_values;
 use super::slices::{contiguous, values};
-use crate::kernels::{matmul, PatchConv, Patches};
+use crate::kernels::{matmul, PatchConv, Patches, ScaleCall};
 use crate::tape::FactorPasses;
 
 /// How the layer's output depends on its input.
 enum Kind {
     Linear,
-    Conv { patches: Arc<Patches>, one_d: bool },
+    Conv {
+        patches: Arc<Patches>,
+        one_d: bool,
+    },
+    /// `y = x̂ ⊙ w + b` with channels on axis 1 or last; the input's
+    /// gradient is `g ⊙ m`, `multiplier` broadcasting to the output.
+    Scale {
+        multiplier: Tensor,
+        features_last: bool,
+    },
 }
 
 /// `y = L(x, W[, b])`: forward `value`, backward the Jacobian transposes.
 struct Layer {
     /// The output values, handed to candle by the forward (which runs once).
     value: Mutex<Option<(CpuStorage, Shape)>>,
-    /// What the weight multiplies, detached: `x` or the patches `[N, I·k·k, P]`.
+    /// What the weight multiplies, detached: `x`, the patches `[N, I·k·k, P]`
+    /// or `x̂` (the output's shape).
     inputs: Tensor,
     kind: Kind,
     /// Factor passes running on the recorded graph.
@@ -102,11 +117,11 @@ impl CustomOp3 for Layer {
         let (grad_x, grad_w) = self.backward(x, weight, grad)?;
         let grad_b = self.parameter_grad(|| {
             // sum over every axis but the output channels
-            let g = match self.kind {
-                Kind::Linear => grad.reshape(((), bias.elem_count()))?,
-                Kind::Conv { .. } => grad.flatten_from(2)?.sum(2)?,
-            };
-            g.sum(0)
+            match self.kind {
+                Kind::Linear => grad.reshape(((), bias.elem_count()))?.sum(0),
+                Kind::Conv { .. } => grad.flatten_from(2)?.sum(2)?.sum(0),
+                Kind::Scale { features_last, .. } => channel_sum(grad, features_last),
+            }
         })?;
         Ok((grad_x, grad_w, grad_b))
     }
@@ -169,6 +184,7 @@ impl Layer {
                     Ok(x)
                 }
             }
+            Kind::Scale { multiplier, .. } => grad.broadcast_mul(multiplier),
         }
     }
 
@@ -187,7 +203,22 @@ impl Layer {
                     .sum(0)?
                     .reshape(weight.shape())
             }
+            Kind::Scale { features_last, .. } => {
+                channel_sum(&(grad * &self.inputs)?, *features_last)
+            }
         }
+    }
+}
+
+/// `Σ` of `t` `[N, C, …]` (or `[…, C]` with `features_last`) over every axis
+/// but the channels: `[C]`.
+fn channel_sum(t: &Tensor, features_last: bool) -> Result<Tensor> {
+    if features_last {
+        let c = t.dim(candle_core::D::Minus1)?;
+        t.reshape(((), c))?.sum(0)
+    } else {
+        let (n, c) = (t.dim(0)?, t.dim(1)?);
+        t.reshape((n, c, ()))?.sum(2)?.sum(0)
     }
 }
 
@@ -314,4 +345,25 @@ pub(crate) fn recorded_conv(
         index,
     };
     Ok((apply(x, weight, bias, layer)?, a))
+}
+
+/// The recorded forward of the scale layer `call` (see the module docs): its
+/// output values, with the backward `g ↦ (g ⊙ m, Σ g ⊙ x̂, Σ g)` that hands
+/// `g` to the factor `passes` as call `index`.
+pub(crate) fn recorded_scale(
+    call: ScaleCall,
+    passes: FactorPasses,
+    index: usize,
+) -> Result<Tensor> {
+    let layer = Layer {
+        value: Mutex::new(Some(storage(&call.output.detach())?)),
+        inputs: call.x_hat.detach(),
+        kind: Kind::Scale {
+            multiplier: call.multiplier.detach(),
+            features_last: call.features_last,
+        },
+        passes,
+        index,
+    };
+    apply(call.input, call.weight, call.bias, layer)
 }
