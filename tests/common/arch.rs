@@ -1,5 +1,5 @@
 //! Small random f64 architectures for property tests: optional 2-d
-//! convolutions (with pooling) then linear layers (optionally with a tracked
+//! convolutions (plain, grouped or transposed: [`super::conv_spec`]; with pooling) then linear layers (optionally with a tracked
 //! LayerNorm or RMSNorm), random activations and residual additions,
 //! cross-entropy, MSE or binary cross-entropy, with deterministic weights and
 //! data from a seed. `Debug` prints the net compactly, e.g.
@@ -15,11 +15,12 @@ use std::fmt;
 
 use anyhow::Result;
 use candle_core::{DType, Device, Module, Tensor};
-use candle_nn::{Conv2dConfig, VarBuilder, VarMap};
+use candle_nn::{VarBuilder, VarMap};
 use proptest::prelude::*;
 use vivit::nn as vnn;
 
 use super::brute_force::{input, Loss, Problem};
+use super::conv_spec::{ConvSpec, RawConv};
 
 #[derive(Debug, Clone, Copy)]
 pub enum Act {
@@ -39,36 +40,13 @@ impl Act {
         }
     }
 
-    fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             Act::Identity => "",
             Act::Relu => " relu",
             Act::Tanh => " tanh",
             Act::Sigmoid => " sigmoid",
         }
-    }
-}
-
-#[derive(Clone, Copy)]
-pub struct ConvSpec {
-    pub inputs: usize,
-    pub out: usize,
-    pub kernel: usize,
-    pub stride: usize,
-    pub padding: usize,
-    pub dilation: usize,
-    pub bias: bool,
-    pub act: Act,
-    /// `h + act(conv(h))`: same channels and size (stride 1, odd kernel, "same" padding).
-    pub residual: bool,
-}
-
-impl ConvSpec {
-    /// The output side of a square input of side `side`, if the kernel fits.
-    fn out_side(&self, side: usize) -> Option<usize> {
-        let span = self.dilation * (self.kernel - 1) + 1;
-        (side + 2 * self.padding >= span)
-            .then(|| (side + 2 * self.padding - span) / self.stride + 1)
     }
 }
 
@@ -121,7 +99,7 @@ pub struct Arch {
     pub seed: u64,
 }
 
-fn act() -> impl Strategy<Value = Act> {
+pub fn act() -> impl Strategy<Value = Act> {
     prop_oneof![
         Just(Act::Identity),
         Just(Act::Relu),
@@ -130,25 +108,14 @@ fn act() -> impl Strategy<Value = Act> {
     ]
 }
 
-type RawConv = (usize, usize, usize, usize, usize, bool, Act, bool);
 type RawDense = (usize, bool, Act, bool, Norm);
 
 impl Arch {
     /// Batch 1–4, an input vector of width 1–4 or an image of 1–2 channels
-    /// and side 3–6 with 0–2 convolutions (1–3 channels, kernel 1–3, stride
-    /// 1–2, padding 0–1, dilation 1–2) and optional 2×2 pooling, 0–2 hidden
+    /// and side 3–6 with 0–2 convolutions ([`ConvSpec::strategy`]) and optional 2×2 pooling, 0–2 hidden
     /// linear layers of width 1–5, an output of 1–4 values (2–4 classes).
     pub fn strategy() -> impl Strategy<Value = Arch> {
-        let conv = (
-            1..=3usize,
-            1..=3usize,
-            1..=2usize,
-            0..=1usize,
-            1..=2usize,
-            any::<bool>(),
-            act(),
-            any::<bool>(),
-        );
+        let conv = ConvSpec::strategy();
         let norm = prop_oneof![Just(Norm::None), Just(Norm::Layer), Just(Norm::Rms)];
         let dense = (1..=MAX_WIDTH, any::<bool>(), act(), any::<bool>(), norm);
         let image = prop_oneof![
@@ -193,24 +160,8 @@ impl Arch {
         let width = match input {
             InputShape::Vector(width) => width,
             InputShape::Image(mut channels, mut side) => {
-                for &(out, kernel, stride, padding, dilation, bias, act, residual) in raw_convs {
-                    let mut spec = ConvSpec {
-                        inputs: channels,
-                        out,
-                        kernel,
-                        stride,
-                        padding,
-                        dilation,
-                        bias,
-                        act,
-                        residual,
-                    };
-                    if residual {
-                        spec.out = channels;
-                        spec.stride = 1;
-                        spec.kernel |= 1;
-                        spec.padding = dilation * (spec.kernel - 1) / 2;
-                    }
+                for &raw in raw_convs {
+                    let spec = ConvSpec::new(raw, channels);
                     if let Some(out_side) = spec.out_side(side) {
                         (channels, side) = (spec.out, out_side);
                         convs.push(spec);
@@ -277,21 +228,7 @@ impl Arch {
         let vb = VarBuilder::from_varmap(&varmap, DType::F64, &Device::Cpu);
         let mut convs = Vec::new();
         for (i, s) in self.convs.iter().enumerate() {
-            let cfg = Conv2dConfig {
-                padding: s.padding,
-                stride: s.stride,
-                dilation: s.dilation,
-                ..Default::default()
-            };
-            let build = if s.bias {
-                vnn::conv2d
-            } else {
-                vnn::conv2d_no_bias
-            };
-            convs.push((
-                build(s.inputs, s.out, s.kernel, cfg, vb.pp(format!("l{i:02}")))?,
-                *s,
-            ));
+            convs.push((s.build(vb.pp(format!("l{i:02}")))?, *s));
         }
         let mut dense = Vec::new();
         for (i, s) in self.dense.iter().enumerate() {
@@ -376,19 +313,7 @@ impl fmt::Debug for Arch {
             InputShape::Image(c, s) => write!(f, "[{c}×{s}×{s}]")?,
         }
         for s in &self.convs {
-            write!(
-                f,
-                " | Conv2d({}→{} k{} s{} p{} d{}{}){}{}",
-                s.inputs,
-                s.out,
-                s.kernel,
-                s.stride,
-                s.padding,
-                s.dilation,
-                if s.bias { "" } else { ", no bias" },
-                s.act.name(),
-                if s.residual { " +res" } else { "" }
-            )?;
+            write!(f, " | {s:?}")?;
         }
         match self.pool {
             Pool::None => {}

@@ -5,6 +5,7 @@
 
 pub mod arch;
 pub mod brute_force;
+pub mod conv_spec;
 pub mod losses;
 pub mod mlp;
 pub mod proptest_config;
