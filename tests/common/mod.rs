@@ -9,6 +9,7 @@ pub mod conv_spec;
 pub mod losses;
 pub mod mlp;
 pub mod proptest_config;
+pub mod reference_checks;
 pub mod tiny;
 
 use anyhow::{bail, Context, Result};
@@ -48,10 +49,32 @@ fn usize_of(spec: &Value, key: &str) -> Result<usize> {
         .with_context(|| format!("missing {key} in {spec}"))
 }
 
+/// The device the fixture models and data are built on: the CPU unless
+/// [`set_device`] chose another (`examples/device_check`).
+pub fn device() -> Device {
+    DEVICE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone()
+        .unwrap_or(Device::Cpu)
+}
+
+/// Builds the fixture models and data on `device` from now on.
+pub fn set_device(device: Device) {
+    *DEVICE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(device);
+}
+
+static DEVICE: std::sync::Mutex<Option<Device>> = std::sync::Mutex::new(None);
+
+/// A tensor of a fixture (`shape`, `data`) in `dtype`, on [`device`].
 pub fn tensor_of(v: &Value, dtype: DType) -> Result<Tensor> {
     let shape: Vec<usize> = serde_json::from_value(v["shape"].clone())?;
     let data: Vec<f64> = serde_json::from_value(v["data"].clone())?;
-    Ok(Tensor::from_vec(data, shape, &Device::Cpu)?.to_dtype(dtype)?)
+    Ok(Tensor::from_vec(data, shape, &Device::Cpu)?
+        .to_dtype(dtype)?
+        .to_device(&device())?)
 }
 
 pub fn dtype_of(fixture: &Value) -> DType {
@@ -144,7 +167,7 @@ fn build(specs: &[Value], pending: &mut Vec<Var>) -> Result<Vec<Layer>> {
                 let (w, b) = take(pending, true)?;
                 let stats = |key: &str| -> Result<Tensor> {
                     let values: Vec<f64> = serde_json::from_value(spec[key].clone())?;
-                    Ok(Tensor::new(values, &Device::Cpu)?.to_dtype(w.dtype())?)
+                    Ok(Tensor::new(values, w.device())?.to_dtype(w.dtype())?)
                 };
                 let eps = spec["eps"].as_f64().context("eps")?;
                 let features = usize_of(spec, "features")?;
