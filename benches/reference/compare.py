@@ -1,4 +1,4 @@
-"""Time vivit-for-pytorch 1.0.0 on the benchmarks of ``benches/computations.rs``.
+"""Time vivit-for-pytorch 1.0.0 on the benchmarks of ``benches/computations/``.
 
 Not part of CI: a manual comparison of this crate with the Python library it ports.
 From the repository root, with a venv holding torch, backpack-for-pytorch 1.7.1 and
@@ -7,7 +7,7 @@ vivit-for-pytorch 1.0.0 (``tests/reference/README.md``):
     cargo bench --bench computations                  # this crate (criterion)
     .venv-reference/bin/python benches/reference/compare.py [FILTER ...]
 
-The benchmarks and problems are those of ``benches/computations.rs``, with the same
+The benchmarks and problems are those of ``benches/computations/``, with the same
 ids (``eigvalsh/digits_mlp``, ``newton/mnist_mlp/mc1``, ...; FILTERs select ids by
 substring): ``eigvalsh``, ``eigh``, a plain SGD step, ``directional_derivatives`` and
 ``newton`` (``DirectionalDampedNewtonComputation``, constant damping 1), the last two

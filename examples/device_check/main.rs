@@ -1,7 +1,10 @@
 //! This crate's checks on one device: the comparisons with the fixtures of
 //! vivit-for-pytorch (`tests/fixtures`, f32 to relative 1e-4, f64 to 1e-9),
 //! each fixture and computation (eigvalsh, eigh, directional derivatives,
-//! damped Newton steps) built and run on the device, counted and printed.
+//! damped Newton steps) built and run on the device, counted and printed;
+//! then the median times of the problems of `benches/computations` there
+//! (an SGD step, eigh top-10, the damped Newton step exact and Monte-Carlo,
+//! a `DampedNewton` step), and the memory in use.
 //!
 //! ```text
 //! cargo run --release --example device_check            # GPU 0 if built with `cuda` and present, else the CPU
@@ -12,8 +15,16 @@
 //! A binary run away from the repository finds the fixtures in the folder
 //! `VIVIT_FIXTURES` names. The exit status is 1 if any comparison failed.
 
-#[path = "../tests/common/mod.rs"]
+#[path = "../../tests/common/mod.rs"]
 mod common;
+// the benchmarks' problems and tasks, of which only some are timed here
+#[path = "../../benches/computations/problems.rs"]
+#[allow(dead_code)]
+mod problems;
+#[path = "../../benches/computations/tasks.rs"]
+#[allow(dead_code)]
+mod tasks;
+mod timings;
 
 use std::panic::{self, AssertUnwindSafe};
 use std::time::Instant;
@@ -42,7 +53,7 @@ fn main() -> Result<()> {
         _ => Device::cuda_if_available(0)?,
     };
     println!("device: {:?}", device.location());
-    common::set_device(device);
+    common::set_device(device.clone());
     let fixtures = checks::fixtures()?;
     // the checks report mismatches by panicking: print the message once, here
     panic::set_hook(Box::new(|_| {}));
@@ -79,6 +90,7 @@ fn main() -> Result<()> {
         CHECKS.len(),
         start.elapsed().as_secs_f64()
     );
+    timings::run(&device)?;
     if !failed.is_empty() {
         std::process::exit(1);
     }
