@@ -9,7 +9,8 @@
 # Everything it installs goes to `.cuda-build/` (git-ignored): a Python venv
 # with the wheels (about 104 MB of downloads), a CUDA_HOME made of links into
 # it, the stub libraries, and the target folder of the CUDA build. The binary
-# is `.cuda-build/bin/EXAMPLE`: the kernels are compiled for compute
+# is `.cuda-build/bin/EXAMPLE` (and `.cuda-build/wheels` holds the wheels of
+# vivit-for-pytorch and BackPACK, to time them there too): the kernels are compiled for compute
 # capability 9.0 (H100/H200, `CUDA_COMPUTE_CAP`), and it needs that machine's
 # libcuda, libcudart 13, libcublas(Lt) 13, libcurand 10 at run time
 # (`scripts/device-check.sh` finds them there). Needs python3 (venv, pip),
@@ -80,3 +81,9 @@ cargo build --release --locked --features cuda --example "$example"
 mkdir -p "$root/bin"
 strip -o "$root/bin/$example" "$root/target/release/examples/$example"
 ls -l "$root/bin/$example"
+
+# 5. the reference's wheels, for timing it on the GPU machine beside the binary
+# (scripts/device-check.sh; torch is there already)
+"$root/venv/bin/pip" download --quiet --no-deps -d "$root/wheels" \
+    vivit-for-pytorch==1.0.0 backpack-for-pytorch==1.7.1 unfoldNd==0.2.3 einops==0.8.2
+ls "$root/wheels"

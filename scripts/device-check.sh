@@ -7,8 +7,11 @@
 # It puts that machine's CUDA libraries on LD_LIBRARY_PATH (the toolkit's
 # lib64 and the nvidia-* wheels of the Python environments there), writes
 # `nvidia-smi` and `ldd` of the binary, then runs it on GPU 0 with the
-# fixtures of this tree, all into the folder OUT (created): `environment.txt`,
-# `device_check.txt`. The exit status is the binary's.
+# fixtures of this tree, and vivit-for-pytorch on the same GPU and problems
+# (`benches/reference/compare.py --gpu`, with the wheels of `.cuda-build/wheels`
+# installed beside the machine's torch), all into the folder OUT (created):
+# `environment.txt`, `device_check.txt`, `reference.txt`. The exit status is
+# the binary's.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -48,4 +51,16 @@ export LD_LIBRARY_PATH
 VIVIT_FIXTURES="$PWD/tests/fixtures" "$binary" cuda 2>&1 | tee "$out/device_check.txt"
 status="${PIPESTATUS[0]}"
 echo "exit status $status" >> "$out/device_check.txt"
+
+# the reference, with the first Python that has torch
+for python in python3 /usr/bin/python3 /opt/conda/bin/python3; do
+    if "$python" -c 'import torch' 2> /dev/null; then
+        pylib="$(mktemp -d)"
+        {
+            "$python" -m pip install --quiet --no-deps --target "$pylib" .cuda-build/wheels/*.whl &&
+                PYTHONPATH="$pylib" "$python" benches/reference/compare.py --gpu
+        } 2>&1 | tee "$out/reference.txt"
+        break
+    fi
+done
 exit "$status"

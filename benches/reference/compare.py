@@ -22,6 +22,11 @@ the median of the binary's calls after its first (``VIVIT_BENCH_ONCE``):
 
     .venv-reference/bin/python benches/reference/compare.py --paired 5 eigvalsh/fmnist
 
+With ``--gpu [FILTER ...]`` the script times the reference alone, in this process, on
+GPU 0 (the CPU where torch finds none), each call ended by a synchronization: the ids
+that ``examples/device_check`` times (SGD step, eigh, newton exact and mc1), with the
+peak memory torch allocated; ``scripts/device-check.sh`` runs it beside the binary.
+
 Each benchmark of the reference runs in a fresh subprocess (this script with
 ``--once ID``): the median seconds of 5 calls after a warm-up, and the peak RSS of
 that process. This crate is timed the same way, in the same statistic: the newest
@@ -155,8 +160,9 @@ def bench_ids():
     ]
 
 
-def problem(name: str):
-    """``(model, inputs, targets)``; weights N(0, 0.05²), biases 0.05, seed 0."""
+def problem(name: str, device="cpu"):
+    """``(model, inputs, targets)`` on ``device``; weights N(0, 0.05²), biases 0.05,
+    seed 0 (drawn on the CPU, so every device gets the same values)."""
     torch.manual_seed(0)
     build, shape = PROBLEMS[name]
     model = build()
@@ -165,7 +171,8 @@ def problem(name: str):
             nn.init.constant_(param, 0.05)
         else:
             nn.init.normal_(param, std=0.05)
-    return model, torch.randn(shape), torch.randint(10, (shape[0],))
+    x, y = torch.randn(shape), torch.randint(10, (shape[0],))
+    return model.to(device), x.to(device), y.to(device)
 
 
 def top_k(evals: Tensor):
@@ -204,29 +211,59 @@ def sgd_call(optimizer, model, loss_fn, x, y):
     optimizer.step()
 
 
-def median_seconds(call) -> float:
-    """Median wall time of ``CALLS`` calls after one warm-up call."""
+def median_seconds(call, sync=lambda: None) -> float:
+    """Median wall time of ``CALLS`` calls after one warm-up call, each ended by ``sync``
+    (a device synchronization)."""
     call()
+    sync()
     times = []
     for _ in range(CALLS):
         start = time.perf_counter()
         call()
+        sync()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 
 
-def once(bench_id: str) -> float:
-    """Median seconds of the reference on benchmark ``bench_id``."""
+def once(bench_id: str, device="cpu") -> float:
+    """Median seconds of the reference on benchmark ``bench_id`` on ``device``."""
     group, name, *variant = bench_id.split("/")
     cls, _ = GROUPS[group]
-    model, x, y = problem(name)
+    model, x, y = problem(name, device)
+    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else lambda: None
     loss_fn = nn.CrossEntropyLoss()
     if cls is None:
         sgd = torch.optim.SGD(model.parameters(), lr=1e-3)
-        return median_seconds(lambda: sgd_call(sgd, model, loss_fn, x, y))
+        return median_seconds(lambda: sgd_call(sgd, model, loss_fn, x, y), sync)
     model, loss_fn = extend(model), extend(loss_fn)
     kwargs = {"mc_samples_ggn": 1} if variant == ["mc1"] else {}
-    return median_seconds(lambda: vivit_call(cls(**kwargs), model, loss_fn, x, y))
+    return median_seconds(lambda: vivit_call(cls(**kwargs), model, loss_fn, x, y), sync)
+
+
+# what ``examples/device_check`` times that the reference has
+GPU_IDS = ["sgd_step", "eigh", "newton/{}/exact", "newton/{}/mc1"]
+
+
+def gpu(filters):
+    """The reference alone on GPU 0 (the CPU where there is none): the median seconds
+    and peak allocated memory of the benchmarks ``examples/device_check`` times, in
+    ``device_check``'s ids, for ``scripts/device-check.sh``."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    name = torch.cuda.get_device_name(0) if device == "cuda" else platform.processor()
+    print(f"reference on {device} ({name}); torch {torch.__version__}")
+    print("{:<40} {:>9} {:>11}".format("id", "ref s", "peak MiB"))
+    for problem_name in PROBLEMS:
+        for pattern in GPU_IDS:
+            bench_id = (
+                pattern.format(problem_name) if "{}" in pattern else f"{pattern}/{problem_name}"
+            )
+            if filters and not any(f in bench_id for f in filters):
+                continue
+            if device == "cuda":
+                torch.cuda.reset_peak_memory_stats()
+            seconds = once(bench_id, device)
+            peak = torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else None
+            print("{:<40} {:>9.5f} {:>11}".format(bench_id, seconds, text(peak, ".0f")), flush=True)
 
 
 def run_measured(command, env=None):
@@ -365,5 +402,7 @@ if __name__ == "__main__":
         print(once(sys.argv[2]))
     elif sys.argv[1:2] == ["--paired"]:
         paired(int(sys.argv[2]), sys.argv[3:])
+    elif sys.argv[1:2] == ["--gpu"]:
+        gpu(sys.argv[2:])
     else:
         main(sys.argv[1:])
