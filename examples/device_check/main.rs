@@ -2,7 +2,8 @@
 //! vivit-for-pytorch (`tests/fixtures`, f32 to relative 1e-4, f64 to 1e-9),
 //! each fixture and computation (eigvalsh, eigh, directional derivatives,
 //! damped Newton steps) built and run on the device, counted and printed;
-//! then the median times of the problems of `benches/computations` there
+//! the property tests' comparisons with the explicit GGN on random
+//! architectures there (`brute_force.rs`); then the median times of the problems of `benches/computations` there
 //! (an SGD step, eigh top-10, the damped Newton step exact and Monte-Carlo,
 //! a `DampedNewton` step), and the memory in use.
 //!
@@ -18,6 +19,7 @@
 #[path = "../../tests/common/mod.rs"]
 mod common;
 // the benchmarks' problems and tasks, of which only some are timed here
+mod brute_force;
 #[path = "../../benches/computations/problems.rs"]
 #[allow(dead_code)]
 mod problems;
@@ -54,45 +56,49 @@ fn main() -> Result<()> {
     };
     println!("device: {:?}", device.location());
     common::set_device(device.clone());
-    let fixtures = checks::fixtures()?;
-    // the checks report mismatches by panicking: print the message once, here
+    // the checks report mismatches by panicking: their messages are printed here
     panic::set_hook(Box::new(|_| {}));
-    let (mut passed, mut compared, mut failed) = (0, 0, Vec::new());
+    let fixtures = checks::fixtures()?;
+    let mut failed = 0;
     let start = Instant::now();
+    let (mut passed, mut compared) = (0, 0);
     for (name, fixture) in &fixtures {
         for (check, run) in CHECKS {
-            match panic::catch_unwind(AssertUnwindSafe(|| run(name, fixture))) {
-                Ok(Ok(values)) => {
-                    passed += 1;
-                    compared += values;
-                }
-                Ok(Err(error)) => failed.push(format!("{name} {check}: error: {error:#}")),
-                Err(payload) => {
-                    let message = payload
-                        .downcast_ref::<String>()
-                        .map(String::as_str)
-                        .or_else(|| payload.downcast_ref::<&str>().copied())
-                        .unwrap_or("panicked");
-                    failed.push(format!("{name} {check}: {message}"));
+            match outcome(|| run(name, fixture)) {
+                Ok(values) => (passed, compared) = (passed + 1, compared + values),
+                Err(message) => {
+                    println!("FAILED {name} {check}: {message}");
+                    failed += 1;
                 }
             }
         }
     }
-    let _ = panic::take_hook();
-    for failure in &failed {
-        println!("FAILED {failure}");
-    }
     println!(
         "fixture comparisons: {passed} of {} passed ({} fixtures × {} computations, \
          {compared} values and vectors compared) in {:.1} s",
-        passed + failed.len(),
+        fixtures.len() * CHECKS.len(),
         fixtures.len(),
         CHECKS.len(),
         start.elapsed().as_secs_f64()
     );
+    failed += brute_force::run();
+    let _ = panic::take_hook();
     timings::run(&device)?;
-    if !failed.is_empty() {
+    if failed > 0 {
         std::process::exit(1);
     }
     Ok(())
+}
+
+/// What `check` returned, or its error or panic message.
+fn outcome<T>(check: impl FnOnce() -> Result<T>) -> std::result::Result<T, String> {
+    match panic::catch_unwind(AssertUnwindSafe(check)) {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(error)) => Err(format!("error: {error:#}")),
+        Err(payload) => Err(payload
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "panicked".into())),
+    }
 }

@@ -14,8 +14,8 @@
 use std::fmt;
 
 use anyhow::Result;
-use candle_core::{DType, Device, Module, Tensor};
-use candle_nn::{VarBuilder, VarMap};
+use candle_core::{Module, Tensor};
+use candle_nn::VarMap;
 use proptest::prelude::*;
 use vivit::nn as vnn;
 
@@ -225,7 +225,7 @@ impl Arch {
     /// Parameter names are zero-padded so that sorting keeps the layer order.
     pub fn problem(&self) -> Result<Problem> {
         let varmap = VarMap::new();
-        let vb = VarBuilder::from_varmap(&varmap, DType::F64, &Device::Cpu);
+        let vb = super::brute_force::vb(&varmap);
         let mut convs = Vec::new();
         for (i, s) in self.convs.iter().enumerate() {
             convs.push((s.build(vb.pp(format!("l{i:02}")))?, *s));

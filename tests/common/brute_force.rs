@@ -19,7 +19,7 @@
 //! relative to the largest value compared.
 
 use anyhow::{ensure, Result};
-use candle_core::{DType, Device, Module, Tensor, Var};
+use candle_core::{DType, Module, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
 use faer::linalg::solvers::Solve;
 use faer::{Mat, Side};
@@ -52,9 +52,10 @@ pub struct Problem {
     pub targets: Tensor,
 }
 
-/// A builder of f64 variables on the CPU in `varmap`.
+/// A builder of f64 variables in `varmap` on [`super::device`] (the CPU
+/// unless `examples/device_check` chose another).
 pub fn vb(varmap: &VarMap) -> VarBuilder<'static> {
-    VarBuilder::from_varmap(varmap, DType::F64, &Device::Cpu)
+    VarBuilder::from_varmap(varmap, DType::F64, &super::device())
 }
 
 /// The 5-4-3 tanh MLP of tracked linear layers on a batch of `batch` inputs
@@ -103,13 +104,14 @@ pub fn per_param(problem: &Problem) -> Vec<Vec<usize>> {
     (0..problem.params().len()).map(|i| vec![i]).collect()
 }
 
-/// Deterministic inputs `sin((i + 1)(seed + 0.37))` of `shape`.
+/// Deterministic inputs `sin((i + 1)(seed + 0.37))` of `shape`, on
+/// [`super::device`].
 pub fn input(shape: &[usize], seed: u64) -> Result<Tensor> {
     let count: usize = shape.iter().product();
     let data: Vec<f64> = (0..count)
         .map(|i| ((i as f64 + 1.0) * (seed as f64 + 0.37)).sin())
         .collect();
-    Ok(Tensor::from_vec(data, shape, &Device::Cpu)?)
+    Ok(Tensor::from_vec(data, shape, &super::device())?)
 }
 
 impl Problem {

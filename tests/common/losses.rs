@@ -5,7 +5,7 @@
 //! is the ignore index), `Z = Σ w` (cross-entropy) or the number of entries.
 
 use anyhow::Result;
-use candle_core::{Device, Tensor, D};
+use candle_core::{Tensor, D};
 
 use super::{brute_force::input, to_f64};
 
@@ -56,7 +56,7 @@ impl Loss {
                         _ => ((i as u64 * 7 + seed) % c) as i64,
                     })
                     .collect();
-                Tensor::from_vec(t, positions, &Device::Cpu)?
+                Tensor::from_vec(t, positions, &super::device())?
             }
             Loss::Mse => input(dims, seed + 1000)?,
             Loss::Bce => {
@@ -64,7 +64,7 @@ impl Loss {
                 let t: Vec<f64> = (0..count as u64)
                     .map(|i| [1.0, 0.0, 0.3][((i + seed) % 3) as usize])
                     .collect();
-                Tensor::from_vec(t, dims, &Device::Cpu)?
+                Tensor::from_vec(t, dims, &super::device())?
             }
         })
     }
@@ -144,7 +144,7 @@ impl Loss {
                 let logp = candle_nn::ops::log_softmax(&f.reshape((rows, k))?, 1)?;
                 let w = self.weights(y, rows)?;
                 let y = to_f64(y)?;
-                let mut sum = Tensor::new(0f64, &Device::Cpu)?;
+                let mut sum = Tensor::new(0f64, f.device())?;
                 for (r, (&t, &wr)) in y.iter().zip(&w).enumerate() {
                     if wr != 0.0 {
                         sum = (sum - logp.get(r)?.get(t as usize)?)?;
