@@ -133,8 +133,8 @@ impl GramEigenpairs {
 
     /// A `[K]` tensor of `values` in the dtype and device of the eigenvectors.
     pub fn row(&self, values: &[f64]) -> Result<Tensor> {
-        let dev = self.gram_evecs.device();
-        Ok(Tensor::new(values, dev)?.to_dtype(self.gram_evecs.dtype())?)
+        let (dtype, dev) = (self.gram_evecs.dtype(), self.gram_evecs.device());
+        crate::linalg::host::to_device(values.to_vec(), values.len(), dtype, dev)
     }
 
     /// The eigenvectors in parameter space, `e_k = V ẽ_k / ‖V ẽ_k‖`, one

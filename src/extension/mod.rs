@@ -28,6 +28,7 @@ pub(crate) use block::{Block, Factor};
 use factor::{backprop, check_dtype, Backpropagated, Columns, FactorSpec, TrackedLayer};
 pub(crate) use kept::KeptFactor;
 
+pub use crate::linalg::host::Transfers;
 use members::{resolve, Member};
 pub(crate) use timings::mark;
 pub use timings::{Stage, Timings};

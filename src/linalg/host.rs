@@ -1,16 +1,75 @@
 //! The copies between a tensor's device and the host, where the dense
-//! eigensolvers and the Cholesky factorization run: the only place the
-//! linear algebra moves values (a copy each way per solve on a GPU, none but
-//! a conversion on the CPU).
+//! eigensolvers, the Cholesky factorization and the Monte-Carlo draws run:
+//! the only place values move (a copy each way per solve on a GPU, none but
+//! a conversion on the CPU), each counted ([`Transfers`]).
+
+use std::cell::Cell;
 
 use candle_core::{DType, Device, Shape, Tensor, WithDType};
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 
+/// The copies of values between a tensor's device and the host: how many and
+/// how many bytes (of the device-side dtype) each way. On the CPU they are
+/// conversions into and out of the eigensolvers' buffers; on a GPU, copies
+/// over the bus. [`crate::Timings::transfers`] gives those of a pass.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Transfers {
+    /// Tensors read to the host.
+    pub to_host: usize,
+    /// Their bytes.
+    pub to_host_bytes: usize,
+    /// Tensors made from host values.
+    pub to_device: usize,
+    /// Their bytes.
+    pub to_device_bytes: usize,
+}
+
+impl Transfers {
+    /// Those of `self` that came after `earlier` (both cumulative counts).
+    pub(crate) fn since(self, earlier: Transfers) -> Transfers {
+        Transfers {
+            to_host: self.to_host.saturating_sub(earlier.to_host),
+            to_host_bytes: self.to_host_bytes.saturating_sub(earlier.to_host_bytes),
+            to_device: self.to_device.saturating_sub(earlier.to_device),
+            to_device_bytes: self.to_device_bytes.saturating_sub(earlier.to_device_bytes),
+        }
+    }
+}
+
+thread_local! {
+    /// The transfers of this thread so far.
+    static MOVED: Cell<Transfers> = const { Cell::new(Transfers {
+        to_host: 0,
+        to_host_bytes: 0,
+        to_device: 0,
+        to_device_bytes: 0,
+    }) };
+}
+
+/// The transfers of this thread so far (cumulative).
+pub(crate) fn transfers() -> Transfers {
+    MOVED.with(Cell::get)
+}
+
+/// Counts a copy of `bytes`, to the host or to the device.
+fn count(to_host: bool, bytes: usize) {
+    MOVED.with(|m| {
+        let mut t = m.get();
+        if to_host {
+            (t.to_host, t.to_host_bytes) = (t.to_host + 1, t.to_host_bytes + bytes);
+        } else {
+            (t.to_device, t.to_device_bytes) = (t.to_device + 1, t.to_device_bytes + bytes);
+        }
+        m.set(t);
+    })
+}
+
 /// The values of `t`, row-major, on the host as `T`; refused (naming
 /// `what`) if one is NaN or ±∞.
-pub(super) fn to_host<T: WithDType>(t: &Tensor, what: &'static str) -> Result<Vec<T>> {
+pub(crate) fn to_host<T: WithDType>(t: &Tensor, what: &'static str) -> Result<Vec<T>> {
+    count(true, t.elem_count() * t.dtype().size_in_bytes());
     let values = t
         .to_device(&Device::Cpu)?
         .to_dtype(T::DTYPE)?
@@ -28,12 +87,13 @@ pub(super) fn to_host<T: WithDType>(t: &Tensor, what: &'static str) -> Result<Ve
 
 /// The row-major `values` of `shape` as a tensor of `dtype` on `device`
 /// (converted on the host, then copied).
-pub(super) fn to_device<T: WithDType>(
+pub(crate) fn to_device<T: WithDType>(
     values: Vec<T>,
     shape: impl Into<Shape>,
     dtype: DType,
     device: &Device,
 ) -> Result<Tensor> {
+    count(false, values.len() * dtype.size_in_bytes());
     Ok(Tensor::from_vec(values, shape, &Device::Cpu)?
         .to_dtype(dtype)?
         .to_device(device)?)

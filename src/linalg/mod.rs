@@ -2,7 +2,7 @@
 //! one (faer) and a partial one for the few largest eigenpairs ([`lanczos`]).
 
 mod dense;
-mod host;
+pub(crate) mod host;
 mod lanczos;
 mod shifted;
 

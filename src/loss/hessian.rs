@@ -28,13 +28,14 @@
 //!   `E[s sᵀ]` is the exact factor's product: the cross terms between
 //!   positions vanish, `E[∇φ_{np}] = 0`, and the draws are independent.
 
-use candle_core::{DType, Device, Tensor, D};
+use candle_core::{DType, Tensor, D};
 use rand::distr::weighted::WeightedIndex;
 use rand::rngs::StdRng;
 use rand::Rng;
 use rand_distr::{Distribution, StandardNormal};
 
 use crate::error::{Error, Result};
+use crate::linalg::host;
 use crate::tape::LossKind;
 
 /// An output `[N, …]` as `N` samples of `P` positions of `K` entries.
@@ -186,8 +187,11 @@ impl LossKind {
             .to_dtype(DType::F64)?
             .flatten_all()?
             .to_vec1()?;
-        let to_host =
-            |t: Tensor| -> Result<Vec<Vec<f64>>> { Ok(t.to_dtype(DType::F64)?.to_vec2()?) };
+        // the probabilities [rows, k] on the host, where the labels are drawn
+        let to_host = |t: Tensor| -> Result<Vec<Vec<f64>>> {
+            let values = host::to_host::<f64>(&t, "the probabilities of the Monte-Carlo draws")?;
+            Ok(values.chunks(t.dim(1)?).map(<[f64]>::to_vec).collect())
+        };
         let rows = n * p;
         let mut s = vec![0f64; m * rows * k];
         match self {
@@ -224,9 +228,7 @@ impl LossKind {
         }
         let mut dims = vec![m];
         dims.extend_from_slice(output.dims());
-        Ok(Tensor::from_vec(s, dims, &Device::Cpu)?
-            .to_dtype(output.dtype())?
-            .to_device(output.device())?)
+        host::to_device(s, dims, output.dtype(), output.device())
     }
 }
 

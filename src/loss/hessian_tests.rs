@@ -1,4 +1,5 @@
 use super::*;
+use candle_core::Device;
 use rand::SeedableRng;
 
 /// `N·(H_n / N)` per sample, `[N][F][F]` over the `F = P·K` entries of a
