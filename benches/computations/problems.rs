@@ -28,6 +28,10 @@ pub const PROBLEMS: [&str; 5] = [
 pub const PARTIAL_PROBLEM: &str = "mnist_mlp_c100";
 /// Number of classes of [`PARTIAL_PROBLEM`].
 pub const PARTIAL_CLASSES: usize = 100;
+/// The network of the training suite's largest task (`mnist_mlp_784`: the
+/// `mnist_mlp` layers at its mini-batch of 128), on random data; timed by
+/// `examples/device_check` only.
+pub const TRAINING_PROBLEM: &str = "mnist_mlp_784";
 
 /// A model with its variables and a fixed mini-batch.
 pub struct Problem {
@@ -38,7 +42,8 @@ pub struct Problem {
 }
 
 impl Problem {
-    /// Builds the problem `name` of [`PROBLEMS`] (or [`PARTIAL_PROBLEM`]) from
+    /// Builds the problem `name` of [`PROBLEMS`] (or [`PARTIAL_PROBLEM`],
+    /// [`TRAINING_PROBLEM`]) from
     /// [`SEED`], f32 on `device`.
     pub fn new(name: &str, device: &Device) -> vivit::Result<Self> {
         let varmap = VarMap::new();
@@ -55,10 +60,14 @@ impl Problem {
                 vec![128, 64],
                 CLASSES,
             ),
-            "mnist_mlp" | PARTIAL_PROBLEM => {
+            "mnist_mlp" | PARTIAL_PROBLEM | TRAINING_PROBLEM => {
                 let classes = match name {
                     PARTIAL_PROBLEM => PARTIAL_CLASSES,
                     _ => CLASSES,
+                };
+                let batch = match name {
+                    TRAINING_PROBLEM => 128,
+                    _ => 64,
                 };
                 (
                     candle_nn::seq()
@@ -69,7 +78,7 @@ impl Problem {
                         .add(vnn::linear(500, 100, vb.pp("fc3"))?)
                         .add_fn(relu)
                         .add(vnn::linear(100, classes, vb.pp("fc4"))?),
-                    vec![64, 784],
+                    vec![batch, 784],
                     classes,
                 )
             }

@@ -6,7 +6,7 @@ use std::time::Instant;
 use anyhow::Result;
 use candle_core::Device;
 
-use crate::problems::{Problem, PROBLEMS};
+use crate::problems::{Problem, PROBLEMS, TRAINING_PROBLEM};
 use crate::tasks::{Ggn, Gradient, Task};
 
 /// What is timed on every problem.
@@ -21,17 +21,25 @@ const TIMED: [Task; 5] = [
 /// Calls per task: a warm-up and this many timed ones.
 const CALLS: usize = 5;
 
+/// What is timed on the training suite's largest network.
+const TRAINING_TIMED: [Task; 2] = [Task::SgdStep, Task::BackwardStep(Gradient::Handed)];
+
 /// Prints the median seconds of [`CALLS`] calls (after a warm-up) of each
-/// [`TIMED`] task on each problem, each call ended by a device
-/// synchronization, and the memory in use after them.
+/// [`TIMED`] task on each problem (and of [`TRAINING_TIMED`] on
+/// [`TRAINING_PROBLEM`]), each call ended by a device synchronization, with
+/// the ratio to the problem's SGD step and the memory in use after them.
 pub fn run(device: &Device) -> Result<()> {
     println!(
         "{:<44} {:>10} {:>10} {:>12}",
         "bench", "median s", "/ sgd", "memory MiB"
     );
-    for name in PROBLEMS {
+    let timed = PROBLEMS
+        .map(|name| (name, &TIMED[..]))
+        .into_iter()
+        .chain([(TRAINING_PROBLEM, &TRAINING_TIMED[..])]);
+    for (name, tasks) in timed {
         let mut sgd = None;
-        for task in TIMED {
+        for &task in tasks {
             // afresh for each task: the steps move the weights
             let problem = Problem::new(name, device)?;
             let mut seconds = Vec::with_capacity(CALLS);
