@@ -67,8 +67,7 @@ pub(super) fn max_pool2d(x: &Tensor, windows: Windows) -> Result<Tensor> {
             }
         }
     }
-    let len = index.len();
-    let index = Tensor::from_vec(index, len, x.device())?;
+    let index = crate::linalg::host::indices_to_device(index, x.device())?;
     let gathered = pad_neg_inf(x, windows.padding)?
         .flatten_from(2)?
         .index_select(&index, 2)?

@@ -61,9 +61,8 @@ impl Patches {
                 }
             }
         }
-        let len = index.len();
         Ok(Self {
-            index: Tensor::from_vec(index, len, x.device())?,
+            index: crate::linalg::host::indices_to_device(index, x.device())?,
             input,
             kernel,
             geo,

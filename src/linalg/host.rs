@@ -98,3 +98,11 @@ pub(crate) fn to_device<T: WithDType>(
         .to_dtype(dtype)?
         .to_device(device)?)
 }
+
+/// The gather indices `index` (built on the host) as a `[len]` u32 tensor on
+/// `device`, counted as a copy to the device.
+pub(crate) fn indices_to_device(index: Vec<u32>, device: &Device) -> candle_core::Result<Tensor> {
+    count(false, index.len() * DType::U32.size_in_bytes());
+    let len = index.len();
+    Tensor::from_vec(index, len, device)
+}
