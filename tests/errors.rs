@@ -362,5 +362,16 @@ fn train_mode_batch_norm_and_bad_ids() -> Result<()> {
         matches!(err, Error::InvalidIds { id: 7, vocab: 4 }),
         "{err}"
     );
+    // a negative id (i64 ids) is named too, before any larger one
+    let ids = Tensor::new(&[[5i64, -2]], &dev)?;
+    let err = vivit::record(|| {
+        let h = emb.forward(&ids)?.flatten_from(1)?;
+        vivit::loss::mse(&h, &Tensor::zeros((1, 6), DType::F32, &dev)?)
+    })
+    .expect_err("negative id");
+    assert!(
+        matches!(err, Error::InvalidIds { id: -2, vocab: 4 }),
+        "{err}"
+    );
     Ok(())
 }

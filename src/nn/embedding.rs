@@ -50,14 +50,20 @@ impl Module for Embedding {
         if !record::recording() {
             return self.inner.forward(ids);
         }
+        // the smallest and largest id, reduced on the ids' device
         let vocab = self.embeddings().dim(0)?;
-        let values = ids
-            .flatten_all()?
-            .to_dtype(candle_core::DType::I64)?
-            .to_vec1::<i64>()?;
-        if let Some(bad) = values.iter().find(|&&i| i < 0 || i as usize >= vocab) {
-            let error = crate::Error::InvalidIds { id: *bad, vocab };
-            return Err(record::refuse(error));
+        let all = ids.flatten_all()?.to_dtype(candle_core::DType::I64)?;
+        if all.elem_count() > 0 {
+            let (low, high) = (
+                all.min(0)?.to_scalar::<i64>()?,
+                all.max(0)?.to_scalar::<i64>()?,
+            );
+            if let Some(id) = [low, high]
+                .into_iter()
+                .find(|&i| i < 0 || i as usize >= vocab)
+            {
+                return Err(record::refuse(crate::Error::InvalidIds { id, vocab }));
+            }
         }
         let output = self.inner.forward(ids)?;
         let weight = self.embeddings();
