@@ -7,10 +7,8 @@ mod common;
 use anyhow::Result;
 use candle_core::{Module, Tensor};
 use candle_nn::{Conv1dConfig, Conv2dConfig, VarMap};
-use common::brute_force::{
-    check_eigen, check_newton, input, one_group, per_param, strided_conv, tanh_mlp, vb, Loss,
-    Problem,
-};
+use common::brute_force::{input, one_group, per_param, strided_conv, tanh_mlp, vb, Loss, Problem};
+use common::ggn_checks::{check_eigen, check_newton};
 use vivit::nn as vnn;
 
 fn mlp(loss: Loss) -> Result<Problem> {

@@ -6,9 +6,8 @@ mod common;
 use anyhow::Result;
 use candle_core::{Device, Module, ModuleT, Tensor, D};
 use candle_nn::{Init, VarMap};
-use common::brute_force::{
-    check_eigen, check_newton, input, one_group, per_param, vb, Loss, Problem,
-};
+use common::brute_force::{input, one_group, per_param, vb, Loss, Problem};
+use common::ggn_checks::{check_eigen, check_newton};
 use vivit::nn as vnn;
 
 /// `fc2(tanh(norm(fc1 x)))` on inputs `[5, 3]`, the norm's weight and bias

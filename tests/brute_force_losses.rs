@@ -6,9 +6,8 @@ mod common;
 use anyhow::Result;
 use candle_core::{Module, Tensor, D};
 use candle_nn::VarMap;
-use common::brute_force::{
-    check_eigen, check_newton, input, one_group, per_param, vb, Loss, Problem,
-};
+use common::brute_force::{input, one_group, per_param, vb, Loss, Problem};
+use common::ggn_checks::{check_eigen, check_newton};
 use vivit::nn as vnn;
 
 /// Logits `[3, 3, C]` of a sequence model whose positions interact within a

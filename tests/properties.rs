@@ -9,7 +9,8 @@ use std::fmt;
 
 use anyhow::Result;
 use common::arch::Arch;
-use common::brute_force::{check_eigen, check_newton, Problem};
+use common::brute_force::Problem;
+use common::ggn_checks::{check_eigen, check_newton};
 use common::proptest_config::config;
 use proptest::prelude::*;
 

@@ -10,7 +10,8 @@ use proptest::strategy::{Strategy, ValueTree};
 use proptest::test_runner::TestRunner;
 
 use crate::common::arch::Arch;
-use crate::common::brute_force::{check_eigen, check_newton, one_group};
+use crate::common::brute_force::one_group;
+use crate::common::ggn_checks::{check_eigen, check_newton};
 use crate::outcome;
 
 /// Architectures drawn.

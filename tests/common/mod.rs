@@ -6,6 +6,7 @@
 pub mod arch;
 pub mod brute_force;
 pub mod conv_spec;
+pub mod ggn_checks;
 pub mod losses;
 pub mod mlp;
 pub mod proptest_config;
