@@ -56,7 +56,7 @@ pub(crate) struct LayerRecord {
     /// What the weight multiplies, detached: the input `[N, …, I]` of a
     /// linear layer, the patches `[N, I·k_h·k_w, P]` of a convolution, the
     /// input `[N, I, P]` of a transposed convolution, the
-    /// normalized input `x̂` `[N, D, T]` of a scale, the ids `[N, T…]` of an
+    /// normalized input `x̂` of a scale (the output's shape), the ids `[N, T…]` of an
     /// embedding.
     pub inputs: Tensor,
     /// Where the factor passes find the gradient of the call's output.

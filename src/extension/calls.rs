@@ -127,7 +127,8 @@ pub(super) fn call_factor(call: &LayerRecord, inputs: &Tensor, b: &Tensor) -> Re
 
 /// What a factor pass keeps of a call's output signal `g` `[N, …]`, given the
 /// call's `inputs()` (both of the subsampled rows): `g` itself, or for a scale
-/// layer (inputs `x̂` `[N, D, T]`) only its sums over the positions `t`,
+/// layer (inputs `x̂` of `g`'s shape, features `d` on axis 1 or last) only
+/// its sums over the positions `t`,
 ///
 /// ```text
 /// kept[n, 0, d] = Σ_t g[n, d, t] x̂[n, d, t],   kept[n, 1, d] = Σ_t g[n, d, t]
@@ -144,12 +145,13 @@ pub(super) fn kept_signal(
         return Ok(g.clone());
     };
     let (n, d) = (g.dim(0)?, call.weight.elem_count());
-    let g = match features_last {
-        true => g.reshape((n, (), d))?.transpose(1, 2)?,
-        false => g.reshape((n, d, ()))?,
+    // [N, D] sums over the positions, wherever the features are
+    let sums = |t: &Tensor| match features_last {
+        true => t.reshape((n, (), d))?.sum(1),
+        false => t.reshape((n, d, ()))?.sum(2),
     };
-    let weight = (&g * inputs()?)?.sum(2)?;
-    Ok(Tensor::stack(&[weight, g.sum(2)?], 1)?)
+    let weight = sums(&(g * inputs()?)?)?;
+    Ok(Tensor::stack(&[weight, sums(g)?], 1)?)
 }
 
 /// The dimensions of what a factor pass keeps (see [`kept_signal`]) of a

@@ -65,28 +65,26 @@ impl ModuleT for BatchNorm {
         };
         // candle_nn's forward, op for op, keeping x̂ = (x − μ)/σ: y = x̂ ⊙ w + b
         // with the statistics and parameters broadcast along the channels
-        let (n, c) = (x.dim(0)?, x.dim(1)?);
         let mut channels = vec![1; x.rank()];
-        channels[1] = c;
+        channels[1] = x.dim(1)?;
         let stat = |t: &Tensor| t.reshape(channels.as_slice());
         let std = (stat(self.running_var())? + self.inner.eps())?.sqrt()?;
         let x_hat = x
             .broadcast_sub(&stat(self.running_mean())?)?
             .broadcast_div(&std)?;
-        let output = x_hat
-            .broadcast_mul(&stat(weight)?)?
-            .broadcast_add(&stat(bias)?)?;
+        let w = stat(weight)?;
+        let output = x_hat.broadcast_mul(&w)?.broadcast_add(&stat(bias)?)?;
         let x_hat = x_hat.detach();
         let call = ScaleCall {
             input: x,
             x_hat: &x_hat,
-            multiplier: &stat(weight)?.broadcast_div(&std)?,
+            multiplier: &w.broadcast_div(&std)?,
             weight,
             bias: Some(bias),
             output: &output,
             features_last: false,
         };
-        super::record_scale(call, x_hat.reshape((n, c, ()))?)
+        super::record_scale(call)
     }
 }
 

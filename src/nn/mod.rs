@@ -128,12 +128,12 @@ fn tracked_forward(
 
 /// Records a call of a scale layer (the norms) inside [`crate::record()`]:
 /// the recorded op where the CPU kernels run, candle's ops and a probe
-/// elsewhere; `inputs` `[N, C, T]` are `x̂` for the factor algebra.
-fn record_scale(call: ScaleCall, inputs: Tensor) -> Result<Tensor> {
+/// elsewhere; `x̂` (the output's shape) for the factor algebra.
+fn record_scale(call: ScaleCall) -> Result<Tensor> {
     let kind = LayerKind::Scale {
         features_last: call.features_last,
     };
-    let (weight, bias) = (call.weight, call.bias);
+    let (weight, bias, inputs) = (call.weight, call.bias, call.x_hat.detach());
     let (output, index) = kernels::recorded_scale(call)?;
     record_output(kind, weight, bias, inputs, output, index)
 }

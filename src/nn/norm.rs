@@ -68,13 +68,6 @@ impl Module for LayerNorm {
         if !record::recording() {
             return Ok(y);
         }
-        // x̂ [N, …, D] → [N, D, T]
-        let (rows, d) = (x.dim(0)?, x.dim(D::Minus1)?);
-        let inputs = x_hat
-            .detach()
-            .reshape((rows, (), d))?
-            .transpose(1, 2)?
-            .contiguous()?;
         let call = ScaleCall {
             input: &x_hat,
             x_hat: &x_hat,
@@ -84,7 +77,7 @@ impl Module for LayerNorm {
             output: &y,
             features_last: true,
         };
-        super::record_scale(call, inputs)
+        super::record_scale(call)
     }
 }
 
