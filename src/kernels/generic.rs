@@ -20,6 +20,42 @@ pub(super) fn tiled_product(p: &Tensor, m: &Tensor, s: Option<&Tensor>) -> Resul
     }
 }
 
+/// [`super::matmul`] by candle's product, on operands laid out as cuBLAS
+/// takes them (see [`gemm_operand`]).
+pub(super) fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    gemm_operand(a)?.broadcast_matmul(&gemm_operand(b)?)
+}
+
+/// `t` as it lies where candle's CUDA product takes that layout, else a
+/// contiguous copy. Candle's CUDA (and Metal) gemm takes an operand
+/// `[…, r, c]` with strides `(…, s_r, s_c)` only as a dense row-major
+/// (`s_c = 1`, `s_r = c`) or column-major (`s_c = r`, `s_r = 1`) matrix, a
+/// size-1 axis taking any stride, and two batch axes `(b₀, b₁)` only where
+/// `s_{b₀} = s_{b₁}·b₁` or one of them has size 1. The CPU product takes
+/// any strides, so without this a permuted view that runs on the CPU fails
+/// on a GPU (`MatMulNonContiguous`); `scripts/cuda-layout-audit.sh` checks
+/// the generic path against that rule.
+fn gemm_operand(t: &Tensor) -> Result<Tensor> {
+    let (dims, strides) = (t.dims(), t.stride());
+    let rank = dims.len();
+    if rank < 2 {
+        return Ok(t.clone());
+    }
+    let (r, c) = (dims[rank - 2], dims[rank - 1]);
+    let (s_r, s_c) = (strides[rank - 2], strides[rank - 1]);
+    let row_major = (s_c == 1 || c == 1) && (s_r == c || r == 1);
+    let column_major = (s_c == r || c == 1) && (s_r == 1 || r == 1);
+    let batch = match (&dims[..rank - 2], &strides[..rank - 2]) {
+        ([b0, b1], [s0, s1]) => *s0 == s1 * b1 || *b0 == 1 || *b1 == 1,
+        (batch, _) => batch.len() < 2,
+    };
+    if (row_major || column_major) && batch {
+        Ok(t.clone())
+    } else {
+        t.contiguous()
+    }
+}
+
 /// `x` `[N, C, H, W]` padded with `−∞` by `((top, bottom), (left, right))`.
 fn pad_neg_inf(
     x: &Tensor,

@@ -59,7 +59,7 @@ pub(crate) fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     if cpu_kernels(a.device(), a.dtype()) && cpu::multiplies(a, b) {
         cpu::matmul(a, b)
     } else {
-        a.broadcast_matmul(b)
+        generic::matmul(a, b)
     }
 }
 
