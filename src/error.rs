@@ -6,6 +6,8 @@
 
 use candle_core::DType;
 
+use crate::linalg::host;
+
 /// Everything that can go wrong in `vivit`.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -252,28 +254,17 @@ pub enum Error {
 /// `Result` with [`Error`] as the error type.
 pub type Result<T> = std::result::Result<T, Error>;
 
-/// The value of the scalar tensor `t` as an f64 (copied to the host).
-pub(crate) fn scalar(t: &candle_core::Tensor) -> Result<f64> {
-    Ok(t.to_dtype(DType::F64)?.to_scalar::<f64>()?)
-}
-
 /// [`Error::NonFinite`] with the first NaN or ±∞ of `t`, named `what`.
 ///
 /// The test runs in `t`'s dtype and device, `Σ 0·x = 0` exactly when every `x`
 /// is finite (`0·NaN` and `0·∞` are NaN, which the sum keeps); only a failing
 /// tensor is copied to find the offending value.
 pub(crate) fn check_finite(t: &candle_core::Tensor, what: &'static str) -> Result<()> {
-    let probe = (t * 0.0)?
-        .sum_all()?
-        .to_dtype(DType::F64)?
-        .to_scalar::<f64>()?;
+    let probe = host::scalar(&(t * 0.0)?.sum_all()?)?;
     if probe == 0.0 {
         return Ok(());
     }
-    let value = t
-        .flatten_all()?
-        .to_dtype(DType::F64)?
-        .to_vec1::<f64>()?
+    let value = host::read::<f64>(t)?
         .into_iter()
         .find(|v| !v.is_finite())
         .unwrap_or(probe);

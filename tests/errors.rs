@@ -105,6 +105,17 @@ fn invalid_targets() -> Result<()> {
         assert!(matches!(err, Error::InvalidTargets { .. }), "{err}");
         assert!(err.to_string().contains(message), "{err} lacks {message}");
     }
+    // with an ignore index: the first counted target outside 0..3 is named,
+    // after ignored ones; an ignored index alone is no fault
+    let with_ignore = |targets: &[i64]| {
+        vivit::loss::cross_entropy_with_ignore(&logits, &Tensor::new(targets, &dev)?, -100)
+    };
+    let err = with_ignore(&[-100, 0, -5, 3, 1, 2]).expect_err("refused");
+    let message = "target -5 is not a class index in 0..3 nor the ignore index -100";
+    assert!(err.to_string().contains(message), "{err} lacks {message}");
+    let err = with_ignore(&[0, 1, 2, -100, 3, -100]).expect_err("refused");
+    assert!(err.to_string().contains("target 3 is not"), "{err}");
+    assert!(with_ignore(&[-100, 0, 1, 2, -100, 2]).is_ok());
     let err = vivit::loss::cross_entropy(&logits.unsqueeze(0)?, &n.y).expect_err("3-d logits");
     assert!(err.to_string().contains("[1, 6, 3]"), "{err}");
     let err =

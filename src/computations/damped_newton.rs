@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use candle_core::{DType, Tensor, TensorId};
+use candle_core::{Tensor, TensorId};
 
 use super::directions::{mean_gradient, warn_small, Directional, GramEigenpairs};
 use super::options::{
@@ -12,10 +12,11 @@ use super::options::{
 };
 use super::woodbury::{self, kept_steps, MeanGradient, WoodburyCurvature};
 use crate::damping::DampingInput;
-use crate::error::{check_finite, scalar, Error, Result};
+use crate::error::{check_finite, Error, Result};
 use crate::extension::{mark, Block, Computation, Extension, Stage, Timings};
 use crate::group::{GroupId, ParamGroup};
 use crate::kernels::matmul;
+use crate::linalg::host::scalar;
 use crate::record::Recorded;
 
 /// The directionally damped Newton step of each parameter group,
@@ -252,7 +253,7 @@ fn newton_step(
     verbose: bool,
 ) -> Result<NewtonStep> {
     let mean =
-        |t: &Tensor| -> Result<Vec<f64>> { Ok(t.mean(0)?.to_dtype(DType::F64)?.to_vec1::<f64>()?) };
+        |t: &Tensor| -> Result<Vec<f64>> { Ok(crate::linalg::host::read::<f64>(&t.mean(0)?)?) };
     let (gamma_bar, lambda_bar) = (mean(&d.gammas)?, mean(&d.lambdas)?);
     let (deltas, delta_perp) = dampings(ggn, group, d, complement)?;
     let g = ggn.group();

@@ -107,7 +107,7 @@ impl GramEigenpairs {
             .iter()
             .map(|&i| source[i].unwrap_or(n) as u32)
             .collect();
-        let index = Tensor::new(index.as_slice(), eig.evecs.device())?;
+        let index = crate::linalg::host::indices_to_device(index, eig.evecs.device())?;
         let kept = |columns: &Tensor| -> Result<Tensor> {
             let null = Tensor::zeros((size, 1), columns.dtype(), columns.device())?;
             let padded = Tensor::cat(&[columns, &null], 1)?;

@@ -7,9 +7,10 @@ use candle_core::{Tensor, TensorId};
 use super::damped_newton::NewtonStep;
 use super::directions::{mean_gradient, Directional};
 use super::options::Options;
-use crate::error::{check_finite, scalar, Error, Result};
+use crate::error::{check_finite, Error, Result};
 use crate::extension::{mark, Block, Extension, FactorId, KeptFactor, Stage};
 use crate::group::ParamGroup;
+use crate::linalg::host::scalar;
 use crate::linalg::ShiftedCholesky;
 
 /// The Levenberg–Marquardt step `s = −(V Vᵀ + δ I)⁻¹ ḡ` of the group's block

@@ -1,11 +1,12 @@
 //! Bootstrap damping: `δ_k` per direction from the noise of `γ` and `λ`.
 
-use candle_core::{DType, Tensor};
+use candle_core::Tensor;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::DampingInput;
 use crate::error::{Error, Result};
+use crate::linalg::host;
 
 /// Settings of [`super::Damping::bootstrap`].
 #[derive(Debug, Clone, PartialEq)]
@@ -52,7 +53,9 @@ impl Bootstrap {
 
     pub(super) fn deltas(&self, input: &DampingInput<'_>) -> Result<Vec<f64>> {
         let columns = |t: &Tensor| -> Result<Vec<Vec<f64>>> {
-            Ok(t.t()?.to_dtype(DType::F64)?.to_vec2::<f64>()?)
+            let rows = t.dim(0)?;
+            let values = host::read::<f64>(&t.t()?)?;
+            Ok(values.chunks(rows.max(1)).map(<[f64]>::to_vec).collect())
         };
         let (gammas, lambdas) = (columns(input.gammas)?, columns(input.lambdas)?);
         let mut rng = match self.seed {

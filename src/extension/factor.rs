@@ -108,7 +108,7 @@ impl Seeds {
             .as_ref()
             .map(|idx| {
                 let idx: Vec<u32> = idx.iter().map(|&i| i as u32).collect();
-                Tensor::new(idx.as_slice(), output.device())
+                crate::linalg::host::indices_to_device(idx, output.device())
             })
             .transpose()?;
         let rows_out = select_rows(rows.as_ref(), &output.detach())?;

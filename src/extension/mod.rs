@@ -18,7 +18,7 @@ mod timings;
 use std::cell::RefCell;
 use std::collections::HashMap;
 
-use candle_core::{DType, Tensor};
+use candle_core::Tensor;
 
 use crate::error::{Error, Result};
 use crate::group::ParamGroup;
@@ -131,7 +131,7 @@ pub(crate) struct FactorId(usize);
 impl<'a> Extension<'a> {
     fn new(tape: &'a Tape, groups: &[ParamGroup]) -> Result<Self> {
         check_dtype(&tape.loss.output)?;
-        let loss = tape.value.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+        let loss = crate::linalg::host::scalar(&tape.value)?;
         if !loss.is_finite() {
             return Err(Error::NonFinite {
                 what: "the loss",

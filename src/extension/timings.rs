@@ -68,10 +68,11 @@ impl Timings {
     /// draws): on a GPU the traffic over the bus, on the CPU conversions.
     ///
     /// Eigvalsh of a linear layer `4 → 3` on `N = 5` samples with
-    /// cross-entropy in f64: the exact factor has `N (C − 1) = 10` columns,
-    /// so the Gram matrix `10 × 10` goes to the host (800 bytes) and the
-    /// `N C = 15` eigenvalues (with the `N` zeros the factor leaves out)
-    /// come back (120 bytes):
+    /// cross-entropy in f64: the loss value goes to the host to be checked
+    /// (8 bytes); the exact factor has `N (C − 1) = 10` columns, so the Gram
+    /// matrix `10 × 10` goes there too (800 bytes), and the `N C = 15`
+    /// eigenvalues (with the `N` zeros the factor leaves out) come back
+    /// (120 bytes):
     ///
     /// ```
     /// # use candle_core::{DType, Device, Module, Tensor};
@@ -86,7 +87,7 @@ impl Timings {
     /// let loss = vivit::record(|| vivit::loss::cross_entropy(&fc.forward(&x)?, &y))?;
     /// let groups = [ParamGroup::new(varmap.all_vars())];
     /// let timings = vivit::backward(&loss, &groups, &mut [&mut EigvalshComputation::new()])?;
-    /// let moved = Transfers { to_host: 1, to_host_bytes: 800, to_device: 1, to_device_bytes: 120 };
+    /// let moved = Transfers { to_host: 2, to_host_bytes: 808, to_device: 1, to_device_bytes: 120 };
     /// assert_eq!(timings.transfers(), moved);
     /// # Ok(())
     /// # }

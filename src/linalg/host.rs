@@ -66,15 +66,51 @@ fn count(to_host: bool, bytes: usize) {
     })
 }
 
+/// The values of `t`, row-major, on the host as `T` (one copy, counted).
+pub(crate) fn read<T: WithDType>(t: &Tensor) -> candle_core::Result<Vec<T>> {
+    count(true, t.elem_count() * t.dtype().size_in_bytes());
+    t.to_device(&Device::Cpu)?
+        .to_dtype(T::DTYPE)?
+        .flatten_all()?
+        .to_vec1::<T>()
+}
+
+/// The scalar tensors `parts` (of any dtypes, on one device) as f64 on the
+/// host: stacked there, then one copy (counted) for all of them.
+pub(crate) fn scalars(parts: &[Tensor]) -> candle_core::Result<Vec<f64>> {
+    let parts = parts
+        .iter()
+        .map(|p| p.to_dtype(DType::F64)?.reshape(1))
+        .collect::<candle_core::Result<Vec<_>>>()?;
+    read::<f64>(&Tensor::cat(&parts, 0)?)
+}
+
+/// The value of the scalar tensor `t` as an f64 on the host (one copy,
+/// counted).
+pub(crate) fn scalar(t: &Tensor) -> Result<f64> {
+    Ok(scalars(std::slice::from_ref(t))?[0])
+}
+
+/// A scalar on `t`'s device, 1 if an entry of `t` is NaN or lies outside
+/// `[low, high]` and 0 if none does (nor for an empty `t`):
+/// `max_i [x_i < low ∨ x_i > high ∨ x_i ≠ x_i]`, reduced there, for
+/// [`scalars`] to read. Integer entries compare as f64 (exact below 2⁵³).
+pub(crate) fn any_outside(t: &Tensor, low: f64, high: f64) -> candle_core::Result<Tensor> {
+    let x = t.flatten_all()?.to_dtype(DType::F64)?;
+    if x.elem_count() == 0 {
+        return Tensor::zeros((), DType::U8, t.device());
+    }
+    let bound = |v: f64| Tensor::full(v, x.shape(), x.device());
+    x.lt(&bound(low)?)?
+        .maximum(&x.gt(&bound(high)?)?)?
+        .maximum(&x.ne(&x)?)?
+        .max(0)
+}
+
 /// The values of `t`, row-major, on the host as `T`; refused (naming
 /// `what`) if one is NaN or ±∞.
 pub(crate) fn to_host<T: WithDType>(t: &Tensor, what: &'static str) -> Result<Vec<T>> {
-    count(true, t.elem_count() * t.dtype().size_in_bytes());
-    let values = t
-        .to_device(&Device::Cpu)?
-        .to_dtype(T::DTYPE)?
-        .flatten_all()?
-        .to_vec1::<T>()?;
+    let values = read::<T>(t)?;
     match values
         .par_iter()
         .map(|v| v.to_f64())

@@ -4,6 +4,7 @@ use candle_core::{DType, Tensor};
 
 use super::remember;
 use crate::error::{Error, Result};
+use crate::linalg::host;
 use crate::tape::LossKind;
 
 /// Mean cross-entropy of logits `[N, T…, C]` against class indices `[N, T…]`.
@@ -37,7 +38,7 @@ use crate::tape::LossKind;
 /// `N = 0`.
 pub fn cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
     let (rows, c) = check(logits, targets)?;
-    let classes = classes(targets, None, c)?;
+    let classes = classes(targets, None, c)?.indices;
     let loss =
         candle_nn::loss::cross_entropy(&logits.reshape((rows, c))?, &classes.flatten_all()?)?;
     remember(LossKind::CrossEntropy, logits, &classes, None, &loss);
@@ -75,18 +76,17 @@ pub fn cross_entropy_with_ignore(
     ignore_index: i64,
 ) -> Result<Tensor> {
     let (rows, c) = check(logits, targets)?;
-    let mask = targets
-        .to_dtype(DType::I64)?
-        .ne(ignore_index)?
+    let Classes {
+        indices: classes,
+        counted,
+        count,
+    } = classes(targets, Some(ignore_index), c)?;
+    let mask = counted
+        .ok_or(Error::AllPositionsIgnored)?
         .to_dtype(logits.dtype())?;
-    let count = mask.to_dtype(DType::F64)?.sum_all()?.to_scalar::<f64>()?;
-    if count == 0.0 {
-        return Err(Error::AllPositionsIgnored);
-    }
-    let classes = classes(targets, Some(ignore_index), c)?;
     let log_p = candle_nn::ops::log_softmax(&logits.reshape((rows, c))?, 1)?;
     let picked = log_p.gather(&classes.flatten_all()?.unsqueeze(1)?, 1)?;
-    let loss = ((picked.flatten_all()? * mask.flatten_all()?)?.sum_all()? / -count)?;
+    let loss = ((picked.flatten_all()? * mask.flatten_all()?)?.sum_all()? / -(count as f64))?;
     remember(LossKind::CrossEntropy, logits, &classes, Some(mask), &loss);
     Ok(loss)
 }
@@ -125,33 +125,63 @@ fn check(logits: &Tensor, targets: &Tensor) -> Result<(usize, usize)> {
     Ok((logits.elem_count() / c, c))
 }
 
-/// The targets as `u32` class indices, 0 at the positions of `ignore_index`.
+/// The targets of the counted positions, on the targets' device.
+struct Classes {
+    /// The class indices `u32`, 0 at the positions of `ignore_index`.
+    indices: Tensor,
+    /// `1` at the counted positions, `0` at the ignored ones (`u8`), with
+    /// an `ignore_index`.
+    counted: Option<Tensor>,
+    /// How many positions are counted.
+    count: usize,
+}
+
+/// The targets as [`Classes`], computed on their device; the host reads
+/// one flag (a target outside `0..c`) and, with an `ignore_index`, the
+/// count: one copy of two scalars per call.
 ///
 /// # Errors
-/// [`Error::InvalidTargets`] for another target outside `0..c`.
-fn classes(targets: &Tensor, ignore_index: Option<i64>, c: usize) -> Result<Tensor> {
-    let values = targets
-        .to_dtype(DType::I64)?
-        .flatten_all()?
-        .to_vec1::<i64>()?;
-    let counted = |&&t: &&i64| Some(t) != ignore_index;
-    if let Some(bad) = values
-        .iter()
-        .filter(counted)
-        .find(|&&t| t < 0 || t as usize >= c)
-    {
-        return Err(invalid(format!(
-            "target {bad} is not a class index in 0..{c}{}",
-            ignore_index.map_or(String::new(), |i| format!(" nor the ignore index {i}"))
-        )));
+/// [`Error::AllPositionsIgnored`] if every target is `ignore_index`;
+/// [`Error::InvalidTargets`] for another target outside `0..c`, named.
+fn classes(targets: &Tensor, ignore_index: Option<i64>, c: usize) -> Result<Classes> {
+    let t = targets.to_dtype(DType::I64)?;
+    let (indices, counted) = match ignore_index {
+        Some(i) => {
+            let counted = t.ne(&Tensor::full(i, t.shape(), t.device())?)?;
+            (counted.where_cond(&t, &t.zeros_like()?)?, Some(counted))
+        }
+        None => (t, None),
+    };
+    let mut flags = vec![host::any_outside(&indices, 0.0, c as f64 - 1.0)?];
+    if let Some(counted) = &counted {
+        flags.push(counted.to_dtype(DType::F64)?.sum_all()?);
     }
-    let classes: Vec<u32> = values
+    let read = host::scalars(&flags)?;
+    let count = read.get(1).map_or(targets.elem_count(), |&k| k as usize);
+    if count == 0 {
+        return Err(Error::AllPositionsIgnored);
+    }
+    if read[0] > 0.0 {
+        return Err(invalid_target(targets, ignore_index, c)?);
+    }
+    Ok(Classes {
+        indices: indices.to_dtype(DType::U32)?,
+        counted,
+        count,
+    })
+}
+
+/// The error naming the first target outside `0..c` (other than
+/// `ignore_index`): the fault path, which reads the targets.
+fn invalid_target(targets: &Tensor, ignore_index: Option<i64>, c: usize) -> Result<Error> {
+    let values = host::read::<i64>(targets)?;
+    let bad = values
         .iter()
-        .map(|&t| if Some(t) == ignore_index { 0 } else { t as u32 })
-        .collect();
-    Ok(Tensor::from_vec(
-        classes,
-        targets.shape(),
-        targets.device(),
-    )?)
+        .filter(|&&t| Some(t) != ignore_index)
+        .find(|&&t| t < 0 || t as usize >= c)
+        .map_or_else(|| "a target".to_string(), |t| format!("target {t}"));
+    Ok(invalid(format!(
+        "{bad} is not a class index in 0..{c}{}",
+        ignore_index.map_or(String::new(), |i| format!(" nor the ignore index {i}"))
+    )))
 }

@@ -1,9 +1,10 @@
 //! Losses of every entry on its own: squared error and binary cross-entropy.
 
-use candle_core::{DType, Tensor};
+use candle_core::Tensor;
 
 use super::remember;
 use crate::error::{Error, Result};
+use crate::linalg::host;
 use crate::tape::LossKind;
 
 /// Mean squared error of outputs `[N, …]` against targets of the same shape.
@@ -49,18 +50,20 @@ pub fn mse(output: &Tensor, targets: &Tensor) -> Result<Tensor> {
 pub fn binary_cross_entropy_with_logit(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
     let name = "binary_cross_entropy_with_logit";
     check(name, logits, targets)?;
-    let values = targets
-        .to_dtype(DType::F64)?
-        .flatten_all()?
-        .to_vec1::<f64>()?;
-    if let Some((i, bad)) = values
-        .iter()
-        .enumerate()
-        .find(|(_, t)| !(0.0..=1.0).contains(*t))
-    {
+    // one flag reduced on the targets' device; the targets only on a fault
+    if host::scalars(&[host::any_outside(targets, 0.0, 1.0)?])?[0] > 0.0 {
+        let values = host::read::<f64>(targets)?;
+        let bad = values
+            .iter()
+            .enumerate()
+            .find(|(_, t)| !(0.0..=1.0).contains(*t))
+            .map_or_else(
+                || "a target".into(),
+                |(i, t)| format!("target {t} (entry {i})"),
+            );
         return Err(Error::InvalidTargets {
             loss: name,
-            reason: format!("target {bad} (entry {i}) is outside [0, 1]"),
+            reason: format!("{bad} is outside [0, 1]"),
         });
     }
     let magnitude = logits.abs()?;

@@ -28,7 +28,7 @@
 //!   `E[s sᵀ]` is the exact factor's product: the cross terms between
 //!   positions vanish, `E[∇φ_{np}] = 0`, and the draws are independent.
 
-use candle_core::{DType, Tensor, D};
+use candle_core::{Tensor, D};
 use rand::distr::weighted::WeightedIndex;
 use rand::rngs::StdRng;
 use rand::Rng;
@@ -71,9 +71,10 @@ impl LossKind {
             Some(mask) => mask.reshape((n, p, 1))?,
             None => Tensor::ones((n, p, 1), output.dtype(), output.device())?,
         };
-        let z = match self {
-            LossKind::CrossEntropy => w.to_dtype(DType::F64)?.sum_all()?.to_scalar::<f64>()?,
-            LossKind::Mse | LossKind::BinaryCrossEntropyWithLogits => (n * p) as f64,
+        // the counted positions: all `N·P` unless a mask leaves some out
+        let z = match (self, mask) {
+            (LossKind::CrossEntropy, Some(_)) => host::scalar(&w.sum_all()?)?,
+            _ => (n * p) as f64,
         };
         if z == 0.0 {
             return Err(Error::AllPositionsIgnored);
@@ -182,11 +183,7 @@ impl LossKind {
     ) -> Result<Tensor> {
         let Positions { n, p, k } = self.positions(output)?;
         let f = output.reshape((n * p, k))?;
-        let scale: Vec<f64> = (self.weights(output, mask)? / m as f64)?
-            .sqrt()?
-            .to_dtype(DType::F64)?
-            .flatten_all()?
-            .to_vec1()?;
+        let scale = host::read::<f64>(&(self.weights(output, mask)? / m as f64)?.sqrt()?)?;
         // the probabilities [rows, k] on the host, where the labels are drawn
         let to_host = |t: Tensor| -> Result<Vec<Vec<f64>>> {
             let values = host::to_host::<f64>(&t, "the probabilities of the Monte-Carlo draws")?;

@@ -3,6 +3,7 @@
 use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
+use crate::linalg::host;
 use crate::record;
 use crate::tape::LayerKind;
 
@@ -50,16 +51,15 @@ impl Module for Embedding {
         if !record::recording() {
             return self.inner.forward(ids);
         }
-        // the smallest and largest id, reduced on the ids' device
+        // one flag reduced on the ids' device; the ids themselves only on a fault
         let vocab = self.embeddings().dim(0)?;
-        let all = ids.flatten_all()?.to_dtype(candle_core::DType::I64)?;
-        if all.elem_count() > 0 {
-            let (low, high) = (
-                all.min(0)?.to_scalar::<i64>()?,
-                all.max(0)?.to_scalar::<i64>()?,
-            );
+        let outside = host::any_outside(ids, 0.0, vocab as f64 - 1.0)?;
+        if host::scalars(&[outside])?[0] > 0.0 {
+            let ids = host::read::<i64>(ids)?;
+            let (low, high) = (ids.iter().copied().min(), ids.iter().copied().max());
             if let Some(id) = [low, high]
                 .into_iter()
+                .flatten()
                 .find(|&i| i < 0 || i as usize >= vocab)
             {
                 return Err(record::refuse(crate::Error::InvalidIds { id, vocab }));

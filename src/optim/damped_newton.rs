@@ -11,9 +11,10 @@ use super::adaptation::Adaptation;
 use super::amortization::Amortization;
 use super::config::{Blocks, DampedNewtonConfig};
 use crate::computations::{DirectionalDampedNewtonComputation, Drive, NewtonStep, Options};
-use crate::error::{check_finite, scalar, Error, Result};
+use crate::error::{check_finite, Error, Result};
 use crate::extension::{backward_tape, Timings};
 use crate::group::ParamGroup;
+use crate::linalg::host::scalar;
 use crate::record::{self, Recorded};
 use crate::tape::Tape;
 
