@@ -39,9 +39,10 @@
 //! stack of times on a log axis would misdraw the shares); `--quick` writes
 //! `target/plots/scaling.{csv,png}` instead, leaving `docs/` alone.
 
+#[path = "../common/mod.rs"]
 mod common;
+mod report;
 
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
@@ -50,7 +51,7 @@ use anyhow::{bail, ensure, Context, Result};
 use candle_core::{Device, Tensor};
 use common::data::Split;
 use common::mlp::Mlp;
-use common::plot::{self, Chart, Note, Panel, Series};
+use common::plot;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use vivit::{Criterion, Damping, DirectionalDampedNewtonComputation, ParamGroup, Stage};
@@ -72,15 +73,15 @@ const HIDDEN: [usize; 4] = [784, 1000, 500, 100];
 /// Directions the criterion keeps.
 const TOP_K: usize = 10;
 /// `C` of the sweep over `N`, and `N` of the sweep over `C`.
-const FIXED_C: usize = 10;
-const FIXED_N: usize = 64;
+pub(crate) const FIXED_C: usize = 10;
+pub(crate) const FIXED_N: usize = 64;
 const SWEEP_N: [usize; 5] = [16, 32, 64, 128, 256];
 const SWEEP_C: [usize; 4] = [10, 20, 50, 100];
 const QUICK_N: [usize; 3] = [16, 32, 64];
 const QUICK_C: [usize; 2] = [10, 20];
 
 /// The stages, in the order they run (and are stacked).
-const STAGES: [&str; 7] = [
+pub(crate) const STAGES: [&str; 7] = [
     "forward",
     "factor backprop",
     "Gram formation",
@@ -92,9 +93,9 @@ const STAGES: [&str; 7] = [
 
 /// One measured configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Config {
-    n: usize,
-    c: usize,
+pub(crate) struct Config {
+    pub(crate) n: usize,
+    pub(crate) c: usize,
 }
 
 impl Config {
@@ -204,7 +205,7 @@ fn run_once(mlp: &Mlp, batch: &Split) -> Result<Stages> {
 // ---- the parent: run the children, tabulate, plot ------------------------
 
 /// Milliseconds per stage ([`STAGES`]) of one configuration.
-type Stages = [f64; STAGES.len()];
+pub(crate) type Stages = [f64; STAGES.len()];
 
 fn parent() -> Result<()> {
     let quick = quick_flag()?;
@@ -234,12 +235,12 @@ fn parent() -> Result<()> {
         eprintln!("  done in {:.1} s", started.elapsed().as_secs_f64());
         results.push((config, stages));
     }
-    let table = table(&results);
+    let table = report::table(&results);
     print!("{table}");
     let (csv, png) = output_paths(quick)?;
-    std::fs::write(&csv, csv_text(&results))
+    std::fs::write(&csv, report::csv_text(&results))
         .with_context(|| format!("writing {}", csv.display()))?;
-    figure(&png, &results, sweep_n, sweep_c)?;
+    report::figure(&png, &results, sweep_n, sweep_c)?;
     println!("table: {}\nfigure: {}", csv.display(), png.display());
     Ok(())
 }
@@ -316,154 +317,4 @@ fn medians(runs: &[Stages]) -> Stages {
         values.sort_by(f64::total_cmp);
         values[values.len() / 2]
     })
-}
-
-/// The results as a markdown table, milliseconds.
-fn table(results: &[(Config, Stages)]) -> String {
-    let names: Vec<&str> = STAGES.iter().copied().chain(["total"]).collect();
-    let widths: Vec<usize> = names.iter().map(|n| n.chars().count().max(6)).collect();
-    let mut out = String::from("|   N |   C | Gram |");
-    for (name, width) in names.iter().zip(&widths) {
-        let _ = write!(out, " {name:>width$} |");
-    }
-    out.push_str("\n|----:|----:|-----:|");
-    for width in &widths {
-        let _ = write!(out, "{}:|", "-".repeat(width + 1));
-    }
-    out.push('\n');
-    for (config, stages) in results {
-        let _ = write!(
-            out,
-            "| {:>3} | {:>3} | {:>4} |",
-            config.n,
-            config.c,
-            config.gram_size()
-        );
-        for (ms, width) in stages.iter().copied().chain([total(stages)]).zip(&widths) {
-            let _ = write!(out, " {:>width$} |", format_ms(ms));
-        }
-        out.push('\n');
-    }
-    out.push_str("(milliseconds, each stage the median of 3 runs, total their sum; Gram: the side (C−1)·N of the Gram matrix)\n");
-    out
-}
-
-/// Milliseconds with three significant digits or more.
-fn format_ms(ms: f64) -> String {
-    match ms {
-        ms if ms < 10.0 => format!("{ms:.2}"),
-        ms if ms < 100.0 => format!("{ms:.1}"),
-        ms => format!("{ms:.0}"),
-    }
-}
-
-/// The results as CSV, milliseconds.
-fn csv_text(results: &[(Config, Stages)]) -> String {
-    let mut out = String::from("n,c,gram_size");
-    for stage in STAGES {
-        let _ = write!(out, ",{}_ms", csv_name(stage));
-    }
-    out.push_str(",total_ms\n");
-    for (config, stages) in results {
-        let _ = write!(out, "{},{},{}", config.n, config.c, config.gram_size());
-        for ms in stages.iter().copied().chain([total(stages)]) {
-            let _ = write!(out, ",{ms:.3}");
-        }
-        out.push('\n');
-    }
-    out
-}
-
-/// A stage name as a CSV column: ASCII, snake case.
-fn csv_name(stage: &str) -> String {
-    stage
-        .replace("γ/λ", "gamma_lambda")
-        .replace(' ', "_")
-        .to_lowercase()
-}
-
-/// Two panels of stacked stage shares, against `N` at `C = FIXED_C` and
-/// against `C` at `N = FIXED_N`, the total time above each stack.
-fn figure(
-    path: &Path,
-    results: &[(Config, Stages)],
-    sweep_n: &[usize],
-    sweep_c: &[usize],
-) -> Result<()> {
-    let (by_n, totals_n) = shares(results, sweep_n, |n| Config { n, c: FIXED_C });
-    let (by_c, totals_c) = shares(results, sweep_c, |c| Config { n: FIXED_N, c });
-    let title_n = format!("mnist_mlp, C = {FIXED_C}: share of each stage, total on top");
-    let title_c = format!("mnist_mlp, N = {FIXED_N}: share of each stage, total on top");
-    let chart = |title, x_label| Chart {
-        title,
-        x_label,
-        y_label: "share of the time (%)",
-        log_x: true,
-        log_y: false,
-        y_max: Some(110.0), // room for the totals
-    };
-    let chart_n = chart(&title_n, "batch size N (log scale)");
-    let chart_c = chart(&title_c, "classes C (log scale)");
-    let panels = [
-        Panel {
-            chart: &chart_n,
-            series: &by_n,
-            notes: &totals_n,
-        },
-        Panel {
-            chart: &chart_c,
-            series: &by_c,
-            notes: &totals_c,
-        },
-    ];
-    plot::stacked_panels(path, &panels)
-}
-
-/// Along one sweep (`config` makes the configuration of each swept value):
-/// the share of each stage in percent, one series per stage, and the total
-/// time as a note above each stack.
-fn shares(
-    results: &[(Config, Stages)],
-    sweep: &[usize],
-    config: impl Fn(usize) -> Config,
-) -> (Vec<Series>, Vec<Note>) {
-    let points: Vec<(f64, &Stages)> = sweep
-        .iter()
-        .filter_map(|&x| {
-            let wanted = config(x);
-            let (_, stages) = results.iter().find(|(c, _)| *c == wanted)?;
-            Some((x as f64, stages))
-        })
-        .collect();
-    let series = STAGES
-        .iter()
-        .enumerate()
-        .map(|(stage, name)| Series {
-            name: name.to_string(),
-            points: points
-                .iter()
-                .map(|&(x, s)| (x, 100.0 * s[stage] / total(s)))
-                .collect(),
-            reference: false,
-        })
-        .collect();
-    let notes = points
-        .iter()
-        .map(|&(x, s)| ((x, 101.0), format_total(total(s))))
-        .collect();
-    (series, notes)
-}
-
-/// The sum of the stage times.
-fn total(stages: &Stages) -> f64 {
-    stages.iter().sum()
-}
-
-/// `51 ms`, `4.5 s`.
-fn format_total(ms: f64) -> String {
-    if ms < 1e3 {
-        format!("{ms:.0} ms")
-    } else {
-        format!("{:.1} s", ms / 1e3)
-    }
 }
