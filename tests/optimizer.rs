@@ -336,3 +336,48 @@ fn refused_steps_leave_parameters_unchanged() -> Result<()> {
     assert_eq!(task.values()?, before);
     Ok(())
 }
+
+/// `from_varmap` trains a model with `vivit::nn::batch_norm` (in evaluation
+/// mode): the running statistics the layer registers in the `VarMap` are left
+/// out, and stay as they were, while its weight and bias move.
+#[test]
+fn from_varmap_leaves_out_batch_norm_running_statistics() -> Result<()> {
+    use candle_core::{DType, Device, Module, ModuleT, Tensor};
+    use candle_nn::{VarBuilder, VarMap};
+    let dev = Device::Cpu;
+    let varmap = VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, DType::F64, &dev);
+    let fc = vivit::nn::linear(4, 3, vb.pp("fc"))?;
+    let bn = vivit::nn::batch_norm(3, 1e-5, vb.pp("bn"))?;
+    // running statistics other than a fresh layer's, so a step that moved them shows
+    let named = vars_by_name(&varmap);
+    let var = |name: &str| -> Result<Var> {
+        let found = named
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone());
+        found.ok_or_else(|| anyhow::anyhow!("no variable {name}"))
+    };
+    var("bn.running_mean")?.set(&Tensor::new(&[0.1f64, -0.2, 0.3], &dev)?)?;
+    var("bn.running_var")?.set(&Tensor::new(&[1.5f64, 0.5, 2.0], &dev)?)?;
+    let x = Tensor::randn(0f64, 1., (8, 4), &dev)?;
+    let y = Tensor::new(&[0u32, 1, 2, 0, 1, 2, 0, 1], &dev)?;
+    let loss = || vivit::loss::cross_entropy(&bn.forward_t(&fc.forward(&x)?, false)?, &y);
+    let before: Vec<(String, Tensor)> = named
+        .iter()
+        .map(|(n, v)| Ok((n.clone(), v.as_tensor().copy()?)))
+        .collect::<Result<_>>()?;
+    let mut opt = DampedNewton::from_varmap(&varmap, DampedNewtonConfig::default());
+    let recorded = vivit::record(loss)?;
+    opt.backward_step(&recorded)?;
+    for (name, old) in before {
+        let now = var(&name)?.as_tensor().copy()?;
+        let moved = (now - old)?.abs()?.max_all()?.to_scalar::<f64>()?;
+        if name.contains("running") {
+            assert_eq!(moved, 0.0, "{name} moved");
+        } else {
+            assert!(moved > 0.0, "{name} did not move");
+        }
+    }
+    Ok(())
+}

@@ -45,14 +45,20 @@ impl CallFactor {
     }
 }
 
-/// The factor of one layer call from its (subsampled) inputs and output
-/// signals `b` `[C, N, *out_shape]`.
-pub(super) fn call_factor(call: &LayerRecord, inputs: &Tensor, b: &Tensor) -> Result<CallFactor> {
+/// The factor of one layer call from its (subsampled) `inputs()` and output
+/// signals `b` `[C, N, *out_shape]` (a scale call's passes kept all it needs,
+/// so its inputs are not selected).
+pub(super) fn call_factor(
+    call: &LayerRecord,
+    inputs: impl FnOnce() -> Result<Tensor>,
+    b: &Tensor,
+) -> Result<CallFactor> {
     let (c, n) = (b.dim(0)?, b.dim(1)?);
     let positions = |features: usize| b.elem_count() / (c * n * features).max(1);
     match call.kind {
         LayerKind::Linear => {
             // inputs [N, T…, I], outputs [C, N, T…, O]: move T last
+            let inputs = inputs()?;
             let i = inputs.dim(candle_core::D::Minus1)?;
             let o = b.dim(candle_core::D::Minus1)?;
             let t = positions(o);
@@ -62,14 +68,15 @@ pub(super) fn call_factor(call: &LayerRecord, inputs: &Tensor, b: &Tensor) -> Re
         }
         LayerKind::Conv { groups: 1, .. } => {
             // patches [N, I·k·k, P], outputs [C, N, O, positions…]
-            let p = inputs.dim(2)?;
-            let b = b.reshape((c, n, b.dim(2)?, p))?;
-            Ok(CallFactor::Outer(inputs.clone(), b))
+            let inputs = inputs()?;
+            let b = b.reshape((c, n, b.dim(2)?, inputs.dim(2)?))?;
+            Ok(CallFactor::Outer(inputs, b))
         }
         LayerKind::Conv { groups, .. } => {
+            let inputs = inputs()?;
             let b = b.reshape((c, n, b.dim(2)?, inputs.dim(2)?))?;
             let (bias, shape) = (call.bias.is_some(), call.weight.shape());
-            let factor = FormedFactor::grouped(inputs, &b, groups, bias, shape)?;
+            let factor = FormedFactor::grouped(&inputs, &b, groups, bias, shape)?;
             Ok(CallFactor::Formed(factor))
         }
         LayerKind::ConvTranspose {
@@ -106,7 +113,7 @@ pub(super) fn call_factor(call: &LayerRecord, inputs: &Tensor, b: &Tensor) -> Re
             let bp = bp.reshape((c, n, bp.dim(1)?, bp.dim(2)?))?;
             let b = b.reshape((c, n, o, h * w))?;
             let bias = call.bias.as_ref().map(|_| &b);
-            let factor = FormedFactor::transposed(inputs, &bp, bias, call.weight.shape())?;
+            let factor = FormedFactor::transposed(&inputs()?, &bp, bias, call.weight.shape())?;
             Ok(CallFactor::Formed(factor))
         }
         LayerKind::Scale { .. } => {
@@ -117,7 +124,7 @@ pub(super) fn call_factor(call: &LayerRecord, inputs: &Tensor, b: &Tensor) -> Re
         LayerKind::Embedding => {
             let (vocab, d) = call.weight.dims2()?;
             let b = b.reshape((c, n, positions(d), d))?;
-            let ids = inputs.reshape((n, ()))?;
+            let ids = inputs()?.reshape((n, ()))?;
             Ok(CallFactor::Formed(FormedFactor::embedding(
                 &ids, &b, vocab,
             )?))

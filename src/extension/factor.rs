@@ -252,7 +252,8 @@ impl Seeds {
                     .iter()
                     .zip(layer_stacks)
                     .map(|(call, stacked)| {
-                        call_factor(call, &self.select(&call.inputs)?, &stacked.into_tensor()?)
+                        let b = stacked.into_tensor()?;
+                        call_factor(call, || self.select(&call.inputs), &b)
                     })
                     .collect::<Result<Vec<_>>>()?;
                 Ok(Some(CallFactor::join(calls, layer.weight().shape())?))

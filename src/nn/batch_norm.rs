@@ -18,7 +18,10 @@ use crate::record;
 /// modes are candle_nn's.
 ///
 /// [`batch_norm`] registers the running mean and variance as variables of the
-/// `VarMap`: leave them out of the parameter groups (they are not trained).
+/// `VarMap` (`….running_mean`, `….running_var`, as candle_nn does): they are
+/// not trained. [`crate::DampedNewton::from_varmap`] leaves them out; leave
+/// them out of explicit parameter groups too, or the computations refuse
+/// them ([`crate::Error::ParamNotRecorded`]).
 #[derive(Debug, Clone)]
 pub struct BatchNorm {
     inner: candle_nn::BatchNorm,
@@ -86,6 +89,15 @@ impl ModuleT for BatchNorm {
         };
         super::record_scale(call)
     }
+}
+
+/// Whether the variable `name` (a `VarMap` path) is a running statistic of
+/// [`batch_norm`]: its last component is `running_mean` or `running_var`.
+pub(crate) fn is_running_statistic(name: &str) -> bool {
+    matches!(
+        name.rsplit('.').next(),
+        Some("running_mean" | "running_var")
+    )
 }
 
 /// A tracked [`BatchNorm`] of `num_features` channels, initialised like

@@ -27,6 +27,7 @@ mod linear;
 mod norm;
 mod pool;
 
+pub(crate) use batch_norm::is_running_statistic;
 pub use batch_norm::{batch_norm, BatchNorm};
 pub use conv::{conv1d, conv1d_no_bias, conv2d, conv2d_no_bias, Conv1d, Conv2d};
 pub use conv_transpose::{

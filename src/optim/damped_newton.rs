@@ -106,12 +106,15 @@ impl DampedNewton {
     }
 
     /// An optimizer over the float variables of `varmap`, ordered by name
-    /// (`VarMap::all_vars` has no stable order).
+    /// (`VarMap::all_vars` has no stable order), without the running
+    /// statistics of batch normalization (the variables named `running_mean`
+    /// and `running_var`, as [`crate::nn::batch_norm`] registers them): they
+    /// are not trained.
     pub fn from_varmap(varmap: &VarMap, config: DampedNewtonConfig) -> Self {
         let vars = crate::nn::vars_by_name(varmap)
             .into_iter()
+            .filter(|(name, v)| v.dtype().is_float() && !crate::nn::is_running_statistic(name))
             .map(|(_, v)| v)
-            .filter(|v| v.dtype().is_float())
             .collect();
         Self::build(vars, None, config)
     }
