@@ -254,19 +254,58 @@ pub enum Error {
 /// `Result` with [`Error`] as the error type.
 pub type Result<T> = std::result::Result<T, Error>;
 
-/// [`Error::NonFinite`] with the first NaN or ±∞ of `t`, named `what`.
+/// [`Error::NonFinite`] with the first NaN or ±∞ of the tensors `ts` (in
+/// order), named `what`.
 ///
-/// The test runs in `t`'s dtype and device, `Σ 0·x = 0` exactly when every `x`
-/// is finite (`0·NaN` and `0·∞` are NaN, which the sum keeps); only a failing
-/// tensor is copied to find the offending value.
-pub(crate) fn check_finite(t: &candle_core::Tensor, what: &'static str) -> Result<()> {
-    let probe = host::scalar(&(t * 0.0)?.sum_all()?)?;
+/// The test runs on the tensors' device: `Σ_i Σ 0·x_i = 0` exactly when every
+/// entry is finite (`0·NaN` and `0·∞` are NaN, which the sums keep), one
+/// scalar read for all of them; only on a fault are the tensors copied to
+/// find the offending value.
+pub(crate) fn check_finite(ts: &[candle_core::Tensor], what: &'static str) -> Result<()> {
+    let mut probe: Option<candle_core::Tensor> = None;
+    for t in ts {
+        let zeroed = (t * 0.0)?.sum_all()?.to_dtype(DType::F64)?;
+        probe = Some(match probe {
+            Some(sum) => (sum + zeroed)?,
+            None => zeroed,
+        });
+    }
+    let Some(probe) = probe else {
+        return Ok(());
+    };
+    let probe = host::scalar(&probe)?;
     if probe == 0.0 {
         return Ok(());
     }
-    let value = host::read::<f64>(t)?
-        .into_iter()
-        .find(|v| !v.is_finite())
-        .unwrap_or(probe);
-    Err(Error::NonFinite { what, value })
+    for t in ts {
+        if let Some(value) = host::read::<f64>(t)?.into_iter().find(|v| !v.is_finite()) {
+            return Err(Error::NonFinite { what, value });
+        }
+    }
+    Err(Error::NonFinite { what, value: probe })
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{Device, Tensor};
+
+    use super::*;
+
+    /// The probe over several tensors passes finite ones and names the
+    /// first non-finite entry of the first tensor that has one.
+    #[test]
+    fn check_finite_names_the_first_non_finite_entry() -> Result<()> {
+        let dev = Device::Cpu;
+        let finite = Tensor::new(&[1f32, -2.0, 3.5], &dev)?;
+        let faulty = Tensor::new(&[[0f64, f64::NEG_INFINITY], [f64::NAN, 1.0]], &dev)?;
+        check_finite(&[], "nothing")?;
+        check_finite(&[finite.clone(), finite.clone()], "finite")?;
+        match check_finite(&[finite, faulty.clone(), faulty.neg()?], "these") {
+            Err(Error::NonFinite { what, value }) => {
+                assert_eq!((what, value), ("these", f64::NEG_INFINITY));
+            }
+            other => panic!("expected NonFinite, got {other:?}"),
+        }
+        Ok(())
+    }
 }

@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use anyhow::Result;
 use candle_core::Device;
+use vivit::{DampedNewton, DampedNewtonConfig};
 
 use crate::problems::{Problem, PROBLEMS, TRAINING_PROBLEM};
 use crate::tasks::{Ggn, Gradient, Task};
@@ -62,6 +63,22 @@ pub fn run(device: &Device) -> Result<()> {
             );
         }
     }
+    transfers(device)
+}
+
+/// Prints the copies between the device and the host in one `DampedNewton`
+/// step (default configuration) on [`TRAINING_PROBLEM`]'s network: on a GPU
+/// each copy to the host is a synchronization.
+fn transfers(device: &Device) -> Result<()> {
+    let problem = Problem::new(TRAINING_PROBLEM, device)?;
+    let mut opt = DampedNewton::from_varmap(&problem.varmap, DampedNewtonConfig::default());
+    let report = opt.step_recorded(&vivit::record(|| problem.loss())?)?;
+    let moved = report.timings.transfers();
+    println!(
+        "DampedNewton step on {TRAINING_PROBLEM}, pass copies: {} to the host ({} bytes), \
+         {} to the device ({} bytes)",
+        moved.to_host, moved.to_host_bytes, moved.to_device, moved.to_device_bytes
+    );
     Ok(())
 }
 

@@ -252,9 +252,10 @@ fn newton_step(
     complement: bool,
     verbose: bool,
 ) -> Result<NewtonStep> {
-    let mean =
-        |t: &Tensor| -> Result<Vec<f64>> { Ok(crate::linalg::host::read::<f64>(&t.mean(0)?)?) };
-    let (gamma_bar, lambda_bar) = (mean(&d.gammas)?, mean(&d.lambdas)?);
+    // γ̄ and λ̄ `[K]`, read in one copy
+    let means = Tensor::cat(&[d.gammas.mean(0)?, d.lambdas.mean(0)?], 0)?;
+    let mut gamma_bar = crate::linalg::host::read::<f64>(&means)?;
+    let lambda_bar = gamma_bar.split_off(gamma_bar.len() / 2);
     let (deltas, delta_perp) = dampings(ggn, group, d, complement)?;
     let g = ggn.group();
     mark(Stage::Step, verbose, || {
@@ -271,9 +272,7 @@ fn newton_step(
         Some(dp) => subtract_complement(grad, &mut step, &gamma_bar, dp)?,
         None => 0.0,
     };
-    for s in &step {
-        check_finite(s, "the damped Newton step")?;
-    }
+    check_finite(&step, "the damped Newton step")?;
     mark(Stage::Other, verbose, || format!("group {g}: step done"));
     let eigenspace_slope: f64 = gamma_bar.iter().zip(&tau).map(|(g, t)| g * t).sum();
     Ok(NewtonStep {

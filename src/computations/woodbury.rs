@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use candle_core::{Tensor, TensorId};
+use candle_core::{DType, Tensor, TensorId};
 
 use super::damped_newton::NewtonStep;
 use super::directions::{mean_gradient, Directional};
@@ -10,7 +10,7 @@ use super::options::Options;
 use crate::error::{check_finite, Error, Result};
 use crate::extension::{mark, Block, Extension, FactorId, KeptFactor, Stage};
 use crate::group::ParamGroup;
-use crate::linalg::host::scalar;
+use crate::linalg::host::scalars;
 use crate::linalg::ShiftedCholesky;
 
 /// The Levenberg–Marquardt step `s = −(V Vᵀ + δ I)⁻¹ ḡ` of the group's block
@@ -214,20 +214,24 @@ impl WoodburyCurvature {
         let r = self.factor.transpose_apply(g_bar)?;
         let c = self.cholesky.solve(&r)?;
         let v_c = self.factor.apply(&c.unsqueeze(0)?)?;
-        let mut g_sq = 0.0;
-        let mut step = Vec::with_capacity(g_bar.len());
-        for (vc, gb) in v_c.iter().zip(g_bar) {
-            g_sq += scalar(&gb.sqr()?.sum_all()?)?;
-            let s = ((vc - gb)? / delta)?.squeeze(0)?;
-            check_finite(&s, "the damped Newton step")?;
-            step.push(s);
-        }
+        let step = v_c
+            .iter()
+            .zip(g_bar)
+            .map(|(vc, gb)| Ok(((vc - gb)? / delta)?.squeeze(0)?))
+            .collect::<Result<Vec<_>>>()?;
+        check_finite(&step, "the damped Newton step")?;
         let vt_s = ((self.gram.matmul(&c.unsqueeze(1)?)?.squeeze(1)? - &r)? / delta)?;
+        // ‖ḡ‖², rᵀc and ‖Vᵀs‖², read in one copy
+        let mut g_sq = Tensor::zeros((), DType::F64, r.device())?;
+        for gb in g_bar {
+            g_sq = (g_sq + gb.sqr()?.sum_all()?.to_dtype(DType::F64)?)?;
+        }
+        let read = scalars(&[g_sq, (&r * &c)?.sum_all()?, vt_s.sqr()?.sum_all()?])?;
         mark(Stage::Other, verbose, || format!("group {g}: step done"));
         Ok(NewtonStep {
             step,
-            slope: (scalar(&(&r * &c)?.sum_all()?)? - g_sq) / delta,
-            curvature: scalar(&vt_s.sqr()?.sum_all()?)?,
+            slope: (read[1] - read[0]) / delta,
+            curvature: read[2],
             reusable: None,
         })
     }

@@ -304,11 +304,11 @@ impl DampedNewton {
                 } else {
                     theta.clone()
                 };
-                let value = (decayed + (&u * lr)?)?;
-                check_finite(&value, "a parameter after the step")?;
-                updates.push((var, value, u));
+                updates.push((var, (decayed + (&u * lr)?)?, u));
             }
         }
+        let values: Vec<Tensor> = updates.iter().map(|(_, value, _)| value.clone()).collect();
+        check_finite(&values, "a parameter after the step")?;
         for (var, value, u) in updates {
             var.set(&value)?;
             if momentum > 0.0 {
