@@ -65,7 +65,8 @@ pub struct Timings {
 impl Timings {
     /// The copies of values between the model's device and the host during
     /// the pass (Gram matrices to the eigensolvers and back, Monte-Carlo
-    /// draws): on a GPU the traffic over the bus, on the CPU conversions.
+    /// draws, the scalars read to steer the pass): on a GPU the traffic over
+    /// the bus, each read a synchronization; on the CPU conversions.
     ///
     /// Eigvalsh of a linear layer `4 → 3` on `N = 5` samples with
     /// cross-entropy in f64: the loss value goes to the host to be checked

@@ -1,7 +1,10 @@
 //! The copies between a tensor's device and the host, where the dense
-//! eigensolvers, the Cholesky factorization and the Monte-Carlo draws run:
-//! the only place values move (a copy each way per solve on a GPU, none but
-//! a conversion on the CPU), each counted ([`Transfers`]).
+//! eigensolvers, the Cholesky factorization and the Monte-Carlo draws run,
+//! and where the scalars that steer a computation are read (the loss value,
+//! finiteness probes, the flags of out-of-range targets and ids): the only
+//! place values move (on a GPU each read is a synchronization; on the CPU
+//! there is nothing but a conversion), each counted ([`Transfers`]).
+//! `tests/host_copies.rs` fails on a copy made anywhere else.
 
 use std::cell::Cell;
 
