@@ -229,6 +229,7 @@ where
         layers: scope.layers,
         loss: loss_record,
         value: loss.detach(),
+        value_on_host: std::sync::OnceLock::new(),
         passes,
         probe,
     });

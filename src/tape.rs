@@ -178,11 +178,26 @@ pub(crate) struct Tape {
     pub loss: LossRecord,
     /// The loss value, detached.
     pub value: Tensor,
+    /// The loss value on the host, once read ([`Tape::loss_value`]).
+    pub value_on_host: std::sync::OnceLock<f64>,
     /// Factor passes running on the graph (see [`FactorPasses`]).
     pub passes: FactorPasses,
     /// Zero variable added to the returned loss: its gradient in a `GradStore`
     /// tells that the store came from this tape's loss.
     pub probe: Var,
+}
+
+impl Tape {
+    /// The loss value as an f64 on the host: read (one counted copy) at the
+    /// first call, then kept, so that a pass and the step after it
+    /// synchronize for it once.
+    pub fn loss_value(&self) -> crate::Result<f64> {
+        if let Some(&value) = self.value_on_host.get() {
+            return Ok(value);
+        }
+        let value = crate::linalg::host::scalar(&self.value)?;
+        Ok(*self.value_on_host.get_or_init(|| value))
+    }
 }
 
 #[cfg(test)]

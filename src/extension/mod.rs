@@ -131,7 +131,7 @@ pub(crate) struct FactorId(usize);
 impl<'a> Extension<'a> {
     fn new(tape: &'a Tape, groups: &[ParamGroup]) -> Result<Self> {
         check_dtype(&tape.loss.output)?;
-        let loss = crate::linalg::host::scalar(&tape.value)?;
+        let loss = tape.loss_value()?;
         if !loss.is_finite() {
             return Err(Error::NonFinite {
                 what: "the loss",

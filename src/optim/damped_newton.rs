@@ -322,7 +322,7 @@ impl DampedNewton {
             self.config.curvature_interval,
         );
         Ok(StepReport {
-            loss: scalar(&tape.value)?,
+            loss: tape.loss_value()?,
             predicted_change: steps.iter().map(|s| s.predicted_change(scale * lr)).sum(),
             new_loss: None,
             rejected: false,
