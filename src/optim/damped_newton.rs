@@ -10,8 +10,9 @@ use candle_nn::VarMap;
 use super::adaptation::Adaptation;
 use super::amortization::Amortization;
 use super::config::{Blocks, DampedNewtonConfig};
-use crate::computations::{DirectionalDampedNewtonComputation, Drive, NewtonStep, Options};
-use crate::error::{check_finite, Error, Result};
+use super::update::{trust_scale, Update, Velocity};
+use crate::computations::{DirectionalDampedNewtonComputation, Drive, Options};
+use crate::error::{Error, Result};
 use crate::extension::{backward_tape, Timings};
 use crate::group::ParamGroup;
 use crate::linalg::host::scalar;
@@ -89,7 +90,7 @@ pub struct DampedNewton {
     groups: Option<Vec<ParamGroup>>,
     config: DampedNewtonConfig,
     /// The momentum buffer `u` of each variable (empty without momentum).
-    velocity: HashMap<TensorId, Tensor>,
+    velocity: Velocity,
     /// The curvature kept for later steps
     /// ([`DampedNewtonConfig::curvature_interval`]) and the count of those computed.
     amortization: Amortization,
@@ -125,7 +126,7 @@ impl DampedNewton {
             vars,
             groups,
             config,
-            velocity: HashMap::new(),
+            velocity: Velocity::default(),
             amortization: Amortization::default(),
             adaptation: Adaptation::default(),
         }
@@ -218,7 +219,10 @@ impl DampedNewton {
             Ok(())
         };
         let mut report = self.step_tape(recorded.tape()?, None)?;
-        let new_loss = match loss_after().map_err(Error::from).and_then(|l| scalar(&l)) {
+        let new_loss = match loss_after()
+            .map_err(Error::from)
+            .and_then(|l| scalar(&l))
+        {
             Ok(loss) => loss,
             Err(e) => {
                 restore(self)?;
@@ -290,31 +294,17 @@ impl DampedNewton {
         let timings = backward_tape(tape, &groups, &mut [&mut computation])?;
         let (mut steps, refreshed) = computation.into_steps();
         let scale = trust_scale(self.config.trust_region, lr, &steps);
-        let mut updates = Vec::new();
-        for (group, step) in groups.iter().zip(&steps) {
-            for (var, s) in group.params().iter().zip(&step.step) {
-                let s = if scale < 1.0 { (s * scale)? } else { s.clone() };
-                let u = match self.velocity.get(&var.id()) {
-                    Some(u) if momentum > 0.0 => ((u * momentum)? + &s)?,
-                    _ => s,
-                };
-                let theta = var.as_tensor();
-                let decayed = if weight_decay > 0.0 {
-                    (theta - (theta * (lr * weight_decay))?)?
-                } else {
-                    theta.clone()
-                };
-                updates.push((var, (decayed + (&u * lr)?)?, u));
-            }
-        }
-        let values: Vec<Tensor> = updates.iter().map(|(_, value, _)| value.clone()).collect();
-        check_finite(&values, "a parameter after the step")?;
-        for (var, value, u) in updates {
-            var.set(&value)?;
-            if momentum > 0.0 {
-                self.velocity.insert(var.id(), u);
-            }
-        }
+        let update = Update {
+            lr,
+            momentum,
+            weight_decay,
+            scale,
+        };
+        let vars_steps = groups
+            .iter()
+            .zip(&steps)
+            .flat_map(|(group, step)| group.params().iter().zip(&step.step));
+        self.velocity.apply(vars_steps, update)?;
         self.amortization.commit(
             &mut steps,
             refreshed,
@@ -385,22 +375,6 @@ impl DampedNewton {
                 layers.into_iter().map(|(_, vars)| group(vars)).collect()
             }
         }
-    }
-}
-
-/// The factor `ν = min(1, √(κ / (lr² |ḡᵀs|)))` that keeps
-/// `ν² lr² |ḡᵀs| ≤ κ` (K-FAC's KL clipping; for the full-rank step
-/// `|ḡᵀs| = sᵀ(G + δI)s`, so `ν lr s` stays in the ball of radius `√κ` of that
-/// norm), summed over the groups; 1 without a trust region.
-fn trust_scale(trust_region: Option<f64>, lr: f64, steps: &[NewtonStep]) -> f64 {
-    let Some(kappa) = trust_region else {
-        return 1.0;
-    };
-    let size = lr * lr * steps.iter().map(|s| s.slope).sum::<f64>().abs();
-    if size > kappa {
-        (kappa / size).sqrt()
-    } else {
-        1.0
     }
 }
 

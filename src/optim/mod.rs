@@ -5,6 +5,7 @@ mod adaptation;
 mod amortization;
 mod config;
 mod damped_newton;
+mod update;
 
 /// The damping policies, also at [`crate::damping`].
 pub use crate::damping::{Bootstrap, Damping, DampingInput, LevenbergMarquardt};
