@@ -257,23 +257,19 @@ pub type Result<T> = std::result::Result<T, Error>;
 /// [`Error::NonFinite`] with the first NaN or ±∞ of the tensors `ts` (in
 /// order), named `what`.
 ///
-/// The test runs on the tensors' device: `Σ_i Σ 0·x_i = 0` exactly when every
-/// entry is finite (`0·NaN` and `0·∞` are NaN, which the sums keep), one
-/// scalar read for all of them; only on a fault are the tensors copied to
-/// find the offending value.
+/// The test runs on the tensors' device: `Σ 0·x_i = 0` exactly when every
+/// entry of `x_i` is finite (`0·NaN` and `0·∞` are NaN, which the sum
+/// keeps), the sums of all the tensors read in one copy; only on a fault are
+/// the tensors copied to find the offending value.
 pub(crate) fn check_finite(ts: &[candle_core::Tensor], what: &'static str) -> Result<()> {
-    let mut probe: Option<candle_core::Tensor> = None;
-    for t in ts {
-        let zeroed = (t * 0.0)?.sum_all()?.to_dtype(DType::F64)?;
-        probe = Some(match probe {
-            Some(sum) => (sum + zeroed)?,
-            None => zeroed,
-        });
-    }
-    let Some(probe) = probe else {
+    if ts.is_empty() {
         return Ok(());
-    };
-    let probe = host::scalar(&probe)?;
+    }
+    let probes = ts
+        .iter()
+        .map(|t| (t * 0.0)?.sum_all())
+        .collect::<candle_core::Result<Vec<_>>>()?;
+    let probe: f64 = host::scalars(&probes)?.into_iter().sum();
     if probe == 0.0 {
         return Ok(());
     }

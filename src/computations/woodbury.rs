@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use candle_core::{DType, Tensor, TensorId};
+use candle_core::{Tensor, TensorId};
 
 use super::damped_newton::NewtonStep;
 use super::directions::{mean_gradient, Directional};
@@ -221,17 +221,18 @@ impl WoodburyCurvature {
             .collect::<Result<Vec<_>>>()?;
         check_finite(&step, "the damped Newton step")?;
         let vt_s = ((self.gram.matmul(&c.unsqueeze(1)?)?.squeeze(1)? - &r)? / delta)?;
-        // ‖ḡ‖², rᵀc and ‖Vᵀs‖², read in one copy
-        let mut g_sq = Tensor::zeros((), DType::F64, r.device())?;
+        // rᵀc, ‖Vᵀs‖² and the ‖ḡ_i‖² of each parameter, read in one copy
+        let mut parts = vec![(&r * &c)?.sum_all()?, vt_s.sqr()?.sum_all()?];
         for gb in g_bar {
-            g_sq = (g_sq + gb.sqr()?.sum_all()?.to_dtype(DType::F64)?)?;
+            parts.push(gb.sqr()?.sum_all()?);
         }
-        let read = scalars(&[g_sq, (&r * &c)?.sum_all()?, vt_s.sqr()?.sum_all()?])?;
+        let read = scalars(&parts)?;
+        let g_sq: f64 = read[2..].iter().sum();
         mark(Stage::Other, verbose, || format!("group {g}: step done"));
         Ok(NewtonStep {
             step,
-            slope: (read[1] - read[0]) / delta,
-            curvature: read[2],
+            slope: (read[0] - g_sq) / delta,
+            curvature: read[1],
             reusable: None,
         })
     }

@@ -90,7 +90,7 @@ pub(crate) fn scalars(parts: &[Tensor]) -> candle_core::Result<Vec<f64>> {
 
 /// The value of the scalar tensor `t` as an f64 on the host (one copy,
 /// counted).
-pub(crate) fn scalar(t: &Tensor) -> Result<f64> {
+pub(crate) fn scalar(t: &Tensor) -> candle_core::Result<f64> {
     Ok(scalars(std::slice::from_ref(t))?[0])
 }
 
@@ -103,9 +103,9 @@ pub(crate) fn any_outside(t: &Tensor, low: f64, high: f64) -> candle_core::Resul
     if x.elem_count() == 0 {
         return Tensor::zeros((), DType::U8, t.device());
     }
-    let bound = |v: f64| Tensor::full(v, x.shape(), x.device());
-    x.lt(&bound(low)?)?
-        .maximum(&x.gt(&bound(high)?)?)?
+    let bound = |v: f64| Tensor::full(v, (), x.device());
+    x.broadcast_lt(&bound(low)?)?
+        .maximum(&x.broadcast_gt(&bound(high)?)?)?
         .maximum(&x.ne(&x)?)?
         .max(0)
 }

@@ -51,7 +51,7 @@ pub fn binary_cross_entropy_with_logit(logits: &Tensor, targets: &Tensor) -> Res
     let name = "binary_cross_entropy_with_logit";
     check(name, logits, targets)?;
     // one flag reduced on the targets' device; the targets only on a fault
-    if host::scalars(&[host::any_outside(targets, 0.0, 1.0)?])?[0] > 0.0 {
+    if host::scalar(&host::any_outside(targets, 0.0, 1.0)?)? > 0.0 {
         let values = host::read::<f64>(targets)?;
         let bad = values
             .iter()

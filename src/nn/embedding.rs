@@ -54,7 +54,7 @@ impl Module for Embedding {
         // one flag reduced on the ids' device; the ids themselves only on a fault
         let vocab = self.embeddings().dim(0)?;
         let outside = host::any_outside(ids, 0.0, vocab as f64 - 1.0)?;
-        if host::scalars(&[outside])?[0] > 0.0 {
+        if host::scalar(&outside)? > 0.0 {
             let ids = host::read::<i64>(ids)?;
             let (low, high) = (ids.iter().copied().min(), ids.iter().copied().max());
             if let Some(id) = [low, high]

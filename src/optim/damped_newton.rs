@@ -221,7 +221,7 @@ impl DampedNewton {
         let mut report = self.step_tape(recorded.tape()?, None)?;
         let new_loss = match loss_after()
             .map_err(Error::from)
-            .and_then(|l| scalar(&l))
+            .and_then(|l| Ok(scalar(&l)?))
         {
             Ok(loss) => loss,
             Err(e) => {
